@@ -1,0 +1,3 @@
+from gnn4itk.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Readers and writers for event files: TrackML CSV, ACTS CSV, Parquet, GNN4ITk inference tensors."""
