@@ -1,0 +1,457 @@
+"""Tracking performance: GNN4ITk efficiency, fake and duplicate rates, and the TrackML score.
+
+The definitions follow GNN4ITk's acorn (``evaluate_labelled_graph`` + ``tracking_efficiency``) and the
+TrackML challenge's ``trackml.score.score_event`` / ``trackml.weights.weight_hits``; ``docs/metrics.md``
+gives every formula. Everything is vectorised numpy/pandas: a mu=200 event (~140k spacepoints, ~20k
+tracks) takes a fraction of a second.
+
+Tracks can be given in any of the three forms of :mod:`gnn4itk.tracks` (LABELS, per-spacepoint track
+ids, list of row-index arrays). Internally they become (row, track) *membership pairs*, which also
+allows tracks that share spacepoints (the efficiency metrics are defined for them; the TrackML score is
+not, since the challenge gave every hit exactly one track).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from gnn4itk.event import Event
+
+MATCHING_STYLES = ("double_majority", "purity", "one_way")
+"""``double_majority``: acorn ``two_way`` (the GNN4ITk default); ``purity``: acorn ``ATLAS`` (track
+purity alone decides both matching and reconstruction); ``one_way``: purity for tracks, completeness for
+particles."""
+
+
+@dataclass(frozen=True)
+class TrackingCuts:
+    """Every selection and matching cut of the tracking metrics, with the GNN4ITk defaults.
+
+    Attributes:
+        pt_min: target particles need ``pt >= pt_min`` [GeV].
+        eta_max: target particles need ``|eta| <= eta_max`` (particle pseudorapidity).
+        primary_only: target particles must be primaries.
+        excluded_abs_pdg: ``|pdgId|`` values that are never targets (electrons by default).
+        radius_max: target particles need production radius ``< radius_max`` [mm].
+        particle_min_hits: target particles need at least this many spacepoints in the event.
+        track_min_hits: candidate tracks need at least this many spacepoints.
+        matching_fraction: a fraction must be strictly greater than this to count as a majority.
+        matching: one of :data:`MATCHING_STYLES`.
+    """
+
+    pt_min: float = 1.0
+    eta_max: float = 4.0
+    primary_only: bool = True
+    excluded_abs_pdg: tuple[int, ...] = (11,)
+    radius_max: float = 260.0
+    particle_min_hits: int = 3
+    track_min_hits: int = 5
+    matching_fraction: float = 0.5
+    matching: str = "double_majority"
+
+    def __post_init__(self):
+        if self.matching not in MATCHING_STYLES:
+            raise ValueError(f"unknown matching style {self.matching!r}; choose one of {MATCHING_STYLES}")
+        if not 0.5 <= self.matching_fraction < 1.0:
+            # Below 0.5 a track could match two particles and a particle two tracks by majority.
+            raise ValueError(f"matching_fraction must be in [0.5, 1), got {self.matching_fraction}")
+        object.__setattr__(self, "excluded_abs_pdg", tuple(abs(int(p)) for p in self.excluded_abs_pdg))
+
+
+# --------------------------------------------------------------------------------------------------
+# Track inputs
+
+
+def track_membership(tracks, num_hits: int, form: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """(row, track) membership pairs from any track form.
+
+    Args:
+        tracks: LABELS (int64 [L], tracks ended by -1), per-spacepoint track ids (int64 [num_hits],
+            -1 unassigned) or a list of int64 row-index arrays; numpy, list or CPU torch tensors.
+        num_hits: number of spacepoints in the event.
+        form: ``"labels"``, ``"track_ids"``, ``"list"`` or ``"auto"``. ``auto`` takes a Python
+            list/tuple as a list of tracks and any array or tensor as LABELS (the wire format): per-
+            spacepoint track ids must be named with ``form="track_ids"``, since a LABELS array can have
+            the length of the event.
+
+    Returns:
+        ``rows`` (int64 [M]) and ``track`` (int64 [M]): spacepoint row and dense track number
+        (0 .. T-1, in input order) of every membership. Empty tracks are dropped.
+
+    Raises:
+        ValueError: unknown or ambiguous form, a row outside ``[0, num_hits)``, or a track that lists
+            the same spacepoint twice.
+    """
+    if form == "auto":
+        form = "list" if isinstance(tracks, (list, tuple)) else "labels"
+    if form == "labels":
+        labels = _as_int64(tracks)
+        is_end = labels == -1
+        # Track number of a LABELS entry = number of terminators before it.
+        number = np.cumsum(is_end) - is_end
+        rows, track = labels[~is_end], number[~is_end]
+    elif form == "track_ids":
+        ids = _as_int64(tracks)
+        if len(ids) != num_hits:
+            raise ValueError(f"track ids have length {len(ids)}, the event has {num_hits} spacepoints")
+        rows = np.flatnonzero(ids >= 0)
+        track = ids[rows]
+    elif form == "list":
+        arrays = [_as_int64(t) for t in tracks]
+        rows = np.concatenate(arrays) if arrays else np.empty(0, np.int64)
+        track = np.repeat(np.arange(len(arrays), dtype=np.int64), [len(a) for a in arrays])
+    else:
+        raise ValueError(f"unknown track form {form!r}; use 'labels', 'track_ids', 'list' or 'auto'")
+    if len(rows) and (rows.min() < 0 or rows.max() >= num_hits):
+        raise ValueError(f"a track has a spacepoint row index outside [0, {num_hits})")
+    _, track = np.unique(track, return_inverse=True)  # dense numbers; drops empty tracks
+    track = track.astype(np.int64)
+    if len(np.unique(track * num_hits + rows)) != len(rows):
+        raise ValueError("a track lists the same spacepoint more than once")
+    return rows, track
+
+
+def _as_int64(values) -> np.ndarray:
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=np.int64).ravel()
+
+
+def tracks_from_table(hits: pd.DataFrame, table: pd.DataFrame) -> list[np.ndarray]:
+    """Tracks (row-index arrays) from a ``hit_id, track_id`` table; ``track_id < 0`` = unassigned.
+
+    A ``hit_id`` may appear under several track ids (shared spacepoints).
+
+    Args:
+        hits: the event's spacepoint table (``hit_id`` int64 [N]).
+        table: DataFrame with integer columns ``hit_id`` and ``track_id``.
+
+    Returns:
+        list of int64 row-index arrays, one per track id in increasing order.
+    """
+    missing = [c for c in ("hit_id", "track_id") if c not in table.columns]
+    if missing:
+        raise ValueError(f"track table lacks columns {missing}; it needs hit_id and track_id")
+    table = table[table["track_id"] >= 0]
+    row_of_hit = pd.Series(np.arange(len(hits), dtype=np.int64), index=hits["hit_id"].to_numpy())
+    rows = row_of_hit.reindex(table["hit_id"].to_numpy())
+    if rows.isna().any():
+        unknown = table["hit_id"].to_numpy()[rows.isna().to_numpy()][:5].tolist()
+        raise ValueError(f"track table names hit_ids that are not in the event, e.g. {unknown}")
+    rows = rows.to_numpy(np.int64)
+    track_ids = table["track_id"].to_numpy(np.int64)
+    order = np.lexsort((rows, track_ids))
+    rows, track_ids = rows[order], track_ids[order]
+    return np.split(rows, np.flatnonzero(np.diff(track_ids)) + 1) if len(rows) else []
+
+
+def truth_tracks(event: Event) -> list[np.ndarray]:
+    """Perfect tracks from truth: one per particle with spacepoints, ordered along the trajectory.
+
+    Spacepoints are ordered by their 3-D distance from the particle's production vertex (from the
+    origin where the particle is not in the particle table). Noise (``particle_id == 0``) is in no track.
+
+    Returns:
+        list of int64 row-index arrays, one per particle, in increasing ``particle_id`` order.
+    """
+    _require_truth(event)
+    hits = event.hits
+    pid = hits["particle_id"].to_numpy(np.int64)
+    rows = np.flatnonzero(pid != 0)
+    vertex = event.particles.set_index("particle_id")[["vx", "vy", "vz"]].reindex(pid[rows]).fillna(0.0)
+    position = hits[["x", "y", "z"]].to_numpy(np.float64)[rows]
+    distance = np.linalg.norm(position - vertex.to_numpy(np.float64), axis=1)
+    order = np.lexsort((distance, pid[rows]))
+    rows = rows[order]
+    return np.split(rows, np.flatnonzero(np.diff(pid[rows])) + 1) if len(rows) else []
+
+
+# --------------------------------------------------------------------------------------------------
+# GNN4ITk efficiency, fake rate, duplicate rate
+
+
+@dataclass
+class TrackingResult:
+    """Outcome of :func:`evaluate_tracking`.
+
+    Attributes:
+        efficiency: reconstructed target particles / target particles (NaN without targets).
+        fake_rate: candidate tracks matched to no particle / candidate tracks (NaN without candidates).
+        duplicate_rate: (matching tracks of reconstructed targets - reconstructed targets) /
+            reconstructed targets (NaN when none is reconstructed).
+        trackml_score: TrackML score in [0, 1], or None when it is undefined (see ``trackml_note``).
+        counts: n_tracks (all given), n_candidate_tracks, n_matched_tracks, n_fake_tracks,
+            n_target_particles, n_reconstructed_particles, n_duplicate_tracks.
+        target_particles: DataFrame, one row per target particle: ``particle_id, pt, eta, nhits,
+            n_matching_tracks, reconstructed``.
+        cuts: the cuts used.
+    """
+
+    efficiency: float
+    fake_rate: float
+    duplicate_rate: float
+    trackml_score: float | None
+    counts: dict
+    target_particles: pd.DataFrame = field(repr=False)
+    cuts: TrackingCuts = field(default_factory=TrackingCuts)
+    trackml_note: str = ""
+
+    def as_dict(self) -> dict:
+        """JSON-ready summary (NaN becomes None)."""
+
+        def clean(value):
+            return None if isinstance(value, float) and math.isnan(value) else value
+
+        return {
+            "efficiency": clean(self.efficiency),
+            "fake_rate": clean(self.fake_rate),
+            "duplicate_rate": clean(self.duplicate_rate),
+            "trackml_score": clean(self.trackml_score),
+            **({"trackml_note": self.trackml_note} if self.trackml_note else {}),
+            **self.counts,
+            "cuts": {**asdict(self.cuts), "excluded_abs_pdg": list(self.cuts.excluded_abs_pdg)},
+        }
+
+
+def target_particle_mask(particles: pd.DataFrame, nhits: np.ndarray, cuts: TrackingCuts) -> np.ndarray:
+    """Which particles are targets (the denominator of the efficiency).
+
+    Args:
+        particles: particle table with ``pt, eta, primary, pdgId, radius``.
+        nhits: int array [P], spacepoints of each particle in the event's spacepoint table.
+        cuts: the selection.
+
+    Returns:
+        bool array [P].
+    """
+    missing = [c for c in ("pt", "eta", "primary", "pdgId", "radius") if c not in particles.columns]
+    if missing:
+        raise ValueError(f"particle table lacks columns {missing} needed for the target selection")
+    mask = (particles["pt"].to_numpy() >= cuts.pt_min) & (np.abs(particles["eta"].to_numpy()) <= cuts.eta_max)
+    mask &= particles["radius"].to_numpy() < cuts.radius_max
+    mask &= ~np.isin(np.abs(particles["pdgId"].to_numpy(np.int64)), cuts.excluded_abs_pdg)
+    mask &= np.asarray(nhits) >= cuts.particle_min_hits
+    if cuts.primary_only:
+        mask &= particles["primary"].to_numpy(bool)
+    return mask
+
+
+def _shared_counts(pid: np.ndarray, rows: np.ndarray, track: np.ndarray):
+    """Per (track, particle) pair: the number of shared spacepoints.
+
+    Returns:
+        ``pair_track`` int64 [K], ``pair_pid`` int64 [K], ``shared`` int64 [K], sorted by track then pid.
+    """
+    hit_pid = pid[rows]
+    pid_codes, pid_values = pd.factorize(hit_pid, sort=True)
+    key = track * len(pid_values) + pid_codes
+    keys, shared = np.unique(key, return_counts=True)
+    n = max(len(pid_values), 1)
+    return keys // n, np.asarray(pid_values, dtype=np.int64)[keys % n], shared.astype(np.int64)
+
+
+def evaluate_tracking(
+    event: Event, tracks, cuts: TrackingCuts | None = None, form: str = "auto", trackml: bool = True
+) -> TrackingResult:
+    """GNN4ITk tracking metrics (and the TrackML score) of ``tracks`` against the truth of ``event``.
+
+    Args:
+        event: event with truth (``hits.particle_id``, ``particles``).
+        tracks: tracks in any form of :func:`track_membership`.
+        cuts: selection and matching cuts (GNN4ITk defaults when None).
+        form: track form, see :func:`track_membership`.
+        trackml: also compute the TrackML score.
+
+    Returns:
+        :class:`TrackingResult`.
+    """
+    cuts = cuts or TrackingCuts()
+    _require_truth(event)
+    pid = event.hits["particle_id"].to_numpy(np.int64)
+    rows, track = track_membership(tracks, len(pid), form)
+    n_tracks = int(track.max()) + 1 if len(track) else 0
+    track_len = np.bincount(track, minlength=n_tracks)
+
+    pid_nhits = pd.Series(pid[pid != 0]).value_counts()
+    pair_track, pair_pid, shared = _shared_counts(pid, rows, track)
+    real = pair_pid != 0  # noise is no particle: it lengthens tracks but is never matched
+    pair_track, pair_pid, shared = pair_track[real], pair_pid[real], shared[real]
+    purity_ok = shared > cuts.matching_fraction * track_len[pair_track]
+    completeness_ok = shared > cuts.matching_fraction * pid_nhits.reindex(pair_pid).to_numpy()
+    candidate_pair = track_len[pair_track] >= cuts.track_min_hits
+    if cuts.matching == "double_majority":
+        track_match = particle_match = purity_ok & completeness_ok
+    elif cuts.matching == "purity":
+        track_match = particle_match = purity_ok
+    else:  # one_way
+        track_match, particle_match = purity_ok, completeness_ok
+    track_match = track_match & candidate_pair
+    particle_match = particle_match & candidate_pair
+
+    candidates = track_len >= cuts.track_min_hits
+    n_candidates = int(candidates.sum())
+    n_matched_tracks = len(np.unique(pair_track[track_match]))
+
+    particles = event.particles
+    nhits = pid_nhits.reindex(particles["particle_id"].to_numpy(np.int64)).fillna(0).to_numpy(np.int64)
+    target = target_particle_mask(particles, nhits, cuts)
+    matching_tracks = pd.Series(pair_pid[particle_match]).value_counts()
+    targets = pd.DataFrame(
+        {
+            "particle_id": particles["particle_id"].to_numpy(np.int64)[target],
+            "pt": particles["pt"].to_numpy(np.float64)[target],
+            "eta": particles["eta"].to_numpy(np.float64)[target],
+            "nhits": nhits[target],
+        }
+    )
+    targets["n_matching_tracks"] = matching_tracks.reindex(targets["particle_id"]).fillna(0).to_numpy(np.int64)
+    targets["reconstructed"] = targets["n_matching_tracks"] > 0
+    n_target = len(targets)
+    n_reco = int(targets["reconstructed"].sum())
+    n_dup = int(targets["n_matching_tracks"].sum()) - n_reco
+
+    score, note = None, ""
+    if trackml:
+        if len(np.unique(rows)) != len(rows):
+            note = "tracks share spacepoints; the TrackML score needs every spacepoint in at most one track"
+        else:
+            track_ids = np.full(len(pid), -1, dtype=np.int64)
+            track_ids[rows] = track
+            score = trackml_score(event, track_ids)
+
+    return TrackingResult(
+        efficiency=_ratio(n_reco, n_target),
+        fake_rate=_ratio(n_candidates - n_matched_tracks, n_candidates),
+        duplicate_rate=_ratio(n_dup, n_reco),
+        trackml_score=score,
+        counts={
+            "n_tracks": n_tracks,
+            "n_candidate_tracks": n_candidates,
+            "n_matched_tracks": n_matched_tracks,
+            "n_fake_tracks": n_candidates - n_matched_tracks,
+            "n_target_particles": n_target,
+            "n_reconstructed_particles": n_reco,
+            "n_duplicate_tracks": n_dup,
+        },
+        target_particles=targets,
+        cuts=cuts,
+        trackml_note=note,
+    )
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    return numerator / denominator if denominator else float("nan")
+
+
+def _require_truth(event: Event) -> None:
+    if not event.has_truth:
+        raise ValueError("the event has no truth (hits.particle_id and a particle table are needed)")
+
+
+# --------------------------------------------------------------------------------------------------
+# TrackML score
+
+ORDER_PROPOSAL = np.array([10.0, 8.0, 6.0, 5.0, 3.0, 3.0, 3.0, 5.0, 6.0])
+"""The challenge's hit-order weight profile, from the first to the last hit of a track."""
+ORDER_MIN_HITS = 4
+ORDER_MAX_HITS = 20
+
+
+def order_weight_matrix() -> np.ndarray:
+    """The challenge's hit-order weights, float64 [ORDER_MAX_HITS + 1, ORDER_MAX_HITS].
+
+    Row ``n`` (4 <= n <= 20) holds the weights of hits 0..n-1 of an n-hit particle: the proposal profile
+    stretched linearly over n hits, normalised to sum 1. Rows below 4 are zero.
+    """
+    matrix = np.zeros((ORDER_MAX_HITS + 1, ORDER_MAX_HITS))
+    knots = np.arange(len(ORDER_PROPOSAL))
+    for n in range(ORDER_MIN_HITS, ORDER_MAX_HITS + 1):
+        weights = np.interp(np.arange(n), knots * (n - 1) / (len(ORDER_PROPOSAL) - 1), ORDER_PROPOSAL)
+        matrix[n, :n] = weights / weights.sum()
+    return matrix
+
+
+def pt_weight(pt) -> np.ndarray:
+    """The challenge's momentum weight: 0.2 below 0.5 GeV, linear to 1 at 3 GeV, 1 above; 0 below 0.05 GeV.
+
+    Args:
+        pt: float array [P] in GeV.
+    """
+    return np.interp(np.asarray(pt, dtype=np.float64), [0.05, 0.5, 3.0], [0.2, 0.2, 1.0], left=0.0, right=1.0)
+
+
+def trackml_weights(event: Event) -> np.ndarray:
+    """TrackML per-spacepoint weights, float64 [N], normalised to sum 1 over the event.
+
+    A ``weight`` column of the spacepoint table (the truth file's weights) is used when present;
+    otherwise the weights are computed as the challenge did: ``pt_weight(pt) * order_weight(ihit, nhits)``
+    where ``ihit`` ranks the particle's spacepoints by ``|z - vz|`` (true ``tz`` when the table has it)
+    with pandas' average-rank ties truncated, as ``trackml.weights.weight_hits`` does. Either way noise
+    and particles with fewer than 4 spacepoints in this event get weight 0.
+    """
+    _require_truth(event)
+    hits = event.hits
+    pid = hits["particle_id"].to_numpy(np.int64)
+    nhits = pd.Series(pid).map(pd.Series(pid).value_counts()).to_numpy(np.int64)
+    eligible = (pid != 0) & (nhits >= ORDER_MIN_HITS)
+    if "weight" in hits.columns:
+        weights = np.where(eligible, hits["weight"].to_numpy(np.float64), 0.0)
+    else:
+        particles = event.particles.set_index("particle_id")
+        known = pd.Index(particles.index).get_indexer(pid) >= 0
+        pt = particles["pt"].reindex(pid).to_numpy(np.float64)
+        vz = particles["vz"].reindex(pid).to_numpy(np.float64)
+        z = hits["tz" if "tz" in hits.columns else "z"].to_numpy(np.float64)
+        distance = pd.Series(np.abs(z - np.where(known, vz, 0.0)))
+        ihit = (distance.groupby(pid).rank(method="average") - 1).to_numpy().astype(np.int64)
+        capped = np.minimum(nhits, ORDER_MAX_HITS)
+        in_range = ihit < ORDER_MAX_HITS  # the challenge gave hits beyond the 20th weight zero
+        order = np.where(in_range, order_weight_matrix()[capped, np.minimum(ihit, ORDER_MAX_HITS - 1)], 0.0)
+        weights = np.where(eligible & known, pt_weight(np.where(known, pt, 0.0)) * order, 0.0)
+    total = weights.sum()
+    if total <= 0:
+        raise ValueError("no spacepoint carries TrackML weight (no particle with 4 or more spacepoints)")
+    return weights / total
+
+
+def trackml_score(event: Event, track_ids, weights: np.ndarray | None = None) -> float:
+    """The TrackML challenge score of one event.
+
+    Every track's majority particle is the one with most of its spacepoints (noise counts as particle 0;
+    a tie goes to the smaller particle id, as in ``trackml.score``, and a tie can never pass the cuts).
+    The track scores the summed weight of its majority particle's spacepoints in it when
+    ``2 * n_majority > n_track`` and ``2 * n_majority > n_particle``. Unassigned spacepoints are in no
+    track and score nothing.
+
+    Args:
+        event: event with truth.
+        track_ids: int64 [N], track id of every spacepoint, -1 for unassigned.
+        weights: float64 [N] per-spacepoint weights, default :func:`trackml_weights` (sum 1).
+
+    Returns:
+        score in [0, 1].
+    """
+    pid = event.hits["particle_id"].to_numpy(np.int64)
+    track_ids = _as_int64(track_ids)
+    if len(track_ids) != len(pid):
+        raise ValueError(f"track ids have length {len(track_ids)}, the event has {len(pid)} spacepoints")
+    weights = trackml_weights(event) if weights is None else np.asarray(weights, np.float64)
+    rows = np.flatnonzero(track_ids >= 0)
+    if len(rows) == 0:
+        return 0.0
+    table = pd.DataFrame({"track": track_ids[rows], "pid": pid[rows], "weight": weights[rows]})
+    pairs = table.groupby(["track", "pid"], sort=True).agg(n=("weight", "size"), weight=("weight", "sum"))
+    pairs = pairs.reset_index()
+    # Majority per track: most spacepoints first, then the smaller particle id.
+    pairs = pairs.sort_values(["track", "n", "pid"], ascending=[True, False, True], kind="stable")
+    track_len = table["track"].value_counts()
+    majority = pairs.drop_duplicates("track")
+    pid_nhits = pd.Series(pid).value_counts()
+    n_track = track_len.reindex(majority["track"]).to_numpy()
+    n_particle = pid_nhits.reindex(majority["pid"]).to_numpy()
+    good = (2 * majority["n"].to_numpy() > n_track) & (2 * majority["n"].to_numpy() > n_particle)
+    return float(majority["weight"].to_numpy()[good].sum() / weights.sum())
