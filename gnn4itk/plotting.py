@@ -70,6 +70,7 @@ def plot_efficiency(table: pd.DataFrame, xlabel: str, path, log_x: bool = False,
     )
     if log_x:
         ax.set_xscale("log")
+    ax.set_xlim(table["low"].iloc[0], table["high"].iloc[-1])  # show the whole binned range
     ax.set_xlabel(xlabel)
     ax.set_ylabel("efficiency")
     ax.set_ylim(0.0, 1.05)
