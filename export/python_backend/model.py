@@ -1,0 +1,137 @@
+"""Generic Triton python-backend model: runs one TorchScript file with torch, nothing else of gnn4itk.
+
+The model's ``config.pbtxt`` (written by ``export/repository.py``) names the file (parameter
+``torchscript_file``), the inputs in forward-argument order and the outputs in return order. Tensors travel
+through DLPack, so GPU tensors stay on the GPU (set ``FORCE_CPU_ONLY_INPUT_TENSORS: "no"`` for that).
+
+Checks on ``FEATURES`` (float32 [N, F]) come BEFORE the module runs and are answered with a
+``TritonError`` for that request only; the server keeps serving:
+
+* rank other than 2, F other than the ``num_features`` parameter, dtype other than float32;
+* N above ``max_spacepoints`` (default 1,000,000) -- refused instead of running out of memory;
+* N below 3 for a model giving ``LABELS``: answered ``[-1]`` (no track) without running the module;
+* NaN/inf values are replaced with 0 and counted in the server log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+
+FEATURES = "FEATURES"
+LABELS = "LABELS"
+MIN_SPACEPOINTS = 3
+DEFAULT_MAX_SPACEPOINTS = 1_000_000
+
+
+class RequestError(Exception):
+    """A request this model refuses; the message goes back to the client."""
+
+
+def check_features(shape, dtype: str, num_features, max_spacepoints) -> None:
+    """Raise :class:`RequestError` when FEATURES of this shape and dtype (``"float32"``, ...) cannot be served."""
+    if len(shape) != 2:
+        raise RequestError(f"FEATURES must have rank 2 [N, F], got shape {list(shape)}")
+    if dtype != "float32":
+        raise RequestError(f"FEATURES must be FP32, got {dtype}")
+    if num_features is not None and shape[1] != num_features:
+        raise RequestError(f"FEATURES has {shape[1]} columns, this model expects F = {num_features}")
+    if shape[0] > max_spacepoints:
+        raise RequestError(f"FEATURES has {shape[0]} rows, more than max_spacepoints = {max_spacepoints}")
+
+
+def _to_torch(tensor: "pb_utils.Tensor") -> torch.Tensor:
+    if tensor.is_cpu():
+        return torch.from_numpy(tensor.as_numpy())  # zero-copy view of the request's memory
+    return torch.from_dlpack(tensor.to_dlpack())
+
+
+def _to_triton(name: str, value: torch.Tensor) -> "pb_utils.Tensor":
+    value = value.contiguous()
+    if value.device.type == "cpu":
+        return pb_utils.Tensor(name, value.numpy())
+    if value.numel() == 0:  # zero-size GPU buffers cannot travel through DLPack
+        return pb_utils.Tensor(name, value.cpu().numpy())
+    return pb_utils.Tensor.from_dlpack(name, torch.utils.dlpack.to_dlpack(value))
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.name = args["model_name"]
+        self.input_names = [i["name"] for i in config["input"]]
+        self.output_names = [o["name"] for o in config["output"]]
+        self.num_features = int(params["num_features"]) if "num_features" in params else None
+        self.max_spacepoints = int(params.get("max_spacepoints", DEFAULT_MAX_SPACEPOINTS))
+        if args["model_instance_kind"] == "GPU":
+            self.device = torch.device("cuda", int(args["model_instance_device_id"]))
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        path = os.path.join(args["model_repository"], args["model_version"], params.get("torchscript_file", "model.pt"))
+        self.module = torch.jit.load(path, map_location=self.device).eval()
+        self.nonfinite_total = 0
+        self.answers_labels = self.output_names == [LABELS]
+        pb_utils.Logger.log_info(
+            f"{self.name}: loaded {path} on {self.device}; inputs {self.input_names}, outputs {self.output_names}, "
+            f"F = {self.num_features}, max_spacepoints = {self.max_spacepoints}"
+        )
+
+    def execute(self, requests):
+        # Requests of one call are independent events: one bad request must not fail the others.
+        return [self._answer(request) for request in requests]
+
+    def _answer(self, request):
+        try:
+            outputs = self._run(request)
+            return pb_utils.InferenceResponse(output_tensors=outputs)
+        except RequestError as error:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.name}: {error}"))
+        except torch.cuda.OutOfMemoryError as error:
+            torch.cuda.empty_cache()
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.name}: out of GPU memory: {error}"))
+        except Exception as error:  # noqa: BLE001 -- any model failure is this request's error, not the server's
+            message = str(error).strip().splitlines()
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(f"{self.name}: {type(error).__name__}: {message[-1] if message else ''}")
+            )
+
+    def _run(self, request) -> list:
+        inputs = []
+        for name in self.input_names:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is None:
+                raise RequestError(f"input {name} is missing")
+            value = _to_torch(tensor)
+            if name == FEATURES:
+                check_features(tuple(value.shape), str(value.dtype).removeprefix("torch."), self.num_features, self.max_spacepoints)
+                if self.answers_labels and value.shape[0] < MIN_SPACEPOINTS:
+                    return [pb_utils.Tensor(LABELS, np.array([-1], dtype=np.int64))]
+                value = self._finite(value)
+            inputs.append(value.to(self.device, non_blocking=True))
+        with torch.inference_mode():
+            result = self.module(*inputs)
+        values = list(result) if isinstance(result, (tuple, list)) else [result]
+        if len(values) != len(self.output_names):
+            raise RuntimeError(f"the module returned {len(values)} tensors, the config declares {self.output_names}")
+        return [_to_triton(name, value) for name, value in zip(self.output_names, values)]
+
+    def _finite(self, features: torch.Tensor) -> torch.Tensor:
+        """Replace NaN/inf with 0 (Athena can send them for degenerate clusters) and log how many."""
+        bad = int((~torch.isfinite(features)).sum())
+        if bad == 0:
+            return features
+        self.nonfinite_total += bad
+        pb_utils.Logger.log_warn(
+            f"{self.name}: replaced {bad} non-finite FEATURES values with 0 "
+            f"({self.nonfinite_total} since start)"
+        )
+        return torch.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def finalize(self):
+        pb_utils.Logger.log_info(f"{self.name}: unloaded; {self.nonfinite_total} non-finite FEATURES values replaced")

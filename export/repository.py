@@ -1,0 +1,529 @@
+"""Write and check a Triton model repository for GNN4ITk pipelines.
+
+One call of :func:`write_model_repository` lays out, for every pipeline (``ModuleMap``, ``MetricLearning``,
+``DoubleMetricLearning``, ...):
+
+* ``<name>`` -- an ensemble taking ``FEATURES`` (TYPE_FP32, dims [-1, F]) and giving ``LABELS`` (TYPE_INT64,
+  dims [-1]), chaining the pipeline's stage models ``<name>_<stage>``;
+* ``<name>_fused`` -- the whole scripted pipeline as one model, same interface.
+
+Two flavours come from the same TorchScript files:
+
+* ``python``: every model is the generic python-backend model (``export/python_backend/model.py``) which
+  loads the TorchScript file with torch; runs on the pip-installed tritonserver (``nvidia-pytriton``).
+* ``libtorch``: ``platform: "pytorch_libtorch"`` models for the stock NGC tritonserver. The libtorch backend
+  only knows positional tensor names (``INPUT__0``, ``OUTPUT__0``, ...), so every TorchScript file becomes
+  a model ``<...>_libtorch`` and the public names (``<name>``, ``<name>_fused``) are ensembles that map
+  ``FEATURES``/``LABELS`` onto the positional names.
+
+Every model also gets ``configs/cpu.pbtxt`` and ``configs/gpu.pbtxt`` (Triton's custom model configurations),
+so ``tritonserver --model-config-name=cpu|gpu`` (``gnn4itk serve --device``) picks the instance kind without
+rewriting the repository.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+FEATURES = "FEATURES"
+LABELS = "LABELS"
+MODEL_FILE = "model.pt"
+DEFAULT_MAX_SPACEPOINTS = 1_000_000
+DEFAULT_WARMUP_SPACEPOINTS = 1000
+FLAVOURS = ("python", "libtorch")
+INSTANCE_KINDS = ("cpu", "gpu")
+DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
+GNN4ITK_CUTS = {"r_max": 0.12, "k_max": 1000, "filter_cut": 0.05, "cc_cut": 0.01, "walk_min": 0.1, "walk_max": 0.6}
+"""GNN4ITk default cuts, written into every config's ``parameters`` unless a pipeline overrides them."""
+
+PYTHON_MODEL_SOURCE = Path(__file__).parent / "python_backend" / "model.py"
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+
+
+class RepositoryError(ValueError):
+    """A pipeline specification or a model repository that Triton would not serve."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor of a stage's interface.
+
+    Attributes:
+        name: tensor name; the pipeline's ``FEATURES`` and ``LABELS`` are the ensemble's input and output,
+            any other name is an intermediate tensor passed from one stage to a later one.
+        dtype: Triton type without ``TYPE_``: ``"FP32"``, ``"INT64"``, ``"BOOL"``, ...
+        dims: shape with -1 for variable sizes, e.g. ``(2, -1)`` for an edge index.
+    """
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+
+
+@dataclass
+class StageSpec:
+    """One TorchScript stage of a chained pipeline (its forward takes ``inputs`` in order, returns ``outputs``).
+
+    Attributes:
+        name: stage name, e.g. ``"graph"``; the model is called ``<pipeline>_<name>``.
+        torchscript: path of the scripted module (``torch.jit.save`` output).
+        inputs / outputs: the tensors, in forward-argument / return-tuple order.
+        warmup: optional warm-up tensors by input name (numpy arrays); a stage whose only input is
+            ``FEATURES`` is warmed with the pipeline's warm-up features when this is empty.
+    """
+
+    name: str
+    torchscript: Path
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    warmup: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class PipelineSpec:
+    """A served pipeline: FEATURES float32 [N, F] in, LABELS int64 [L] out.
+
+    Attributes:
+        name: public model name Athena asks for (``ModuleMap``, ``MetricLearning``, ``DoubleMetricLearning``).
+        feature_columns: the F column names of FEATURES, in order (Athena's ``spacepointFeatures``).
+        fused: TorchScript of the whole pipeline (FEATURES -> LABELS), or None.
+        stages: chained stages for the ensemble; empty means the ensemble runs the fused model.
+        parameters: cuts and other settings recorded in every config (defaults: :data:`GNN4ITK_CUTS`).
+        warmup_features: float32 [n, F] real spacepoints used to warm the models up; None for random data.
+    """
+
+    name: str
+    feature_columns: Sequence[str]
+    fused: Path | None = None
+    stages: list[StageSpec] = field(default_factory=list)
+    parameters: dict[str, float | int | str] = field(default_factory=dict)
+    warmup_features: np.ndarray | None = None
+
+    @property
+    def num_features(self) -> int:
+        return len(self.feature_columns)
+
+
+def features_tensor(num_features: int) -> TensorSpec:
+    return TensorSpec(FEATURES, "FP32", (-1, num_features))
+
+
+def labels_tensor() -> TensorSpec:
+    return TensorSpec(LABELS, "INT64", (-1,))
+
+
+# --------------------------------------------------------------------------------------------------
+# config.pbtxt text. Values are rendered from nested dicts and lists; enums are written bare.
+
+
+class Enum(str):
+    """A protobuf enum value (written without quotes), e.g. ``Enum("TYPE_FP32")``."""
+
+
+def _scalar(value) -> str:
+    if isinstance(value, Enum):
+        return str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise TypeError(f"cannot write {value!r} into config.pbtxt")
+
+
+def to_pbtxt(message: dict, indent: int = 0) -> str:
+    """Protobuf text format of a message given as a dict (lists of dicts are repeated messages)."""
+    pad = "  " * indent
+    lines = []
+    for key, value in message.items():
+        if isinstance(value, dict):
+            lines += [f"{pad}{key} {{", to_pbtxt(value, indent + 1), f"{pad}}}"]
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, dict) for v in value):
+            for item in value:
+                lines += [f"{pad}{key} {{", to_pbtxt(item, indent + 1), f"{pad}}}"]
+        elif isinstance(value, (list, tuple)):
+            lines.append(f"{pad}{key}: [{', '.join(_scalar(v) for v in value)}]")
+        else:
+            lines.append(f"{pad}{key}: {_scalar(value)}")
+    return "\n".join(line for line in lines if line)
+
+
+def _io(tensors: Sequence[TensorSpec], names: Sequence[str] | None = None) -> list[dict]:
+    names = names or [t.name for t in tensors]
+    return [{"name": n, "data_type": Enum(f"TYPE_{t.dtype}"), "dims": list(t.dims)} for n, t in zip(names, tensors)]
+
+
+def _parameters(values: dict) -> list[dict]:
+    return [{"key": k, "value": {"string_value": str(v)}} for k, v in values.items()]
+
+
+def _instance_group(kind: str, count: int, gpus: Sequence[int] | None) -> list[dict]:
+    group = {"count": count, "kind": Enum("KIND_GPU" if kind == "gpu" else "KIND_CPU")}
+    if kind == "gpu" and gpus:
+        group["gpus"] = list(gpus)
+    return [group]
+
+
+def _positional(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}__{i}" for i in range(count)]
+
+
+# --------------------------------------------------------------------------------------------------
+# The writer.
+
+
+@dataclass
+class _Model:
+    """One TorchScript model to write (a stage or a fused pipeline)."""
+
+    name: str
+    torchscript: Path
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    warmup: dict[str, np.ndarray]
+
+
+def write_model_repository(
+    out_dir: str | Path,
+    models: Sequence[PipelineSpec],
+    flavour: str = "python",
+    instance_kind: str = "gpu",
+    count: int = 1,
+    gpus: Sequence[int] | None = None,
+    max_spacepoints: int = DEFAULT_MAX_SPACEPOINTS,
+    warmup_spacepoints: int = DEFAULT_WARMUP_SPACEPOINTS,
+    overwrite: bool = False,
+) -> list[str]:
+    """Write a Triton model repository serving ``models``.
+
+    Args:
+        out_dir: repository directory (created; must be empty or absent unless ``overwrite``).
+        models: the pipelines (:class:`PipelineSpec`).
+        flavour: ``"python"`` (generic python-backend model) or ``"libtorch"`` (``pytorch_libtorch``).
+        instance_kind: ``"gpu"`` or ``"cpu"``: the kind in ``config.pbtxt``; ``configs/{cpu,gpu}.pbtxt``
+            hold both.
+        count: model instances per device (per GPU for KIND_GPU).
+        gpus: GPU indices for KIND_GPU instances; None means all GPUs.
+        max_spacepoints: requests with more FEATURES rows are answered with an error (python flavour).
+        warmup_spacepoints: rows of random warm-up data when a pipeline has no ``warmup_features``.
+        overwrite: replace an existing non-empty ``out_dir``.
+
+    Returns:
+        The names of every model written, public ones first.
+
+    Raises:
+        RepositoryError: for a bad option or a pipeline whose stages do not chain FEATURES to LABELS.
+    """
+    if flavour not in FLAVOURS:
+        raise RepositoryError(f"flavour must be one of {FLAVOURS}, got {flavour!r}")
+    if instance_kind not in INSTANCE_KINDS:
+        raise RepositoryError(f"instance_kind must be one of {INSTANCE_KINDS}, got {instance_kind!r}")
+    if count < 1 or max_spacepoints < 1 or warmup_spacepoints < 1:
+        raise RepositoryError("count, max_spacepoints and warmup_spacepoints must be positive")
+    if not models:
+        raise RepositoryError("no pipeline to write")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise RepositoryError(f"{out_dir} is not empty (pass overwrite=True to replace it)")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    options = dict(flavour=flavour, kind=instance_kind, count=count, gpus=gpus, warmup_rows=warmup_spacepoints)
+    public, internal = [], []
+    seen = set()
+    for spec in models:
+        _check_pipeline(spec)
+        if spec.name in seen:
+            raise RepositoryError(f"pipeline {spec.name!r} given twice")
+        seen.add(spec.name)
+        parameters = _pipeline_parameters(spec, max_spacepoints)
+        # Real warm-up rows when given; None means Triton's random data.
+        warmup = None if spec.warmup_features is None else np.ascontiguousarray(spec.warmup_features, dtype=np.float32)
+        stages = [
+            _Model(f"{spec.name}_{s.name}", Path(s.torchscript), list(s.inputs), list(s.outputs), dict(s.warmup))
+            for s in spec.stages
+        ]
+        for stage in stages:
+            if not stage.warmup and [t.name for t in stage.inputs] == [FEATURES]:
+                stage.warmup = {FEATURES: warmup}
+        fused = None
+        if spec.fused is not None:
+            io = [features_tensor(spec.num_features)], [labels_tensor()]
+            fused = _Model(f"{spec.name}_fused", Path(spec.fused), *io, {FEATURES: warmup})
+        for model in stages + ([fused] if fused else []):
+            internal.append(_write_torchscript_model(out_dir, model, parameters, options))
+        # The public ensemble chains the stages; without stages it runs the fused model.
+        chain = stages or [fused]
+        steps = [(_runner_name(m, flavour), m) for m in chain]
+        _write_ensemble(out_dir, spec.name, spec.num_features, steps, parameters, flavour)
+        public.append(spec.name)
+        if fused is not None and flavour == "libtorch":
+            _write_ensemble(out_dir, fused.name, spec.num_features, [(_runner_name(fused, flavour), fused)], parameters, flavour)
+            public.append(fused.name)
+        elif fused is not None:
+            public.append(fused.name)
+    names = public + [n for n in internal if n not in public]
+    validate_model_repository(out_dir)
+    return names
+
+
+def _check_pipeline(spec: PipelineSpec) -> None:
+    if not _NAME_RE.match(spec.name):
+        raise RepositoryError(f"pipeline name {spec.name!r} must start with a letter and use only [A-Za-z0-9_-]")
+    if spec.num_features < 1:
+        raise RepositoryError(f"pipeline {spec.name}: feature_columns is empty")
+    if len(set(spec.feature_columns)) != spec.num_features:
+        raise RepositoryError(f"pipeline {spec.name}: feature_columns repeat a name: {list(spec.feature_columns)}")
+    if bad := [c for c in spec.feature_columns if "," in c]:
+        raise RepositoryError(f"pipeline {spec.name}: feature column names cannot contain ',': {bad}")
+    if spec.fused is None and not spec.stages:
+        raise RepositoryError(f"pipeline {spec.name}: give a fused TorchScript file, stages, or both")
+    files = ([spec.fused] if spec.fused is not None else []) + [s.torchscript for s in spec.stages]
+    if missing := [str(f) for f in files if not Path(f).is_file()]:
+        raise RepositoryError(f"pipeline {spec.name}: TorchScript files not found: {missing}")
+    if spec.warmup_features is not None:
+        w = np.asarray(spec.warmup_features)
+        if w.ndim != 2 or w.shape[1] != spec.num_features or w.shape[0] < 1:
+            raise RepositoryError(f"pipeline {spec.name}: warmup_features must be [n >= 1, {spec.num_features}], got {list(w.shape)}")
+    _check_chain(spec)
+
+
+def _check_chain(spec: PipelineSpec) -> None:
+    """Every stage input must be FEATURES or an earlier stage's output, with the same type; LABELS comes last."""
+    available = {FEATURES: features_tensor(spec.num_features)}
+    stage_names = set()
+    for stage in spec.stages:
+        where = f"pipeline {spec.name}, stage {stage.name!r}"
+        if not _NAME_RE.match(stage.name) or stage.name in stage_names or stage.name == "fused":
+            raise RepositoryError(f"{where}: stage names must be unique, not 'fused', and use [A-Za-z0-9_-]")
+        stage_names.add(stage.name)
+        if not stage.inputs or not stage.outputs:
+            raise RepositoryError(f"{where}: a stage needs at least one input and one output")
+        for tensor in stage.inputs:
+            if tensor.dtype not in DTYPES:
+                raise RepositoryError(f"{where}: input {tensor.name} has unknown dtype {tensor.dtype}")
+            if tensor.name not in available:
+                raise RepositoryError(f"{where}: input {tensor.name} is neither FEATURES nor made by an earlier stage")
+            if available[tensor.name].dtype != tensor.dtype:
+                raise RepositoryError(
+                    f"{where}: input {tensor.name} is {tensor.dtype} but was produced as {available[tensor.name].dtype}"
+                )
+        for tensor in stage.outputs:
+            if tensor.dtype not in DTYPES:
+                raise RepositoryError(f"{where}: output {tensor.name} has unknown dtype {tensor.dtype}")
+            if tensor.name in available:
+                raise RepositoryError(f"{where}: output {tensor.name} is already produced earlier in the chain")
+            available[tensor.name] = tensor
+    if spec.stages:
+        if LABELS not in available:
+            raise RepositoryError(f"pipeline {spec.name}: no stage produces LABELS")
+        last = spec.stages[-1]
+        if LABELS not in [t.name for t in last.outputs] or available[LABELS] != labels_tensor():
+            raise RepositoryError(f"pipeline {spec.name}: the last stage must output LABELS as INT64 dims (-1,)")
+
+
+def _pipeline_parameters(spec: PipelineSpec, max_spacepoints: int) -> dict:
+    params = {**GNN4ITK_CUTS, **spec.parameters}
+    params.update(
+        feature_columns=",".join(spec.feature_columns),
+        num_features=spec.num_features,
+        max_spacepoints=max_spacepoints,
+    )
+    return params
+
+
+def _runner_name(model: _Model, flavour: str) -> str:
+    """The Triton model that runs ``model``'s TorchScript file."""
+    return f"{model.name}_libtorch" if flavour == "libtorch" else model.name
+
+
+def _write_torchscript_model(out_dir: Path, model: _Model, parameters: dict, options: dict) -> str:
+    """Write one model directory holding a TorchScript file; return the Triton model name."""
+    flavour = options["flavour"]
+    name = _runner_name(model, flavour)
+    model_dir = out_dir / name
+    version_dir = model_dir / "1"
+    version_dir.mkdir(parents=True)
+    shutil.copyfile(model.torchscript, version_dir / MODEL_FILE)
+    if flavour == "libtorch":
+        inputs = _io(model.inputs, _positional("INPUT", len(model.inputs)))
+        outputs = _io(model.outputs, _positional("OUTPUT", len(model.outputs)))
+        head = {"name": name, "platform": "pytorch_libtorch", "max_batch_size": 0}
+        extra = {**parameters, "INFERENCE_MODE": "true"}
+    else:
+        shutil.copyfile(PYTHON_MODEL_SOURCE, version_dir / "model.py")
+        inputs, outputs = _io(model.inputs), _io(model.outputs)
+        head = {"name": name, "backend": "python", "max_batch_size": 0}
+        extra = {**parameters, "torchscript_file": MODEL_FILE}
+    warmup = _warmup_entries(model_dir, model, inputs, options["warmup_rows"])
+    for kind in INSTANCE_KINDS:
+        params = dict(extra)
+        if flavour == "python" and kind == "gpu":
+            # Let GPU tensors from the previous ensemble step arrive on the GPU (the default copies to host).
+            params["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"
+        config = {
+            **head,
+            "input": inputs,
+            "output": outputs,
+            "instance_group": _instance_group(kind, options["count"], options["gpus"]),
+            "parameters": _parameters(params),
+        }
+        if warmup:
+            config["model_warmup"] = warmup
+        text = to_pbtxt(config) + "\n"
+        (model_dir / "configs").mkdir(exist_ok=True)
+        (model_dir / "configs" / f"{kind}.pbtxt").write_text(text)
+        if kind == options["kind"]:
+            (model_dir / "config.pbtxt").write_text(text)
+    return name
+
+
+def _warmup_entries(model_dir: Path, model: _Model, inputs: list[dict], random_rows: int) -> list[dict]:
+    """``model_warmup`` entries: files under ``warmup/`` with the given arrays, or finite random FEATURES."""
+    warm_inputs = {}
+    for spec, config_input in zip(model.inputs, inputs):
+        array = model.warmup.get(spec.name)
+        if spec.name == FEATURES and array is None and FEATURES in model.warmup:
+            # Triton's random_data is random bytes (NaN included): write finite random features instead.
+            array = np.random.default_rng(0).standard_normal((random_rows, spec.dims[1]), dtype=np.float32)
+        if array is not None:
+            array = np.ascontiguousarray(array, dtype=DTYPES[spec.dtype])
+            (model_dir / "warmup").mkdir(exist_ok=True)
+            # Triton reads warm-up files as raw little-endian bytes, relative to the model's warmup/ folder.
+            (model_dir / "warmup" / spec.name).write_bytes(array.astype(array.dtype.newbyteorder("<")).tobytes())
+            warm_inputs[config_input["name"]] = {
+                "data_type": config_input["data_type"],
+                "dims": list(array.shape),
+                "input_data_file": spec.name,
+            }
+    if len(warm_inputs) != len(model.inputs):
+        return []  # a stage fed by intermediate tensors without given warm-up arrays is warmed by its first request
+    entries = [{"key": k, "value": v} for k, v in warm_inputs.items()]
+    return [{"name": "warmup", "batch_size": 1, "count": 2, "inputs": entries}]
+
+
+def _write_ensemble(out_dir: Path, name: str, num_features: int, steps: list[tuple[str, _Model]], parameters: dict, flavour: str) -> None:
+    """An ensemble FEATURES -> LABELS over ``steps`` (runner model name, model)."""
+    schedule = []
+    intermediate: dict[str, TensorSpec] = {}
+    for runner, model in steps:
+        if flavour == "libtorch":
+            in_names = _positional("INPUT", len(model.inputs))
+            out_names = _positional("OUTPUT", len(model.outputs))
+        else:
+            in_names = [t.name for t in model.inputs]
+            out_names = [t.name for t in model.outputs]
+        schedule.append(
+            {
+                "model_name": runner,
+                "model_version": -1,
+                "input_map": [{"key": k, "value": t.name} for k, t in zip(in_names, model.inputs)],
+                "output_map": [{"key": k, "value": t.name} for k, t in zip(out_names, model.outputs)],
+            }
+        )
+        intermediate.update({t.name: t for t in model.outputs})
+    config = {
+        "name": name,
+        "platform": "ensemble",
+        "max_batch_size": 0,
+        "input": _io([features_tensor(num_features)]),
+        "output": _io([labels_tensor()]),
+        "ensemble_scheduling": {"step": schedule},
+        "parameters": _parameters(parameters),
+    }
+    model_dir = out_dir / name
+    (model_dir / "1").mkdir(parents=True)  # Triton wants a version folder, even an empty one, for ensembles
+    (model_dir / "config.pbtxt").write_text(to_pbtxt(config) + "\n")
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation.
+
+
+def parse_config(text: str, where: str = "config.pbtxt"):
+    """Parse config text as Triton's ``ModelConfig`` protobuf (from ``tritonclient``).
+
+    Returns:
+        ``tritonclient.grpc.model_config_pb2.ModelConfig``.
+
+    Raises:
+        RepositoryError: naming the file and the protobuf parser's message.
+        ModuleNotFoundError: when tritonclient (the ``serve`` extra) is not installed.
+    """
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    try:
+        return text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as error:
+        raise RepositoryError(f"{where} is not a valid Triton ModelConfig: {error}") from error
+
+
+def validate_model_repository(repository: str | Path) -> dict[str, object]:
+    """Check a model repository the way tritonserver will load it, with readable errors.
+
+    Every model folder must hold a ``config.pbtxt`` (and ``configs/*.pbtxt``) that parse as ``ModelConfig``
+    and name the folder; a version folder ``1`` with the model file for non-ensembles; ensemble steps must
+    name models of the repository and map existing inputs and outputs.
+
+    Returns:
+        dict model name -> parsed ``ModelConfig``.
+
+    Raises:
+        RepositoryError: on the first problem found.
+    """
+    repository = Path(repository)
+    if not repository.is_dir():
+        raise RepositoryError(f"model repository {repository} is not a directory")
+    configs = {}
+    for model_dir in sorted(p for p in repository.iterdir() if p.is_dir()):
+        path = model_dir / "config.pbtxt"
+        if not path.is_file():
+            raise RepositoryError(f"{model_dir}: no config.pbtxt")
+        for extra in sorted((model_dir / "configs").glob("*.pbtxt")) if (model_dir / "configs").is_dir() else []:
+            other = parse_config(extra.read_text(), str(extra))
+            if other.name != model_dir.name:
+                raise RepositoryError(f"{extra}: name {other.name!r} differs from its folder {model_dir.name!r}")
+        config = parse_config(path.read_text(), str(path))
+        if config.name != model_dir.name:
+            raise RepositoryError(f"{path}: name {config.name!r} differs from its folder {model_dir.name!r}")
+        if not (model_dir / "1").is_dir():
+            raise RepositoryError(f"{model_dir}: no version folder '1'")
+        if config.platform != "ensemble":
+            needed = ["model.py"] if config.backend == "python" else []
+            needed.append(MODEL_FILE)
+            if missing := [f for f in needed if not (model_dir / "1" / f).is_file()]:
+                raise RepositoryError(f"{model_dir}/1 lacks {missing}")
+        configs[config.name] = config
+    if not configs:
+        raise RepositoryError(f"model repository {repository} has no model")
+    for name, config in configs.items():
+        if config.platform == "ensemble":
+            _check_ensemble(name, config, configs)
+    return configs
+
+
+def _check_ensemble(name: str, config, configs: dict) -> None:
+    available = {i.name for i in config.input}
+    for step in config.ensemble_scheduling.step:
+        target = configs.get(step.model_name)
+        if target is None:
+            raise RepositoryError(f"ensemble {name}: step model {step.model_name!r} is not in the repository")
+        target_inputs = {i.name for i in target.input}
+        target_outputs = {o.name for o in target.output}
+        if set(step.input_map) != target_inputs:
+            raise RepositoryError(f"ensemble {name}: step {step.model_name} maps inputs {sorted(step.input_map)}, model has {sorted(target_inputs)}")
+        if unknown := set(step.output_map) - target_outputs:
+            raise RepositoryError(f"ensemble {name}: step {step.model_name} has no outputs {sorted(unknown)}")
+        if missing := set(step.input_map.values()) - available:
+            raise RepositoryError(f"ensemble {name}: step {step.model_name} reads {sorted(missing)} before they are made")
+        available |= set(step.output_map.values())
+    if missing := {o.name for o in config.output} - available:
+        raise RepositoryError(f"ensemble {name}: outputs {sorted(missing)} are produced by no step")

@@ -1,0 +1,352 @@
+"""Start and stop a Triton Inference Server for a gnn4itk model repository.
+
+The ``tritonserver`` binary comes from ``PATH`` (the NGC container, which has the libtorch and python
+backends in ``/opt/tritonserver/backends``) or, failing that, from the ``nvidia-pytriton`` wheel, which
+bundles tritonserver 2.51 with the python backend only. The wheel's backends folder lacks the python
+backend stub, which depends on the Python version; it is assembled once in a cache folder
+(``$XDG_CACHE_HOME/gnn4itk/tritonserver-<version>-py<X.Y>``).
+
+:class:`TritonServer` is a context manager: it starts the server in its own process group, waits for
+``/v2/health/ready``, and on exit (or when this process dies: ``PR_SET_PDEATHSIG``) stops the whole
+group, python-backend stubs included.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+PR_SET_PDEATHSIG = 1
+
+
+class ServerError(RuntimeError):
+    """tritonserver could not be found, started, or did not become ready."""
+
+
+@dataclass(frozen=True)
+class Installation:
+    """Where tritonserver lives and what it needs to run.
+
+    Attributes:
+        binary: the ``tritonserver`` executable.
+        backend_dir: folder of backends to pass as ``--backend-directory``, or None for the built-in default.
+        env: extra environment (LD_LIBRARY_PATH, PATH) for the server process.
+        source: ``"PATH"`` or ``"nvidia-pytriton <version>"``.
+    """
+
+    binary: Path
+    backend_dir: Path | None
+    env: dict[str, str]
+    source: str
+
+
+def find_tritonserver(cache_dir: str | Path | None = None) -> Installation:
+    """Locate tritonserver: ``PATH`` first, then the ``nvidia-pytriton`` wheel.
+
+    Raises:
+        ServerError: when neither is there, or the wheel has no stub for this Python version.
+    """
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return Installation(Path(on_path), None, {}, "PATH")
+    try:
+        import pytriton
+    except ModuleNotFoundError:
+        raise ServerError(
+            "tritonserver is not on PATH and the nvidia-pytriton wheel is not installed: "
+            "pip install 'gnn4itk[serve]' or use the NGC tritonserver container"
+        ) from None
+    root = Path(pytriton.__file__).parent / "tritonserver"
+    version = metadata.version("nvidia-pytriton")
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / python / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(f"nvidia-pytriton {version} has no python backend stub for Python {python} ({stub})")
+    cache = Path(cache_dir or os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gnn4itk"
+    backends = _assemble_backends(root / "backends", stub, cache / f"tritonserver-{version}-py{python}")
+    libs = [root.parent.parent / "nvidia_pytriton.libs", Path(sysconfig.get_config_var("LIBDIR") or "")]
+    env = {
+        # The stub embeds libpython: take the running interpreter's, and its PATH so that it finds this venv.
+        "LD_LIBRARY_PATH": _join_paths([str(p) for p in libs if p.is_dir()], os.environ.get("LD_LIBRARY_PATH")),
+        "PATH": _join_paths([str(Path(sys.executable).parent)], os.environ.get("PATH")),
+    }
+    return Installation(root / "bin" / "tritonserver", backends, env, f"nvidia-pytriton {version}")
+
+
+def _join_paths(first: list[str], rest: str | None) -> str:
+    return ":".join(first + ([rest] if rest else []))
+
+
+def _assemble_backends(source: Path, stub: Path, target: Path) -> Path:
+    """Copy the wheel's backends with the stub into ``target/backends`` once (atomically: tests run in parallel)."""
+    backends = target / "backends"
+    if (backends / "python" / "triton_python_backend_stub").is_file():
+        return backends
+    target.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="backends-", dir=target))
+    shutil.copytree(source, staging / "backends", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(stub, staging / "backends" / "python" / "triton_python_backend_stub")
+    try:
+        os.rename(staging / "backends", backends)
+    except OSError:
+        if not (backends / "python" / "triton_python_backend_stub").is_file():
+            raise
+    shutil.rmtree(staging, ignore_errors=True)
+    return backends
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it, so parallel test workers do not collide)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the parent dies, so no server outlives a killed parent."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux: the process group still lets stop() reach every process
+
+
+class TritonServer:
+    """A running tritonserver, as a context manager.
+
+    Args:
+        repository: model repository folder.
+        http_port, grpc_port, metrics_port: ports; 0 picks a free one.
+        device: ``"cpu"`` or ``"gpu"`` selects ``configs/<device>.pbtxt`` of each model (``--model-config-name``);
+            None uses ``config.pbtxt``.
+        tls_cert, tls_key: PEM server certificate and key: gRPC over TLS.
+        tls_root: PEM root certificate of client certificates; with ``tls_mutual`` clients must present one.
+        log_file: where the server's output goes (default: a temporary file, see :attr:`log_path`); ``"-"``
+            leaves it on this process's stdout.
+        log_verbose: tritonserver ``--log-verbose`` level.
+        extra_args: more tritonserver options, e.g. ``["--backend-config=python,shm-default-byte-size=16777216"]``.
+        ready_timeout: seconds to wait for ``/v2/health/ready``.
+
+    Attributes:
+        url_grpc, url_http: ``host:port`` strings for tritonclient; ``url_metrics`` the Prometheus endpoint.
+    """
+
+    def __init__(
+        self,
+        repository: str | Path,
+        http_port: int = DEFAULT_PORTS["http"],
+        grpc_port: int = DEFAULT_PORTS["grpc"],
+        metrics_port: int = DEFAULT_PORTS["metrics"],
+        device: str | None = None,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
+        tls_root: str | Path | None = None,
+        tls_mutual: bool = False,
+        log_file: str | Path | None = None,
+        log_verbose: int = 0,
+        extra_args: list[str] | None = None,
+        ready_timeout: float = 180.0,
+        installation: Installation | None = None,
+    ):
+        self.repository = Path(repository).resolve()
+        if not self.repository.is_dir():
+            raise ServerError(f"model repository {self.repository} is not a directory")
+        if device not in (None, "cpu", "gpu"):
+            raise ServerError(f"device must be 'cpu' or 'gpu', got {device!r}")
+        if (tls_cert is None) != (tls_key is None):
+            raise ServerError("TLS needs both a server certificate and its key")
+        if tls_mutual and tls_root is None:
+            raise ServerError("mutual TLS needs the root certificate of the client certificates")
+        for path in (tls_cert, tls_key, tls_root):
+            if path is not None and not Path(path).is_file():
+                raise ServerError(f"TLS file {path} not found")
+        self.ports = {
+            "http": http_port or free_port(),
+            "grpc": grpc_port or free_port(),
+            "metrics": metrics_port or free_port(),
+        }
+        self.device = device
+        self.tls = (tls_cert, tls_key, tls_root, tls_mutual) if tls_cert else None
+        self.log_verbose = log_verbose
+        self.extra_args = list(extra_args or [])
+        self.ready_timeout = ready_timeout
+        self.installation = installation or find_tritonserver()
+        self._own_log = log_file is None
+        if log_file == "-":
+            self.log_path = None
+        elif log_file is None:
+            handle, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+            os.close(handle)
+            self.log_path = Path(name)
+        else:
+            self.log_path = Path(log_file)
+        self.process: subprocess.Popen | None = None
+
+    # -- addresses -----------------------------------------------------------------------------
+    @property
+    def url_http(self) -> str:
+        return f"127.0.0.1:{self.ports['http']}"
+
+    @property
+    def url_grpc(self) -> str:
+        return f"127.0.0.1:{self.ports['grpc']}"
+
+    @property
+    def url_metrics(self) -> str:
+        return f"http://127.0.0.1:{self.ports['metrics']}/metrics"
+
+    def command(self) -> list[str]:
+        """The tritonserver command line."""
+        install = self.installation
+        cmd = [
+            str(install.binary),
+            f"--model-repository={self.repository}",
+            f"--http-port={self.ports['http']}",
+            f"--grpc-port={self.ports['grpc']}",
+            f"--metrics-port={self.ports['metrics']}",
+            # The configs we write are complete; the server must not guess at anything.
+            "--disable-auto-complete-config",
+            "--exit-on-error=true",
+            "--strict-readiness=true",
+            f"--log-verbose={self.log_verbose}",
+        ]
+        if install.backend_dir is not None:
+            cmd.append(f"--backend-directory={install.backend_dir}")
+        if self.device is not None:
+            cmd.append(f"--model-config-name={self.device}")
+        if self.tls:
+            cert, key, root, mutual = self.tls
+            cmd += ["--grpc-use-ssl-mutual=true" if mutual else "--grpc-use-ssl=true"]
+            cmd += [f"--grpc-server-cert={cert}", f"--grpc-server-key={key}"]
+            if root is not None:
+                cmd.append(f"--grpc-root-cert={root}")
+        return cmd + self.extra_args
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def start(self) -> "TritonServer":
+        """Start the server and wait until it is ready; raises :class:`ServerError` with the log's tail."""
+        if self.process is not None:
+            raise ServerError("server already started")
+        env = {**os.environ, **self.installation.env}
+        with open(self.log_path or os.devnull, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=log if self.log_path else None,
+                stderr=subprocess.STDOUT if self.log_path else None,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # own process group: stop() reaches the python backend stubs too
+                preexec_fn=_die_with_parent,
+            )
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        url = f"http://{self.url_http}/v2/health/ready"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(f"tritonserver exited with code {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.25)
+        raise ServerError(f"tritonserver not ready after {self.ready_timeout:.0f} s:\n{self.log_tail()}")
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.url_http}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def signal(self, signum: int) -> None:
+        """Forward a signal to the server process (not the whole group: it stops its stubs itself)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def wait(self) -> int:
+        return self.process.wait()
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Stop gracefully (SIGTERM), then kill whatever is left of the process group; returns the exit code."""
+        if self.process is None:
+            return None
+        group = self.process.pid
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(group, signal.SIGKILL)  # stubs or a hung server: leave nothing behind
+        except (ProcessLookupError, PermissionError):
+            pass
+        code = self.process.wait()
+        return code
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        if self._own_log and exc[0] is None:
+            self.log_path.unlink(missing_ok=True)
+
+    # -- inspection ----------------------------------------------------------------------------
+    def log_text(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def processes(self) -> list[int]:
+        """Process ids of the server and its descendants (python backend stubs)."""
+        if self.process is None or self.process.poll() is not None:
+            return []
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            for task in Path(f"/proc/{pid}/task").glob("*/children"):
+                try:
+                    todo += [int(c) for c in task.read_text().split()]
+                except OSError:
+                    pass
+        return found
+
+    def resident_memory(self) -> int:
+        """Resident memory in bytes of the server and its stubs together (Linux /proc)."""
+        total = 0
+        for pid in self.processes():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            except OSError:
+                pass
+        return total
