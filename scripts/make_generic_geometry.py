@@ -32,6 +32,7 @@ from gnn4itk.geometry import (
 DEFAULT_DETECTORS = Path(__file__).resolve().parents[2] / "shared" / "data" / "trackml" / "detectors.csv.gz"
 ENDCAP_VOLUMES = {7, 9, 12, 14, 16, 18}  # TrackML endcaps: module numbering differs from ACTS
 MATCH_TOLERANCE = 0.01  # mm
+ACTS_TRACKML_ID_PAIRS = (("acts_volume", "volume_id"), ("acts_layer", "layer_id"), ("acts_sensitive", "module_id"))
 
 
 def acts_modules() -> pd.DataFrame:
@@ -90,7 +91,7 @@ def build_table(detectors_path: Path) -> pd.DataFrame:
     matched = trackml.iloc[match].reset_index(drop=True)
 
     barrel = ~matched["volume_id"].isin(ENDCAP_VOLUMES).to_numpy()
-    for acts_col, trackml_col in (("acts_volume", "volume_id"), ("acts_layer", "layer_id"), ("acts_sensitive", "module_id")):
+    for acts_col, trackml_col in ACTS_TRACKML_ID_PAIRS:
         differ = barrel & (acts_table[acts_col].to_numpy() != matched[trackml_col].to_numpy())
         if differ.any():
             raise RuntimeError(f"{int(differ.sum())} barrel modules match by centre but not by {trackml_col}")
@@ -107,9 +108,10 @@ def build_table(detectors_path: Path) -> pd.DataFrame:
     table.insert(0, "module_index", np.arange(len(table), dtype=np.int32))
     for col in ("acts_volume", "acts_layer", "acts_sensitive"):
         table[col] = table[col].astype(np.int32)
-    distance = np.linalg.norm(acts_table[["cx", "cy", "cz"]].to_numpy() - matched[["cx", "cy", "cz"]].to_numpy(), axis=1)
+    centre = ["cx", "cy", "cz"]
+    distance = np.linalg.norm(acts_table[centre].to_numpy() - matched[centre].to_numpy(), axis=1)
     print(f"matched {len(table)} modules one-to-one, largest centre distance {distance.max() * 1e3:.2f} µm")
-    print(f"barrel modules with identical ids: {int(barrel.sum())}; endcap modules matched by centre: {int((~barrel).sum())}")
+    print(f"barrel modules with identical ids: {int(barrel.sum())}; endcap modules: {int((~barrel).sum())}")
     return table
 
 

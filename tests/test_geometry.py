@@ -16,6 +16,8 @@ from gnn4itk.geometry import (
 TRACKML_DIR = Path(__file__).parents[2] / "shared" / "data" / "trackml"
 DETECTORS = TRACKML_DIR / "detectors.csv.gz"
 ENDCAP_VOLUMES = [7, 9, 12, 14, 16, 18]
+ID_PAIRS = [("acts_volume", "volume_id"), ("acts_layer", "layer_id"), ("acts_sensitive", "module_id")]
+TRIPLE = ["volume_id", "layer_id", "module_id"]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +68,7 @@ def test_barrel_ids_equal_acts_ids_endcap_ids_differ(generic):
     table = generic.table
     barrel = ~table["volume_id"].isin(ENDCAP_VOLUMES)
     assert barrel.sum() == 14_000
-    for acts_col, trackml_col in (("acts_volume", "volume_id"), ("acts_layer", "layer_id"), ("acts_sensitive", "module_id")):
+    for acts_col, trackml_col in ID_PAIRS:
         assert (table.loc[barrel, acts_col] == table.loc[barrel, trackml_col]).all()
     # the reason for matching by centre: most endcap module numbers differ
     endcap = table[~barrel]
@@ -111,7 +113,7 @@ def test_bad_tables_are_refused(tmp_path):
         (tmp_path / "x.csv").write_text("a,b\n1,2\n")
         DetectorGeometry.from_trackml_detectors(tmp_path / "x.csv")
     table = generic_detector().table.copy()
-    table.loc[1, ["volume_id", "layer_id", "module_id"]] = table.loc[0, ["volume_id", "layer_id", "module_id"]].to_numpy()
+    table.loc[1, TRIPLE] = table.loc[0, TRIPLE].to_numpy()
     with pytest.raises(ValueError, match="unique"):
         DetectorGeometry(table)
 
@@ -131,7 +133,8 @@ def test_generator_script_reproduces_shipped_table():
     pytest.importorskip("acts")
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_generic_geometry", Path(__file__).parents[1] / "scripts" / "make_generic_geometry.py")
+    script_path = Path(__file__).parents[1] / "scripts" / "make_generic_geometry.py"
+    spec = importlib.util.spec_from_file_location("make_generic_geometry", script_path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     rebuilt = script.build_table(DETECTORS)

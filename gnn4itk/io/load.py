@@ -77,7 +77,9 @@ def _tensor_from_dict(content: dict, where: str):
     if len(tensors) == 1:
         key, value = next(iter(tensors.items()))
         return _check_tensor(value, f"{where}[{key!r}]")
-    raise ValueError(f"{where} is a dict with keys {list(content)}; expected one of {list(TENSOR_KEYS)} holding a [N, 16] tensor")
+    raise ValueError(
+        f"{where} is a dict with keys {list(content)}; expected one of {list(TENSOR_KEYS)} holding a [N, 16] tensor"
+    )
 
 
 def _tensor_from_pyg(data, where: str):
@@ -134,7 +136,9 @@ def load_event(path: str | Path, geometry=None, event_id: int | None = None) -> 
     if path.is_dir():
         raise ValueError(f"{path} is a directory; give one event (prefix or file), or use gnn4itk.event.iter_events")
     if not path.exists():
-        raise FileNotFoundError(f"no event at {path} (looked for {path}-hits.parquet, {path}-hits.csv[.gz] and a .pt file)")
+        raise FileNotFoundError(
+            f"no event at {path} (looked for {path}-hits.parquet, {path}-hits.csv[.gz] and a .pt file)"
+        )
     raise ValueError(f"{path}: unknown event file type; expected a Parquet or TrackML CSV event, or a .pt tensor file")
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from gnn4itk.event import CELL_FEATURE_COLUMNS, Event, complete_particles, complete_spacepoints
 from gnn4itk.geometry import DetectorGeometry, generic_detector
 
-PRIMARY_MAX_RADIUS = 1.0  # mm: beam spot and B/D decay lengths are well below, material starts at ~30 mm
+PRIMARY_MAX_RADIUS = 1.0  # mm: beam spot and most c/b decays lie within, the first material at ~30 mm
 PRIMARY_MAX_ABS_Z = 300.0  # mm: the luminous region (pile-up vertices) is about ±200 mm long
 STRIP_PITCH_RATIO = 4.0  # a module whose cells are this much longer in v than in u is strip-like
 
@@ -153,7 +153,8 @@ def cell_features(hit_ids, module_index, cells: pd.DataFrame, geometry: Detector
 
 def _read_particles(path: Path, hits: pd.DataFrame) -> pd.DataFrame:
     particles = pd.read_csv(path)
-    missing = [c for c in ("particle_id", "particle_type", "vx", "vy", "vz", "px", "py", "pz", "q") if c not in particles.columns]
+    required = ("particle_id", "particle_type", "vx", "vy", "vz", "px", "py", "pz", "q")
+    missing = [c for c in required if c not in particles.columns]
     if missing:
         raise ValueError(f"{path} lacks particle columns {missing}")
     particles = particles.drop(columns=["nhits"], errors="ignore")  # recounted for this spacepoint table
@@ -241,15 +242,14 @@ def write_trackml_event(event: Event, directory: str | Path, geometry=None, comp
     suffix = ".csv.gz" if compress else ".csv"
     hits = event.hits
     volume, layer, module = geometry.trackml_from_module_index(hits["module_id"].to_numpy())
-    out = pd.DataFrame(
-        {"hit_id": hits["hit_id"], "x": hits["x"], "y": hits["y"], "z": hits["z"], "volume_id": volume, "layer_id": layer, "module_id": module}
-    )
+    out = hits[["hit_id", "x", "y", "z"]].assign(volume_id=volume, layer_id=layer, module_id=module)
     out.to_csv(f"{prefix}-hits{suffix}", index=False)
     if not event.has_truth:
         return prefix
 
     truth = pd.DataFrame({"hit_id": hits["hit_id"], "particle_id": hits["particle_id"]})
-    for col, default in (("tx", hits["x"]), ("ty", hits["y"]), ("tz", hits["z"]), ("tpx", 0.0), ("tpy", 0.0), ("tpz", 0.0)):
+    defaults = {"tx": hits["x"], "ty": hits["y"], "tz": hits["z"], "tpx": 0.0, "tpy": 0.0, "tpz": 0.0}
+    for col, default in defaults.items():
         truth[col] = hits[col] if col in hits.columns else default
     if "weight" in hits.columns:
         truth["weight"] = hits["weight"]
