@@ -83,7 +83,7 @@ def track_membership(tracks, num_hits: int, form: str = "auto") -> tuple[np.ndar
         (0 .. T-1, in input order) of every membership. Empty tracks are dropped.
 
     Raises:
-        ValueError: unknown or ambiguous form, a row outside ``[0, num_hits)``, or a track that lists
+        ValueError: unknown form, a row outside ``[0, num_hits)``, or a track that lists
             the same spacepoint twice.
     """
     if form == "auto":
@@ -384,14 +384,36 @@ def pt_weight(pt) -> np.ndarray:
     return np.interp(np.asarray(pt, dtype=np.float64), [0.05, 0.5, 3.0], [0.2, 0.2, 1.0], left=0.0, right=1.0)
 
 
+TRACKML_GENERATION_MASK = 0x0000000FFF000000
+"""Bits of a TrackML ``particle_id`` that hold the particle's generation (``trackml.utils``)."""
+
+
+def simulation_secondaries(event: Event) -> np.ndarray | None:
+    """Which particles the detector simulation made (generation > 0), bool [P], or None if unknown.
+
+    Read from a ``generation`` or ``particle_id_gen`` (ACTS barcode) column of the particle table, or
+    decoded from the ``particle_id`` bits for events read from TrackML files (``meta["source"] ==
+    "trackml"``). Decay products of the generator keep generation 0, even when displaced.
+    """
+    particles = event.particles
+    for column in ("generation", "particle_id_gen"):
+        if column in particles.columns:
+            return particles[column].to_numpy(np.int64) > 0
+    if event.meta.get("source") == "trackml":
+        ids = particles["particle_id"].to_numpy(np.int64).astype(np.uint64)
+        return (ids & np.uint64(TRACKML_GENERATION_MASK)) > 0
+    return None
+
+
 def trackml_weights(event: Event) -> np.ndarray:
     """TrackML per-spacepoint weights, float64 [N], normalised to sum 1 over the event.
 
     A ``weight`` column of the spacepoint table (the truth file's weights) is used when present;
     otherwise the weights are computed as the challenge did: ``pt_weight(pt) * order_weight(ihit, nhits)``
     where ``ihit`` ranks the particle's spacepoints by ``|z - vz|`` (true ``tz`` when the table has it)
-    with pandas' average-rank ties truncated, as ``trackml.weights.weight_hits`` does. Either way noise
-    and particles with fewer than 4 spacepoints in this event get weight 0.
+    with pandas' average-rank ties truncated, as ``trackml.weights.weight_hits`` does, and particles made
+    by the detector simulation (:func:`simulation_secondaries`, where known) get 0 as in the released
+    truth files. Either way noise and particles with fewer than 4 spacepoints in this event get weight 0.
     """
     _require_truth(event)
     hits = event.hits
@@ -401,21 +423,29 @@ def trackml_weights(event: Event) -> np.ndarray:
     if "weight" in hits.columns:
         weights = np.where(eligible, hits["weight"].to_numpy(np.float64), 0.0)
     else:
-        particles = event.particles.set_index("particle_id")
-        known = pd.Index(particles.index).get_indexer(pid) >= 0
-        pt = particles["pt"].reindex(pid).to_numpy(np.float64)
-        vz = particles["vz"].reindex(pid).to_numpy(np.float64)
-        z = hits["tz" if "tz" in hits.columns else "z"].to_numpy(np.float64)
-        distance = pd.Series(np.abs(z - np.where(known, vz, 0.0)))
-        ihit = (distance.groupby(pid).rank(method="average") - 1).to_numpy().astype(np.int64)
-        capped = np.minimum(nhits, ORDER_MAX_HITS)
-        in_range = ihit < ORDER_MAX_HITS  # the challenge gave hits beyond the 20th weight zero
-        order = np.where(in_range, order_weight_matrix()[capped, np.minimum(ihit, ORDER_MAX_HITS - 1)], 0.0)
-        weights = np.where(eligible & known, pt_weight(np.where(known, pt, 0.0)) * order, 0.0)
+        weights = np.where(eligible, _challenge_weights(event, pid, nhits), 0.0)
     total = weights.sum()
     if total <= 0:
         raise ValueError("no spacepoint carries TrackML weight (no particle with 4 or more spacepoints)")
     return weights / total
+
+
+def _challenge_weights(event: Event, pid: np.ndarray, nhits: np.ndarray) -> np.ndarray:
+    """Unnormalised ``pt_weight * order_weight`` per spacepoint (``trackml.weights.weight_hits``)."""
+    particles = event.particles.set_index("particle_id")
+    weighted = pd.Index(particles.index).get_indexer(pid) >= 0  # hits of unknown particles weigh 0
+    secondary = simulation_secondaries(event)
+    if secondary is not None:  # the released truth files give material secondaries weight 0
+        weighted &= ~pd.Series(secondary, index=particles.index).reindex(pid).fillna(True).to_numpy(bool)
+    pt = particles["pt"].reindex(pid).fillna(0.0).to_numpy(np.float64)
+    vz = particles["vz"].reindex(pid).fillna(0.0).to_numpy(np.float64)
+    z = event.hits["tz" if "tz" in event.hits.columns else "z"].to_numpy(np.float64)
+    # Hit order along the particle: rank of |z - vz|, ties averaged then truncated, as the challenge did.
+    ihit = (pd.Series(np.abs(z - vz)).groupby(pid).rank(method="average") - 1).to_numpy().astype(np.int64)
+    capped = np.minimum(nhits, ORDER_MAX_HITS)
+    in_range = ihit < ORDER_MAX_HITS  # the challenge gave hits beyond the 20th weight zero
+    order = np.where(in_range, order_weight_matrix()[capped, np.minimum(ihit, ORDER_MAX_HITS - 1)], 0.0)
+    return np.where(weighted, pt_weight(pt) * order, 0.0)
 
 
 def trackml_score(event: Event, track_ids, weights: np.ndarray | None = None) -> float:

@@ -97,3 +97,11 @@ def test_user_errors_exit_with_code_two(tmp_path, event_prefix, capsys):
     assert "not in the event" in errors
     assert "matching_fraction" in errors
     assert "no truth" in errors
+
+
+def test_real_trackml_event_truth_tracks_are_perfect(tmp_path, trackml_dir):
+    result = run_json(tmp_path, "--event", str(trackml_dir / "event000000001"), "--truth-tracks")
+    assert result["efficiency"] == 1.0
+    assert result["fake_rate"] == 0.0
+    assert result["trackml_score"] == pytest.approx(1.0, abs=1e-9)
+    assert result["n_target_particles"] > 20

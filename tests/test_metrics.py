@@ -350,3 +350,58 @@ def test_efficiency_plots_are_pngs(tmp_path):
     paths = efficiency_plots(result.target_particles, tmp_path / "plots")
     for path in paths.values():
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulation_secondaries_get_no_computed_weight():
+    event = build_event([particle(1, 5, pt=5.0), particle(2, 5, pt=5.0)])
+    event.particles["generation"] = [0, 1]
+    weights = trackml_weights(event)
+    assert weights[rows_of(event, 2)].sum() == 0.0
+    assert weights[rows_of(event, 1)].sum() == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------------- the real event
+
+
+@pytest.fixture(scope="module")
+def real_event(trackml_dir):
+    from gnn4itk.io.trackml import read_trackml_event
+
+    return read_trackml_event(trackml_dir / "event000000001")
+
+
+def test_real_event_perfect_tracks(real_event):
+    result = evaluate_tracking(real_event, truth_tracks(real_event))
+    assert result.counts["n_target_particles"] > 20
+    assert result.efficiency == 1.0
+    assert result.fake_rate == 0.0
+    assert result.duplicate_rate == 0.0
+    assert result.trackml_score == pytest.approx(1.0, abs=1e-9)
+
+
+def test_real_event_computed_weights_reproduce_the_released_ones(real_event):
+    from gnn4itk.event import Event
+
+    released = trackml_weights(real_event)
+    bare = Event(hits=real_event.hits.drop(columns=["weight"]), particles=real_event.particles, meta=real_event.meta)
+    # The truth file stores float32 weights of the full event; after normalisation both agree to float32.
+    np.testing.assert_allclose(trackml_weights(bare), released, rtol=0, atol=1e-5 * released.max())
+    assert (released == 0).sum() > (real_event.hits["particle_id"] == 0).sum()  # noise and secondaries
+
+
+def test_real_event_degraded_tracks_score_below_one(real_event):
+    rng = np.random.default_rng(5)
+    tracks = truth_tracks(real_event)
+    track_ids = np.full(len(real_event.hits), -1)
+    for number, track in enumerate(tracks):
+        track_ids[track] = number
+    drop = rng.random(len(track_ids)) < 0.2
+    track_ids[drop] = -1
+    result = evaluate_tracking(real_event, track_ids, form="track_ids")
+    assert 0.6 < result.trackml_score < 0.95
+    # Every remaining track is pure; it is fake when it keeps no more than half of its particle.
+    kept = np.bincount(track_ids[track_ids >= 0])
+    full = np.array([len(t) for t in tracks])[: len(kept)]
+    candidates = kept >= 5
+    assert result.counts["n_candidate_tracks"] == candidates.sum()
+    assert result.counts["n_fake_tracks"] == (candidates & (2 * kept <= full)).sum() > 0

@@ -38,12 +38,8 @@ def add_arguments(parser) -> None:
 
 
 def _load_event(path: str):
-    try:
-        from gnn4itk.io.load import load_event
-    except ModuleNotFoundError as error:  # gnn4itk.io.load is being written; Parquet events meanwhile
-        if error.name != "gnn4itk.io.load":
-            raise
-        from gnn4itk.event import read_event as load_event
+    from gnn4itk.io.load import load_event
+
     return load_event(path)
 
 
@@ -82,7 +78,7 @@ def _print_table(result, source: str) -> None:
         return "n/a" if value is None else f"{value:.4f}"
 
     summary = result.as_dict()
-    table = Table(title="Tracking performance", caption=f"{source}; {result.cuts.matching} matching")
+    table = Table(title="Tracking performance", caption=f"{source}; {result.cuts.matching} matching", min_width=48)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("efficiency", "fake_rate", "duplicate_rate", "trackml_score"):
