@@ -1,0 +1,177 @@
+"""``TrackBuilder``: GNN4ITk track building as one scriptable ``nn.Module`` (CPU and CUDA).
+
+Same semantics as :func:`gnn4itk.track_building.reference.build_tracks_reference` (see
+``docs/track_building.md``), computed with whole-graph torch ops: components by label propagation,
+the walkthrough by :func:`gnn4itk.track_building.walk.walk_tracks`.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import Tensor, nn
+
+from gnn4itk.track_building.ops import best_edge_mask, connected_components
+from gnn4itk.track_building.reference import MODES
+from gnn4itk.track_building.walk import walk_tracks
+
+
+class TrackBuilder(nn.Module):
+    """Scored graph -> track candidates (LABELS and per-spacepoint track ids).
+
+    Args:
+        cc_cut: edges need ``score > cc_cut`` (default 0.01).
+        walk_min: best outgoing edges need ``score >= walk_min`` to survive the walk pruning (0.1).
+        walk_max: any edge with ``score > walk_max`` survives the walk pruning (0.6).
+        mode: ``"cc_and_walk"`` (default), ``"cc"`` (simple-path components only) or
+            ``"junction_removal"`` (keep an edge only if it is the best outgoing edge of its source and
+            the best incoming edge of its target, then components).
+        orient: flip edges to point from lower to higher ``(r2z2, row)`` and merge duplicates (for
+            graphs whose edges are not already inner -> outer, e.g. bidirectional ones).
+
+    ``forward(edge_index, scores, hit_r2z2)`` returns LABELS; :meth:`build` also returns track ids.
+    """
+
+    def __init__(
+        self,
+        cc_cut: float = 0.01,
+        walk_min: float = 0.1,
+        walk_max: float = 0.6,
+        mode: str = "cc_and_walk",
+        orient: bool = False,
+    ):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown track-building mode {mode!r}; choose one of {MODES}")
+        if not 0.0 <= cc_cut < 1.0:
+            raise ValueError(f"cc_cut must be in [0, 1), got {cc_cut}")
+        if walk_min > walk_max:
+            raise ValueError(f"walk_min ({walk_min}) must not exceed walk_max ({walk_max})")
+        self.cc_cut = float(cc_cut)
+        self.walk_min = float(walk_min)
+        self.walk_max = float(walk_max)
+        self.mode = mode
+        self.orient = bool(orient)
+
+    def extra_repr(self) -> str:
+        return (
+            f"cc_cut={self.cc_cut}, walk_min={self.walk_min}, walk_max={self.walk_max}, "
+            f"mode={self.mode!r}, orient={self.orient}"
+        )
+
+    def forward(self, edge_index: Tensor, scores: Tensor, hit_r2z2: Tensor) -> Tensor:
+        """LABELS of the tracks.
+
+        Args:
+            edge_index: LongTensor [2, E], spacepoint rows, directed inner -> outer unless ``orient``.
+            scores: Tensor [E], edge scores after the sigmoid (computed in float32).
+            hit_r2z2: Tensor [N], ``r**2 + z**2`` of every spacepoint (N = number of spacepoints).
+
+        Returns:
+            LongTensor [L]: row indices, track after track, each sorted by (r2z2, row) and followed by
+            -1; tracks in order of their smallest row; ``[-1]`` when there is no track.
+        """
+        return self.build(edge_index, scores, hit_r2z2)[0]
+
+    @torch.jit.export
+    def build(self, edge_index: Tensor, scores: Tensor, hit_r2z2: Tensor) -> Tuple[Tensor, Tensor]:
+        """LABELS (see :meth:`forward`) and ``track_ids`` LongTensor [N]: the position of each
+        spacepoint's track in LABELS, -1 if it is in none."""
+        r2z2 = hit_r2z2.reshape(-1)
+        num_hits = r2z2.numel()
+        src, dst, score = self._filtered_edges(edge_index, scores, r2z2)
+        if self.mode == "junction_removal":
+            everything = torch.ones_like(src, dtype=torch.bool)
+            keep = best_edge_mask(src, dst, score, everything, num_hits)
+            keep &= best_edge_mask(dst, src, score, everything, num_hits)
+            kept = keep.nonzero().squeeze(1)
+            src, dst, score = src[kept], dst[kept], score[kept]
+
+        component = connected_components(src, dst, num_hits)
+        branchy = (torch.bincount(src, minlength=num_hits) > 1) | (torch.bincount(dst, minlength=num_hits) > 1)
+        component_branchy = torch.zeros(num_hits, dtype=torch.long, device=src.device)
+        component_branchy = component_branchy.scatter_reduce(0, component, branchy.long(), "amax")[component] > 0
+        large = torch.bincount(component, minlength=num_hits)[component] >= 3
+        track_of = torch.where(large & ~component_branchy, component, torch.full_like(component, -1))
+        if self.mode == "cc_and_walk":
+            track_of = self._walk(src, dst, score, large & component_branchy, track_of)
+        return labels_from_track_of(track_of, r2z2)
+
+    def _filtered_edges(self, edge_index: Tensor, scores: Tensor, r2z2: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Edges with score > cc_cut and no self-loop; oriented and merged when ``orient``."""
+        num_hits = r2z2.numel()
+        if edge_index.dim() != 2 or edge_index.size(0) != 2:
+            raise ValueError(f"edge_index must have shape [2, E], got {list(edge_index.shape)}")
+        score = scores.reshape(-1).to(torch.float32)
+        if score.numel() != edge_index.size(1):
+            raise ValueError(f"{edge_index.size(1)} edges but {score.numel()} scores")
+        edge_index = edge_index.long()
+        if edge_index.numel() > 0 and bool(((edge_index < 0) | (edge_index >= num_hits)).any()):
+            raise ValueError(f"edge_index has row indices outside [0, {num_hits})")
+        kept = ((score > self.cc_cut) & (edge_index[0] != edge_index[1])).nonzero().squeeze(1)
+        src, dst, score = edge_index[0][kept], edge_index[1][kept], score[kept]
+        if self.orient:
+            r_src, r_dst = r2z2[src], r2z2[dst]
+            flip = (r_src > r_dst) | ((r_src == r_dst) & (src > dst))
+            pair = torch.where(flip, dst, src) * num_hits + torch.where(flip, src, dst)
+            pair, inverse = torch.unique(pair, sorted=True, return_inverse=True)
+            best = torch.full((pair.numel(),), -1.0, dtype=score.dtype, device=score.device)
+            score = best.scatter_reduce(0, inverse, score, "amax")
+            src, dst = pair // num_hits, pair % num_hits
+        return src, dst, score
+
+    def _walk(self, src: Tensor, dst: Tensor, score: Tensor, walk_hit: Tensor, track_of: Tensor) -> Tensor:
+        """Prune the walk components' edges and run the walkthrough; fills ``track_of`` for them."""
+        hits = walk_hit.nonzero().squeeze(1)
+        if hits.numel() == 0:
+            return track_of
+        local = torch.full_like(track_of, -1)
+        local[hits] = torch.arange(hits.numel(), device=hits.device)
+        inside = walk_hit[src].nonzero().squeeze(1)
+        w_src, w_dst, w_score = local[src[inside]], local[dst[inside]], score[inside]
+        num_local = hits.numel()
+        everything = torch.ones_like(w_src, dtype=torch.bool)
+        best_out = best_edge_mask(w_src, w_dst, w_score, everything, num_local)
+        best_in = best_edge_mask(w_dst, w_src, w_score, everything, num_local)
+        has_incoming = torch.bincount(w_dst, minlength=num_local) > 0
+        strong = (best_out & (w_score >= self.walk_min)) | (w_score > self.walk_max)
+        kept = (strong & (has_incoming[w_src] | best_in)).nonzero().squeeze(1)
+        start = walk_tracks(w_src[kept], w_dst[kept], w_score[kept], num_local)
+        walked = torch.where(start >= 0, hits[start.clamp(min=0)], torch.full_like(start, -1))
+        track_of[hits] = walked
+        return track_of
+
+
+def labels_from_track_of(track_of: Tensor, r2z2: Tensor) -> Tuple[Tensor, Tensor]:
+    """LABELS and dense track ids from arbitrary per-hit track keys.
+
+    Args:
+        track_of: LongTensor [N], any non-negative key shared by the hits of a track, -1 elsewhere.
+        r2z2: Tensor [N], orders the hits inside a track (ties by row).
+
+    Returns:
+        ``labels`` LongTensor [L] (tracks ordered by smallest row, ``[-1]`` if none) and
+        ``track_ids`` LongTensor [N] (track position in ``labels`` or -1).
+    """
+    num_hits = track_of.numel()
+    device = track_of.device
+    track_ids = torch.full((num_hits,), -1, dtype=torch.long, device=device)
+    rows = (track_of >= 0).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return torch.full((1,), -1, dtype=torch.long, device=device), track_ids
+    key = track_of[rows]
+    first_row = torch.full((num_hits,), num_hits, dtype=torch.long, device=device)
+    first_row = first_row.scatter_reduce(0, key, rows, "amin")[key]
+    by_radius = torch.sort(r2z2[rows], stable=True)[1]  # rows ascend, so equal r2z2 keep row order
+    rows, first_row = rows[by_radius], first_row[by_radius]
+    by_track = torch.sort(first_row, stable=True)[1]
+    rows, first_row = rows[by_track], first_row[by_track]
+    new_track = torch.ones_like(rows, dtype=torch.bool)
+    new_track[1:] = first_row[1:] != first_row[:-1]
+    number = torch.cumsum(new_track.long(), 0) - 1
+    num_tracks = int(number[-1]) + 1
+    labels = torch.full((rows.numel() + num_tracks,), -1, dtype=torch.long, device=device)
+    labels[torch.arange(rows.numel(), device=device) + number] = rows
+    track_ids[rows] = number
+    return labels, track_ids
