@@ -1,0 +1,248 @@
+"""Run one event through ACTS: primary particles -> Fatras -> smearing digitisation -> raw tables.
+
+The ACTS sequence is: a Python source algorithm that puts the generator's particles on the whiteboard,
+``FatrasSimulation`` (multiple scattering, ionisation and radiative energy loss, photon conversion; hits on
+sensitive surfaces), ``DigitizationAlgorithm`` with the per-volume Gaussian smearing of
+:mod:`gnn4itk.simulation.detector`, and a Python sink algorithm that copies the whiteboard content into
+pandas tables with the column names of ACTS's CSV writers (:mod:`gnn4itk.io.acts_csv` reads the same
+layout from files). Optionally the standard ACTS CSV writers run too (``csv_dir``).
+
+The random numbers of Fatras and the digitisation come from ``RandomNumbers(seed=mix(seed, event_id))``;
+the event therefore depends only on its particles, the seed and the event number.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gnn4itk.simulation.generators import PARTICLE_TABLE_COLUMNS
+
+P_MIN_GEV = 0.05
+BARCODE_FIELDS = ["pv", "sv", "part", "gen", "subpart"]
+_BARCODE_ATTRS = ["vertexPrimary", "vertexSecondary", "particle", "generation", "subParticle"]
+
+
+def acts_seed(seed: int, event_id: int) -> int:
+    """The ACTS RandomNumbers seed of one event: a 63-bit mix of the master seed and the event number."""
+    return int(np.random.SeedSequence([int(seed), int(event_id), 7]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _barcode(acts, values) -> object:
+    barcode = acts.ActsFatrasPythonBindings.Barcode()
+    for attr, value in zip(_BARCODE_ATTRS, values):
+        setattr(barcode, attr, int(value))
+    return barcode
+
+
+def _barcode_row(barcode) -> tuple:
+    return tuple(getattr(barcode, attr) for attr in _BARCODE_ATTRS)
+
+
+def _sim_particles(acts, acts_examples, table: pd.DataFrame):
+    """An ``acts.examples.SimParticleContainer`` from a particle table (see generators)."""
+    container = acts_examples.SimParticleContainer()
+    momentum = table[["px", "py", "pz"]].to_numpy(np.float64)
+    p_abs = np.linalg.norm(momentum, axis=1)
+    if (p_abs <= 0).any():
+        raise ValueError("particle table has a particle with zero momentum")
+    direction = momentum / p_abs[:, None]
+    ids = table[[f"particle_id_{f}" for f in BARCODE_FIELDS]].to_numpy(np.int64)
+    pdg = table["particle_type"].to_numpy(np.int64)
+    charge = table["q"].to_numpy(np.float64)
+    mass = table["m"].to_numpy(np.float64)
+    position = table[["vx", "vy", "vz", "vt"]].to_numpy(np.float64)
+    for i in range(len(table)):
+        particle = acts_examples.SimParticle(
+            _barcode(acts, ids[i]), acts.PdgParticle(int(pdg[i])), float(charge[i]), float(mass[i])
+        )
+        particle.fourPosition = acts.Vector4(*position[i])
+        particle.direction = acts.Vector3(*direction[i])
+        particle.absoluteMomentum = float(p_abs[i])
+        container.insert(particle)
+    return container
+
+
+def particles_to_table(particles) -> pd.DataFrame:
+    """ACTS ``SimParticleContainer`` -> particle table (initial state, as ``CsvParticleWriter`` writes)."""
+    rows = []
+    for particle in particles:
+        state = particle.initialState
+        pos = state.fourPosition
+        mom = state.fourMomentum
+        rows.append(
+            (*_barcode_row(state.particleId), int(state.pdg), state.charge, state.mass,
+             pos[0], pos[1], pos[2], pos[3], mom[0], mom[1], mom[2])
+        )
+    table = pd.DataFrame(rows, columns=PARTICLE_TABLE_COLUMNS)
+    for c in PARTICLE_TABLE_COLUMNS[:6]:
+        table[c] = table[c].astype(np.int64)
+    return table
+
+
+def simhits_to_table(simhits) -> pd.DataFrame:
+    """ACTS ``SimHitContainer`` -> table with ``CsvSimHitWriter`` columns (truth position and momentum)."""
+    rows = []
+    for hit in simhits:
+        pos = hit.fourPosition
+        mom = hit.momentum4Before
+        rows.append(
+            (*_barcode_row(hit.particleId), int(hit.geometryId.value),
+             pos[0], pos[1], pos[2], pos[3], mom[0], mom[1], mom[2], mom[3], hit.index)
+        )
+    columns = [f"particle_id_{f}" for f in BARCODE_FIELDS] + [
+        "geometry_id", "tx", "ty", "tz", "tt", "tpx", "tpy", "tpz", "te", "index",
+    ]
+    table = pd.DataFrame(rows, columns=columns)
+    table["geometry_id"] = table["geometry_id"].astype(np.uint64)
+    return table
+
+
+def measurements_to_table(measurements, simhit_map) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ACTS measurements and measurement->simhit map -> (measurements, map) tables as the CSV writer has them."""
+    rows = []
+    for m in measurements:
+        params = m.fullParameters
+        cov = m.fullCovariance
+        rows.append((m.index, int(m.geometryId.value), params[0], params[1], cov[(0, 0)], cov[(1, 1)]))
+    table = pd.DataFrame(rows, columns=["measurement_id", "geometry_id", "local0", "local1", "var_local0", "var_local1"])
+    table["geometry_id"] = table["geometry_id"].astype(np.uint64)
+    links = pd.DataFrame(list(simhit_map), columns=["measurement_id", "hit_id"], dtype=np.int64)
+    return table, links
+
+
+def run_acts(
+    particles: pd.DataFrame, seed: int, event_id: int, csv_dir: str | Path | None = None, log_level: str = "WARNING",
+    p_min: float = P_MIN_GEV,
+) -> dict:
+    """Simulate and digitise one event's particles; return raw tables.
+
+    Args:
+        particles: generator particle table (:data:`PARTICLE_TABLE_COLUMNS`).
+        seed, event_id: determine all ACTS random numbers of this event.
+        csv_dir: if given, ACTS's CSV writers also write the event there (ACTS file naming).
+        p_min: Fatras simulates particles with momentum above this [GeV] (ACTS's default, 0.5, would
+            drop the soft half of minimum-bias particles and their hits).
+        log_level: ACTS log level of the simulation and digitisation algorithms (``acts.logging`` name).
+
+    Returns:
+        dict of DataFrames: ``particles`` (simulated, with Fatras secondaries), ``simhits``,
+        ``measurements`` (local coordinates), ``measurement_simhit_map``.
+    """
+    import acts
+    import acts.examples as ae
+    import acts.examples.json as acts_json
+
+    from gnn4itk.simulation.detector import (
+        generic_detector,
+        inside_world,
+        magnetic_field,
+        write_digitization_config,
+    )
+
+    _, geometry = generic_detector()
+    born_inside = inside_world(particles["vx"], particles["vy"], particles["vz"])
+    particles = particles[born_inside]  # e.g. K0s decaying beyond the detector: nothing to simulate
+    field = magnetic_field()
+    quiet = getattr(acts.logging, log_level)
+    result: dict = {}
+
+    class Source(ae.IAlgorithm):
+        def __init__(self):
+            ae.IAlgorithm.__init__(self, name="GnnSource", level=quiet)
+            self.output = ae.WriteDataHandle(self, ae.SimParticleContainer, "OutputParticles")
+            self.output.initialize("particles_generated")
+
+        def execute(self, context):
+            self.output(context, _sim_particles(acts, ae, particles))
+            return ae.ProcessCode.SUCCESS
+
+    class Sink(ae.IAlgorithm):
+        def __init__(self):
+            ae.IAlgorithm.__init__(self, name="GnnSink", level=quiet)
+            self.handles = {}
+            for key, kind in [
+                ("particles_simulated", ae.SimParticleContainer),
+                ("simhits", ae.SimHitContainer),
+                ("measurements", ae.MeasurementContainer),
+                ("measurement_simhits_map", ae.MeasurementSimHitsMap),
+            ]:
+                handle = ae.ReadDataHandle(self, kind, f"Input_{key}")
+                handle.initialize(key)
+                self.handles[key] = handle
+
+        def execute(self, context):
+            store = context.eventStore
+            read = {key: handle(store) for key, handle in self.handles.items()}
+            result["particles"] = particles_to_table(read["particles_simulated"])
+            result["simhits"] = simhits_to_table(read["simhits"])
+            result["measurements"], result["measurement_simhit_map"] = measurements_to_table(
+                read["measurements"], read["measurement_simhits_map"]
+            )
+            return ae.ProcessCode.SUCCESS
+
+    with tempfile.TemporaryDirectory(prefix="gnn4itk-acts-") as scratch:
+        rnd = ae.RandomNumbers(seed=acts_seed(seed, event_id))
+        sequencer = ae.Sequencer(
+            events=1, skip=0, numThreads=1, logLevel=quiet, outputDir=scratch, trackFpes=False
+        )
+        sequencer.addAlgorithm(Source())
+        sequencer.addAlgorithm(
+            ae.FatrasSimulation(
+                level=quiet,
+                inputParticles="particles_generated",
+                outputParticles="particles_simulated",
+                outputSimHits="simhits",
+                randomNumbers=rnd,
+                trackingGeometry=geometry,
+                magneticField=field,
+                generateHitsOnSensitive=True,
+                emScattering=True,
+                emEnergyLossIonisation=True,
+                emEnergyLossRadiation=True,
+                emPhotonConversion=True,
+                pMin=p_min,
+            )
+        )
+        digi_file = write_digitization_config(Path(scratch) / "digi-smearing.json")
+        digi = ae.DigitizationAlgorithm.Config(
+            digitizationConfigs=acts_json.readDigiConfigFromJson(str(digi_file)),
+            surfaceByIdentifier=geometry.geoIdSurfaceMap(),
+            randomNumbers=rnd,
+            inputSimHits="simhits",
+            outputMeasurements="measurements",
+            outputMeasurementParticlesMap="measurement_particles_map",
+            outputMeasurementSimHitsMap="measurement_simhits_map",
+            outputParticleMeasurementsMap="particle_measurements_map",
+            outputSimHitMeasurementsMap="simhit_measurements_map",
+        )
+        sequencer.addAlgorithm(ae.DigitizationAlgorithm(digi, quiet))
+        sequencer.addAlgorithm(Sink())
+        if csv_dir is not None:
+            _add_csv_writers(ae, sequencer, Path(csv_dir), quiet)
+        sequencer.run()
+    if not result:
+        raise RuntimeError("the ACTS sequence ended without producing the event")
+    return result
+
+
+def _add_csv_writers(ae, sequencer, directory: Path, level) -> None:
+    """The standard ACTS CSV writers, as ``acts.examples.simulation`` configures them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out = str(directory)
+    sequencer.addWriter(
+        ae.CsvParticleWriter(level=level, inputParticles="particles_simulated", outputDir=out, outputStem="particles")
+    )
+    sequencer.addWriter(ae.CsvSimHitWriter(level=level, inputSimHits="simhits", outputDir=out, outputStem="hits"))
+    sequencer.addWriter(
+        ae.CsvMeasurementWriter(
+            level=level,
+            inputMeasurements="measurements",
+            inputClusters="",
+            inputMeasurementSimHitsMap="measurement_simhits_map",
+            outputDir=out,
+        )
+    )

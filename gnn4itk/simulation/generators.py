@@ -1,0 +1,265 @@
+"""Primary particles for one bunch crossing: Pythia8 minimum bias (+ optional ttbar), or a particle gun.
+
+A generator returns a *particle table* (pandas DataFrame, one row per particle handed to Fatras) in the
+column layout of ACTS's ``CsvParticleWriter`` so that the same conversion code serves simulated events and
+ACTS CSV files:
+
+* ``particle_id_pv`` (vertex number, 1-based), ``particle_id_sv`` (secondary vertex within it, 0 = the
+  collision point), ``particle_id_part`` (counter within the vertex), ``particle_id_gen`` and
+  ``particle_id_subpart`` (0 for generator particles; Fatras fills them for its secondaries);
+* ``particle_type`` (PDG id), ``q`` [e], ``m`` [GeV];
+* ``vx, vy, vz`` [mm], ``vt`` [mm/c]; ``px, py, pz`` [GeV].
+
+Pile-up vertices are drawn from the beam spot (Gaussian, sigma_xy = 12.5 um, sigma_z = 55.5 mm, t = 0).
+Everything random derives from ``(seed, event_id)``, so an event does not depend on which process makes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+BEAM_SIGMA_XY_MM = 0.0125
+BEAM_SIGMA_Z_MM = 55.5
+ETA_MAX_KEPT = 5.0  # the Generic detector ends at |eta| ~ 4; particles beyond 5 cannot leave hits
+DISPLACED_VERTEX_MM = 1e-3  # production points further than 1 um from the collision are secondary vertices
+
+PARTICLE_TABLE_COLUMNS = [
+    "particle_id_pv",
+    "particle_id_sv",
+    "particle_id_part",
+    "particle_id_gen",
+    "particle_id_subpart",
+    "particle_type",
+    "q",
+    "m",
+    "vx",
+    "vy",
+    "vz",
+    "vt",
+    "px",
+    "py",
+    "pz",
+]
+
+# Particle gun: about 6 charged particles per unit pseudorapidity per vertex over |eta| < 4, with the
+# species mix of soft LHC collisions (mostly pions) and a falling pT spectrum of mean ~0.5 GeV.
+GUN_CHARGED_PER_ETA = 6.0
+GUN_ETA_MAX = 4.0
+GUN_SPECIES = [(211, 0.13957, 0.80), (321, 0.49368, 0.12), (2212, 0.93827, 0.08)]  # pdg, mass, fraction
+GUN_PT_SHAPE, GUN_PT_SCALE = 2.0, 0.25  # Gamma(2, 0.25 GeV): mode 0.25, mean 0.5 GeV
+GUN_PT_MIN = 0.05
+
+
+def event_rng(seed: int, event_id: int, stream: int = 0) -> np.random.Generator:
+    """A numpy generator that depends only on (seed, event_id, stream)."""
+    return np.random.default_rng([int(seed), int(event_id), int(stream)])
+
+
+def beam_spot_vertices(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Collision points, float64 [n, 4] = (x, y, z, t) in mm, from the beam spot."""
+    vertices = np.zeros((n, 4))
+    vertices[:, 0:2] = rng.normal(0.0, BEAM_SIGMA_XY_MM, size=(n, 2))
+    vertices[:, 2] = rng.normal(0.0, BEAM_SIGMA_Z_MM, size=n)
+    return vertices
+
+
+def _table(columns: dict) -> pd.DataFrame:
+    table = pd.DataFrame(columns)
+    for name in PARTICLE_TABLE_COLUMNS[:5]:
+        table[name] = table[name].astype(np.int64)
+    table["particle_type"] = table["particle_type"].astype(np.int64)
+    return table[PARTICLE_TABLE_COLUMNS]
+
+
+def gun_vertex(rng: np.random.Generator, vertex: np.ndarray, vertex_number: int) -> pd.DataFrame:
+    """Parametrised soft-QCD-like particles from one collision point (particle gun fallback)."""
+    n = rng.poisson(GUN_CHARGED_PER_ETA * 2 * GUN_ETA_MAX)
+    species = rng.choice(len(GUN_SPECIES), size=n, p=[s[2] for s in GUN_SPECIES])
+    pdg = np.array([s[0] for s in GUN_SPECIES])[species] * rng.choice([-1, 1], size=n)
+    mass = np.array([s[1] for s in GUN_SPECIES])[species]
+    pt = GUN_PT_MIN + rng.gamma(GUN_PT_SHAPE, GUN_PT_SCALE, size=n)
+    eta = rng.uniform(-GUN_ETA_MAX, GUN_ETA_MAX, size=n)
+    phi = rng.uniform(-np.pi, np.pi, size=n)
+    return _table(
+        {
+            "particle_id_pv": np.full(n, vertex_number),
+            "particle_id_sv": np.zeros(n),
+            "particle_id_part": np.arange(1, n + 1),
+            "particle_id_gen": np.zeros(n),
+            "particle_id_subpart": np.zeros(n),
+            "particle_type": pdg,
+            "q": np.sign(pdg).astype(np.float64),
+            "m": mass,
+            "vx": np.full(n, vertex[0]),
+            "vy": np.full(n, vertex[1]),
+            "vz": np.full(n, vertex[2]),
+            "vt": np.full(n, vertex[3]),
+            "px": pt * np.cos(phi),
+            "py": pt * np.sin(phi),
+            "pz": pt * np.sinh(eta),
+        }
+    )
+
+
+class Pythia8Source:
+    """One Pythia8 (``pythia8mc``) instance for a process, re-seeded for every vertex it makes.
+
+    Args:
+        process: ``"minbias"`` (SoftQCD:inelastic, 14 TeV) or ``"ttbar"`` (Top:gg2ttbar, Top:qqbar2ttbar).
+    """
+
+    SETTINGS = {
+        "minbias": ["SoftQCD:inelastic = on"],
+        "ttbar": ["Top:gg2ttbar = on", "Top:qqbar2ttbar = on"],
+    }
+
+    def __init__(self, process: str):
+        import pythia8mc
+
+        if process not in self.SETTINGS:
+            raise ValueError(f"unknown Pythia8 process {process!r}; known: {sorted(self.SETTINGS)}")
+        self.process = process
+        self.pythia = pythia8mc.Pythia("", False)
+        for line in ["Beams:eCM = 14000.", "Print:quiet = on", "Random:setSeed = on", "Random:seed = 1"]:
+            self.pythia.readString(line)
+        for line in self.SETTINGS[process]:
+            self.pythia.readString(line)
+        if not self.pythia.init():
+            raise RuntimeError(f"Pythia8 initialisation failed for {process}")
+
+    def vertex(self, rng: np.random.Generator, vertex: np.ndarray, vertex_number: int) -> pd.DataFrame:
+        """Final-state particles of one collision placed at ``vertex`` (float [4], mm)."""
+        self.pythia.rndm.init(int(rng.integers(1, 900_000_000)))
+        while not self.pythia.next():  # a failed event is rare; Pythia asks to try again
+            pass
+        rows = []
+        event = self.pythia.event
+        for i in range(event.size()):
+            particle = event[i]
+            if not particle.isFinal() or abs(particle.eta()) > ETA_MAX_KEPT:
+                continue
+            charge = particle.charge()
+            # Fatras leaves hits from charged particles and converts photons; other neutrals never leave hits.
+            if charge == 0 and particle.id() != 22:
+                continue
+            rows.append(
+                (particle.id(), charge, particle.m(), particle.xProd(), particle.yProd(), particle.zProd(),
+                 particle.tProd(), particle.px(), particle.py(), particle.pz())
+            )
+        data = np.array(rows, dtype=np.float64).reshape(-1, 10)
+        offsets = data[:, 3:7]
+        # Particles born away from the collision point (K0s, Lambda, b/c-hadron decays) belong to secondary
+        # vertices, numbered by first appearance.
+        displaced = np.linalg.norm(offsets[:, :3], axis=1) > DISPLACED_VERTEX_MM
+        secondary = np.zeros(len(data), dtype=np.int64)
+        if displaced.any():
+            _, first, inverse = np.unique(offsets[displaced], axis=0, return_index=True, return_inverse=True)
+            rank = np.argsort(np.argsort(first))
+            secondary[displaced] = rank[inverse.ravel()] + 1
+        position = offsets + vertex[None, :]
+        n = len(data)
+        return _table(
+            {
+                "particle_id_pv": np.full(n, vertex_number),
+                "particle_id_sv": secondary,
+                "particle_id_part": np.arange(1, n + 1),
+                "particle_id_gen": np.zeros(n),
+                "particle_id_subpart": np.zeros(n),
+                "particle_type": data[:, 0].astype(np.int64),
+                "q": data[:, 1],
+                "m": data[:, 2],
+                "vx": position[:, 0],
+                "vy": position[:, 1],
+                "vz": position[:, 2],
+                "vt": position[:, 3],
+                "px": data[:, 7],
+                "py": data[:, 8],
+                "pz": data[:, 9],
+            }
+        )
+
+
+def pythia8_available() -> bool:
+    """Whether ``pythia8mc`` can be imported."""
+    try:
+        import pythia8mc  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass
+class GeneratorConfig:
+    """What one bunch crossing contains.
+
+    Attributes:
+        pileup: mean number of minimum-bias vertices (Poisson).
+        hard_scatter: ``"none"`` or ``"ttbar"`` (needs pythia8mc).
+        generator: ``"pythia8"``, ``"gun"`` or ``"auto"`` (pythia8 when importable).
+        seed: master seed.
+    """
+
+    pileup: float = 200.0
+    hard_scatter: str = "none"
+    generator: str = "auto"
+    seed: int = 1
+
+    def resolved_generator(self) -> str:
+        if self.generator == "auto":
+            return "pythia8" if pythia8_available() else "gun"
+        if self.generator not in ("pythia8", "gun"):
+            raise ValueError(f"unknown generator {self.generator!r}; use pythia8, gun or auto")
+        if self.generator == "pythia8" and not pythia8_available():
+            raise ValueError("generator pythia8 requested but pythia8mc is not importable (pip install pythia8mc)")
+        return self.generator
+
+    def validate(self) -> None:
+        if not np.isfinite(self.pileup) or self.pileup < 0:
+            raise ValueError(f"pileup must be a finite number >= 0, got {self.pileup}")
+        if self.hard_scatter not in ("none", "ttbar"):
+            raise ValueError(f"hard scatter must be 'none' or 'ttbar', got {self.hard_scatter!r}")
+        if self.hard_scatter == "ttbar" and not pythia8_available():
+            raise ValueError("--hard-scatter ttbar needs pythia8mc, which is not importable")
+        if self.hard_scatter == "none" and self.pileup == 0:
+            raise ValueError("nothing to simulate: pileup is 0 and there is no hard scatter")
+        self.resolved_generator()
+
+
+class CrossingGenerator:
+    """Makes the primary particles of bunch crossings; holds the Pythia8 instances (slow to initialise)."""
+
+    def __init__(self, config: GeneratorConfig):
+        config.validate()
+        self.config = config
+        self.generator = config.resolved_generator()
+        self._minbias = Pythia8Source("minbias") if self.generator == "pythia8" and config.pileup > 0 else None
+        self._hard = Pythia8Source("ttbar") if config.hard_scatter == "ttbar" else None
+
+    def __call__(self, event_id: int) -> tuple[pd.DataFrame, dict]:
+        """Particles of crossing ``event_id`` and a description of it (vertex counts, generator)."""
+        rng = event_rng(self.config.seed, event_id)
+        n_pileup = int(rng.poisson(self.config.pileup))
+        n_hard = 1 if self._hard is not None else 0
+        vertices = beam_spot_vertices(rng, n_hard + n_pileup)
+        tables = []
+        if self._hard is not None:
+            tables.append(self._hard.vertex(rng, vertices[0], 1))
+        for k in range(n_pileup):
+            number = n_hard + k + 1
+            if self._minbias is not None:
+                tables.append(self._minbias.vertex(rng, vertices[number - 1], number))
+            else:
+                tables.append(gun_vertex(rng, vertices[number - 1], number))
+        particles = pd.concat(tables, ignore_index=True) if tables else _table({c: [] for c in PARTICLE_TABLE_COLUMNS})
+        info = {
+            "generator": "pythia8 SoftQCD:inelastic" if self.generator == "pythia8" else "particle gun",
+            "hard_scatter": self.config.hard_scatter,
+            "pileup_mean": float(self.config.pileup),
+            "pileup_vertices": n_pileup,
+            "primary_vertices": n_hard + n_pileup,
+            "seed": int(self.config.seed),
+        }
+        return particles, info
