@@ -40,8 +40,10 @@ def test_pt_tensor_and_dict(event, tmp_path):
     tensor = event.inference_tensor()
     torch.save(tensor, tmp_path / "node_features.pt")
     _assert_same_inference_input(load_event(tmp_path / "node_features.pt", event_id=1), event)
-    torch.save({"x": tensor, "event_id": torch.tensor(1)}, tmp_path / "dict.pt")
-    _assert_same_inference_input(load_event(tmp_path / "dict.pt"), event)
+    torch.save({"x": tensor, "event_id": torch.tensor(7)}, tmp_path / "dict.pt")
+    loaded = load_event(tmp_path / "dict.pt")
+    _assert_same_inference_input(loaded, event)
+    assert loaded.event_id == 7
     torch.save({"whatever": tensor}, tmp_path / "one.pt")  # a single 2-D tensor is unambiguous
     _assert_same_inference_input(load_event(tmp_path / "one.pt"), event)
 

@@ -92,6 +92,26 @@ def test_cell_features_by_hand(event, raw):
     assert np.isclose(row["eta_angle"], np.arctan2(t, dv)) and np.isclose(row["phi_angle"], np.arctan2(t, du))
 
 
+def test_cells_span_the_hit_along_u_and_v(event, raw):
+    """ch0 counts cells along local u (pitch_u), ch1 along v (pitch_v), from the -maxhu / -hv edge.
+
+    This pins the axis assignment behind localDir and the angles: every hit's local position lies inside
+    the box of the cells that make it.
+    """
+    geometry = generic_detector()
+    hits = event.hits.set_index("hit_id").loc[raw["hits"]["hit_id"]]
+    module = hits["module_id"].to_numpy()
+    offset = hits[["x", "y", "z"]].to_numpy(np.float64) - geometry.module_centers(module)
+    local = np.einsum("nji,nj->ni", geometry.module_rotations(module), offset)
+    sizes = geometry.module_sizes(module)
+    span = raw["cells"].groupby("hit_id").agg(u0=("ch0", "min"), u1=("ch0", "max"), v0=("ch1", "min"), v1=("ch1", "max"))
+    span = span.reindex(hits.index)
+    u = (local[:, 0] + sizes["module_maxhu"].to_numpy()) / sizes["pitch_u"].to_numpy()
+    v = (local[:, 1] + sizes["module_hv"].to_numpy()) / sizes["pitch_v"].to_numpy()
+    assert ((u >= span["u0"]) & (u <= span["u1"] + 1)).all()
+    assert ((v >= span["v0"]) & (v <= span["v1"] + 1)).all()
+
+
 def test_lengthdir_only_on_strip_modules(event):
     hits = event.hits
     strip = hits["volume_id"] >= 12  # TrackML volumes 12-18 are strips

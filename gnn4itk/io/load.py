@@ -104,7 +104,7 @@ def load_event(path: str | Path, geometry=None, event_id: int | None = None) -> 
         path: event prefix or file (see the module docstring for the forms).
         geometry: for TrackML files: a :class:`~gnn4itk.geometry.DetectorGeometry` or a ``detectors.csv``
             path; default the shipped Generic detector.
-        event_id: event number for tensor files (which carry none); default 0.
+        event_id: event number for tensor files; default the dict's ``event_id`` entry if any, else 0.
 
     Returns:
         :class:`Event`. Tensor inputs give an event without truth, its ``hit_id`` / ``module_id`` rounded
@@ -126,6 +126,8 @@ def load_event(path: str | Path, geometry=None, event_id: int | None = None) -> 
         content = _torch_load(path)
         if isinstance(content, dict):
             tensor = _tensor_from_dict(content, str(path))
+            if event_id is None and "event_id" in content:
+                event_id = int(content["event_id"])
         elif type(content).__name__ == "Data" and type(content).__module__.startswith("torch_geometric"):
             tensor = _tensor_from_pyg(content, str(path))
         else:
