@@ -240,18 +240,25 @@ def target_particle_mask(particles: pd.DataFrame, nhits: np.ndarray, cuts: Track
     return mask
 
 
-def _shared_counts(pid: np.ndarray, rows: np.ndarray, track: np.ndarray):
-    """Per (track, particle) pair: the number of shared spacepoints.
+def _shared_counts(pid: np.ndarray, rows: np.ndarray, track: np.ndarray, weights: np.ndarray | None = None):
+    """Per (track, particle) pair: the number of shared spacepoints and, optionally, their summed weight.
+
+    Args:
+        pid: int64 [N] particle id of every spacepoint.
+        rows, track: int64 [M] membership pairs; ``track`` dense (0 .. T-1).
+        weights: float64 [N] per-spacepoint weights, or None.
 
     Returns:
-        ``pair_track`` int64 [K], ``pair_pid`` int64 [K], ``shared`` int64 [K], sorted by track then pid.
+        ``pair_track`` int64 [K], ``pair_pid`` int64 [K], ``shared`` int64 [K] (and ``pair_weight``
+        float64 [K] when ``weights`` is given), sorted by track then pid.
     """
-    hit_pid = pid[rows]
-    pid_codes, pid_values = pd.factorize(hit_pid, sort=True)
-    key = track * len(pid_values) + pid_codes
-    keys, shared = np.unique(key, return_counts=True)
+    pid_codes, pid_values = pd.factorize(pid[rows], sort=True)
     n = max(len(pid_values), 1)
-    return keys // n, np.asarray(pid_values, dtype=np.int64)[keys % n], shared.astype(np.int64)
+    keys, inverse, shared = np.unique(track * n + pid_codes, return_inverse=True, return_counts=True)
+    out = (keys // n, np.asarray(pid_values, dtype=np.int64)[keys % n], shared.astype(np.int64))
+    if weights is None:
+        return out
+    return (*out, np.bincount(inverse.ravel(), weights=weights[rows], minlength=len(keys)))
 
 
 def evaluate_tracking(
@@ -473,15 +480,13 @@ def trackml_score(event: Event, track_ids, weights: np.ndarray | None = None) ->
     rows = np.flatnonzero(track_ids >= 0)
     if len(rows) == 0:
         return 0.0
-    table = pd.DataFrame({"track": track_ids[rows], "pid": pid[rows], "weight": weights[rows]})
-    pairs = table.groupby(["track", "pid"], sort=True).agg(n=("weight", "size"), weight=("weight", "sum"))
-    pairs = pairs.reset_index()
-    # Majority per track: most spacepoints first, then the smaller particle id.
-    pairs = pairs.sort_values(["track", "n", "pid"], ascending=[True, False, True], kind="stable")
-    track_len = table["track"].value_counts()
-    majority = pairs.drop_duplicates("track")
-    pid_nhits = pd.Series(pid).value_counts()
-    n_track = track_len.reindex(majority["track"]).to_numpy()
-    n_particle = pid_nhits.reindex(majority["pid"]).to_numpy()
-    good = (2 * majority["n"].to_numpy() > n_track) & (2 * majority["n"].to_numpy() > n_particle)
-    return float(majority["weight"].to_numpy()[good].sum() / weights.sum())
+    _, track = np.unique(track_ids[rows], return_inverse=True)
+    track = track.ravel().astype(np.int64)
+    pair_track, pair_pid, shared, pair_weight = _shared_counts(pid, rows, track, weights)
+    # Majority per track: most spacepoints first, then the smaller particle id (pairs come pid-sorted).
+    order = np.lexsort((pair_pid, -shared, pair_track))
+    first = order[np.r_[True, np.diff(pair_track[order]) != 0]]
+    n_track = np.bincount(track)[pair_track[first]]
+    n_particle = pd.Series(pid).value_counts().reindex(pair_pid[first]).to_numpy()
+    good = (2 * shared[first] > n_track) & (2 * shared[first] > n_particle)
+    return float(pair_weight[first][good].sum() / weights.sum())
