@@ -304,6 +304,8 @@ def evaluate_tracking(
     n_matched_tracks = len(np.unique(pair_track[track_match]))
 
     particles = event.particles
+    if not particles["particle_id"].is_unique:
+        raise ValueError("the particle table lists a particle_id more than once")
     nhits = pid_nhits.reindex(particles["particle_id"].to_numpy(np.int64)).fillna(0).to_numpy(np.int64)
     target = target_particle_mask(particles, nhits, cuts)
     matching_tracks = pd.Series(pair_pid[particle_match]).value_counts()

@@ -405,3 +405,18 @@ def test_real_event_degraded_tracks_score_below_one(real_event):
     candidates = kept >= 5
     assert result.counts["n_candidate_tracks"] == candidates.sum()
     assert result.counts["n_fake_tracks"] == (candidates & (2 * kept <= full)).sum() > 0
+
+
+def test_duplicate_particle_rows_are_rejected():
+    event = build_event([particle(1, 5)])
+    event.particles = pd.concat([event.particles, event.particles])
+    with pytest.raises(ValueError, match="more than once"):
+        evaluate_tracking(event, [rows_of(event, 1)])
+
+
+def test_metrics_benchmark_runs_small(capsys):
+    from gnn4itk.cli import main
+
+    assert main(["bench", "metrics", "--hits", "3000", "--particles", "2000", "--tracks", "200", "--repeats", "1"]) == 0
+    assert "evaluate, LABELS, with TrackML score" in capsys.readouterr().out
+    assert main(["bench", "metrics", "--device", "cuda"]) == 2

@@ -28,9 +28,11 @@ def synthetic_event(num_hits: int, num_particles: int, seed: int = 0):
     from gnn4itk.event import Event
 
     rng = np.random.default_rng(seed)
-    # mu=200-like: ~85% of spacepoints on ~25k track-like particles (a few hits each), ~10% on the
-    # other particles (1-2 hits each), 5% noise.
-    track_like = min(25_000, num_particles)
+    # mu=200-like: ~85% of spacepoints on a quarter of the particles (a few hits each), ~10% on the
+    # others (1-2 hits each), 5% noise.
+    if num_particles < 2:
+        raise ValueError("the synthetic event needs at least 2 particles")
+    track_like = num_particles // 4 or 1
     share = rng.random(num_hits)
     pid = np.where(
         share < 0.85, rng.integers(1, track_like + 1, num_hits), rng.integers(track_like + 1, num_particles + 1, num_hits)
