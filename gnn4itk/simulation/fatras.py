@@ -187,7 +187,7 @@ def run_acts(
     with tempfile.TemporaryDirectory(prefix="gnn4itk-acts-") as scratch:
         rnd = ae.RandomNumbers(seed=acts_seed(seed, event_id))
         sequencer = ae.Sequencer(
-            events=1, skip=0, numThreads=1, logLevel=quiet, outputDir=scratch, trackFpes=False
+            events=1, skip=int(event_id), numThreads=1, logLevel=quiet, outputDir=scratch, trackFpes=False
         )
         sequencer.addAlgorithm(Source())
         sequencer.addAlgorithm(

@@ -90,7 +90,7 @@ def simulate_event(config: SimulationConfig, event_id: int = 0) -> Event:
 
 def _simulate_and_write(particles, info, config: SimulationConfig, event_id: int, output: str) -> dict:
     """Worker task: simulate one event, write it, return its counts and timing."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     event = simulate_particles(particles, info, config, event_id)
     write_event(event, output)
     counts = event.summary()
@@ -102,6 +102,7 @@ def _simulate_and_write(particles, info, config: SimulationConfig, event_id: int
         "particles_with_hits": counts["particles_with_hits"],
         "primary_particles": counts["primary_particles"],
         "simulation_s": time.perf_counter() - start,
+        "simulation_cpu_s": time.process_time() - cpu_start,
     }
 
 
@@ -132,13 +133,14 @@ def simulate_events(
     wall_start = time.perf_counter()
     generator = CrossingGenerator(config.generator)
     init_s = time.perf_counter() - wall_start
-    generation_s = []
+    generation_s, generation_cpu_s = [], []
     results = []
 
     def generate(event_id):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         particles, info = generator(event_id)
         generation_s.append(time.perf_counter() - start)
+        generation_cpu_s.append(time.process_time() - cpu_start)
         return particles, info
 
     bar = tqdm(total=events, desc="simulate", unit="event", disable=not progress)
@@ -166,6 +168,7 @@ def simulate_events(
     wall_s = time.perf_counter() - wall_start
     rows = pd.DataFrame(sorted(results, key=lambda r: r["event_id"]))
     rows["generation_s"] = generation_s
+    rows["generation_cpu_s"] = generation_cpu_s
     return {
         "events": events,
         "output": output,
@@ -179,7 +182,9 @@ def simulate_events(
         "mean_primary_particles": float(rows["primary_particles"].mean()),
         "generator_init_s": init_s,
         "generation_s_per_event": float(rows["generation_s"].mean()),
+        "generation_cpu_s_per_event": float(rows["generation_cpu_s"].mean()),
         "simulation_s_per_event": float(rows["simulation_s"].mean()),
+        "simulation_cpu_s_per_event": float(rows["simulation_cpu_s"].mean()),
         "wall_s_per_event": wall_s / events,
         "per_event": rows.to_dict(orient="records"),
     }
@@ -201,8 +206,11 @@ def format_summary(summary: dict) -> str:
             f"(noise {summary['mean_noise_spacepoints']:.0f})",
             f"  particles        {summary['mean_particles']:.0f} per event "
             f"(with hits {summary['mean_particles_with_hits']:.0f}, primary {summary['mean_primary_particles']:.0f})",
-            f"  seconds/event    {summary['wall_s_per_event']:.2f} wall; per event: generation "
-            f"{summary['generation_s_per_event']:.2f}, simulation+digitisation+write "
-            f"{summary['simulation_s_per_event']:.2f} (generator init {summary['generator_init_s']:.1f} s once)",
+            f"  seconds/event    {summary['wall_s_per_event']:.2f} wall (all steps, {summary['jobs']} job(s)); "
+            f"generator init {summary['generator_init_s']:.1f} s once",
+            f"    generation     {summary['generation_s_per_event']:.2f} wall, "
+            f"{summary['generation_cpu_s_per_event']:.2f} CPU",
+            f"    simulation     {summary['simulation_s_per_event']:.2f} wall, "
+            f"{summary['simulation_cpu_s_per_event']:.2f} CPU (Fatras, digitisation, conversion, write)",
         ]
     )

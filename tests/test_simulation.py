@@ -1,0 +1,195 @@
+"""Simulation: generators, digitisation config, particle ids, tiny pyacts events through API and CLI."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gnn4itk.cli import main
+from gnn4itk.event import PARTICLE_COLUMNS, SPACEPOINT_COLUMNS, list_events, read_event
+from gnn4itk.simulation.convert import decode_particle_id, encode_particle_id
+from gnn4itk.simulation.detector import digitization_config_json, split_geometry_id, volume_resolutions
+from gnn4itk.simulation.generators import (
+    BEAM_SIGMA_XY_MM,
+    BEAM_SIGMA_Z_MM,
+    CrossingGenerator,
+    GeneratorConfig,
+    beam_spot_vertices,
+    event_rng,
+    pythia8_available,
+)
+
+PIXEL_VOLUMES, SHORT_STRIP_VOLUMES, LONG_STRIP_VOLUMES = (7, 8, 9), (12, 13, 14), (16, 17, 18)
+TRUTH_COLUMNS = ["geometry_id", "particle_id", "tx", "ty", "tz", "tt", "tpx", "tpy", "tpz", "hit_order"]
+
+
+def test_particle_id_packing_round_trips_and_rejects_overflow():
+    parts = {"pv": [1, 200, 4095], "sv": [0, 3, 4095], "part": [1, 65535, 7], "gen": [0, 2, 255], "sub": [0, 9, 16383]}
+    ids = encode_particle_id(parts["pv"], parts["sv"], parts["part"], parts["gen"], parts["sub"])
+    assert ids.dtype == np.int64 and (ids > 0).all() and len(np.unique(ids)) == 3
+    back = decode_particle_id(ids)
+    assert back["particle_id_pv"].tolist() == parts["pv"]
+    assert back["particle_id_subpart"].tolist() == parts["sub"]
+    with pytest.raises(ValueError, match="particle_id_pv"):
+        encode_particle_id([4096], [0], [1], [0], [0])
+
+
+def test_digitization_config_is_fine_in_pixels_and_coarse_along_strips():
+    sigmas = volume_resolutions()
+    for v in PIXEL_VOLUMES:
+        assert sigmas[v] == pytest.approx((0.05 / math.sqrt(12),) * 2)
+    for v in SHORT_STRIP_VOLUMES + LONG_STRIP_VOLUMES:
+        fine, coarse = sigmas[v]
+        assert fine < 0.05 and coarse > 10 * fine
+    assert sigmas[16][1] > sigmas[12][1]  # long strips are longer than short strips
+    config = digitization_config_json()
+    assert {e["volume"] for e in config["entries"]} == set(PIXEL_VOLUMES + SHORT_STRIP_VOLUMES + LONG_STRIP_VOLUMES)
+    assert config["acts-geometry-hierarchy-map"]["value-identifier"] == "digitization-configuration"
+
+
+def test_geometry_id_split_matches_acts_layout():
+    # vol=17|lay=4|sen=865, as pyacts prints this Generic-detector module id
+    parts = split_geometry_id(np.array([1224979373522903296], dtype=np.uint64))
+    assert (parts["volume"][0], parts["layer"][0], parts["sensitive"][0]) == (17, 4, 865)
+
+
+def test_beam_spot_widths():
+    vertices = beam_spot_vertices(np.random.default_rng(0), 20000)
+    assert vertices[:, 2].std() == pytest.approx(BEAM_SIGMA_Z_MM, rel=0.03)
+    assert vertices[:, 0].std() == pytest.approx(BEAM_SIGMA_XY_MM, rel=0.03)
+    assert (vertices[:, 3] == 0).all()
+
+
+def test_particle_gun_density_and_determinism():
+    config = GeneratorConfig(pileup=40, generator="gun", seed=5)
+    particles, info = CrossingGenerator(config)(3)
+    again, _ = CrossingGenerator(config)(3)
+    pd.testing.assert_frame_equal(particles, again)
+    assert info["generator"] == "particle gun"
+    pt = np.hypot(particles["px"], particles["py"])
+    eta = np.arcsinh(particles["pz"] / pt)
+    per_unit_eta = (np.abs(eta) < 4).sum() / info["pileup_vertices"] / 8.0
+    assert 5.0 < per_unit_eta < 7.0
+    assert 0.3 < pt.mean() < 0.8 and np.median(pt) < pt.mean()  # soft, falling spectrum
+    assert (particles["q"] != 0).all()
+    keys = particles[["particle_id_pv", "particle_id_part"]]
+    assert not keys.duplicated().any()
+
+
+def test_generator_config_rejects_bad_input():
+    with pytest.raises(ValueError, match="pileup"):
+        GeneratorConfig(pileup=-1).validate()
+    with pytest.raises(ValueError, match="hard scatter"):
+        GeneratorConfig(hard_scatter="zz").validate()
+    with pytest.raises(ValueError, match="nothing to simulate"):
+        GeneratorConfig(pileup=0, hard_scatter="none").validate()
+    with pytest.raises(ValueError, match="unknown generator"):
+        GeneratorConfig(generator="herwig").validate()
+    assert event_rng(1, 2).integers(1 << 30) == event_rng(1, 2).integers(1 << 30)
+    assert event_rng(1, 2).integers(1 << 30) != event_rng(1, 3).integers(1 << 30)
+
+
+def test_cli_rejects_bad_options(capsys):
+    assert main(["simulate", "--pileup", "-3", "--output", "unused"]) == 2
+    assert "pileup" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# pyacts events
+
+sim = pytest.mark.sim
+
+
+@pytest.fixture(scope="module")
+def tiny_event():
+    pytest.importorskip("acts.examples")
+    from gnn4itk.simulation import SimulationConfig, simulate_event
+
+    config = SimulationConfig(generator=GeneratorConfig(pileup=3, generator="gun", seed=11), noise_fraction=0.05)
+    return simulate_event(config, event_id=2)
+
+
+@sim
+def test_tiny_event_columns_and_dtypes(tiny_event):
+    hits, particles = tiny_event.hits, tiny_event.particles
+    assert list(hits.columns[: len(SPACEPOINT_COLUMNS)]) == SPACEPOINT_COLUMNS
+    assert set(TRUTH_COLUMNS) <= set(hits.columns)
+    assert list(particles.columns[: len(PARTICLE_COLUMNS)]) == PARTICLE_COLUMNS
+    assert hits["geometry_id"].dtype == np.uint64 and hits["module_id"].dtype == np.int32
+    assert hits["hit_id"].tolist() == list(range(1, len(hits) + 1))
+    assert len(hits) > 300 and hits["module_id"].between(0, 18727).all()
+    assert set(hits["volume_id"]) <= set(PIXEL_VOLUMES + SHORT_STRIP_VOLUMES + LONG_STRIP_VOLUMES)
+    for c in ("x", "y", "z"):
+        assert (hits[f"cluster_{c}_1"] == hits[c]).all() and (hits[f"cluster_{c}_2"] == hits[c]).all()
+    assert tiny_event.meta["generator"] == "particle gun" and tiny_event.event_id == 2
+
+
+@sim
+def test_tiny_event_truth_is_consistent(tiny_event):
+    hits, particles = tiny_event.hits, tiny_event.particles
+    real = hits["particle_id"] != 0
+    assert set(hits.loc[real, "particle_id"]) <= set(particles["particle_id"])
+    assert not particles["particle_id"].duplicated().any()
+    counts = hits.loc[real, "particle_id"].value_counts()
+    assert (particles.set_index("particle_id").loc[counts.index, "nhits"] == counts).all()
+    assert particles["primary"].any()
+    primary = particles["primary"].to_numpy()
+    assert ((particles["particle_id_sv"] == 0) & (particles["particle_id_gen"] == 0)).to_numpy().tolist() == primary.tolist()
+    # noise: 5% extra, no truth
+    noise = hits[~real]
+    assert len(noise) == round(0.05 * real.sum())
+    assert noise["tx"].isna().all() and (noise["hit_order"] == -1).all()
+    # the hit order along a particle is strictly increasing with the time of flight
+    track = hits[real].sort_values(["particle_id", "hit_order"])
+    same = track["particle_id"].to_numpy()[1:] == track["particle_id"].to_numpy()[:-1]
+    assert (np.diff(track["tt"].to_numpy())[same] > 0).all()
+
+
+@sim
+def test_measurements_scatter_around_truth_by_the_pitch(tiny_event):
+    hits = tiny_event.hits[tiny_event.hits["particle_id"] != 0]
+    distance = np.sqrt((hits["x"] - hits["tx"]) ** 2 + (hits["y"] - hits["ty"]) ** 2 + (hits["z"] - hits["tz"]) ** 2)
+    pixels = hits["volume_id"].isin(PIXEL_VOLUMES)
+    long_strips = hits["volume_id"].isin(LONG_STRIP_VOLUMES)
+    # 2D Gaussian of sigma 14.4 um: median distance ~17 um; long strips are smeared by 3.1 mm along the strip
+    assert 0.010 < distance[pixels].median() < 0.025 and distance[pixels].max() < 0.1
+    assert 1.0 < distance[long_strips].median() < 5.0
+
+
+@sim
+def test_cli_output_is_independent_of_jobs(tmp_path):
+    pytest.importorskip("acts.examples")
+    common = ["simulate", "--pileup", "2", "--events", "2", "--seed", "4", "--generator", "gun", "--no-progress"]
+    assert main([*common, "--jobs", "1", "--output", str(tmp_path / "one"), "--json", str(tmp_path / "s.json")]) == 0
+    assert main([*common, "--jobs", "2", "--output", str(tmp_path / "two")]) == 0
+    one, two = list_events(tmp_path / "one"), list_events(tmp_path / "two")
+    assert [p.name for p in one] == ["event000000000", "event000000001"] == [p.name for p in two]
+    for a, b in zip(one, two):
+        ea, eb = read_event(a), read_event(b)
+        pd.testing.assert_frame_equal(ea.hits, eb.hits)
+        pd.testing.assert_frame_equal(ea.particles, eb.particles)
+        assert ea.meta == eb.meta
+    first, second = read_event(one[0]), read_event(one[1])
+    assert len(first.hits) != len(second.hits) or not np.array_equal(first.hits["x"], second.hits["x"])
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["events"] == 2 and summary["mean_spacepoints"] > 0 and summary["generator"] == "particle gun"
+
+
+@sim
+@pytest.mark.slow
+@pytest.mark.skipif(not pythia8_available(), reason="pythia8mc not installed")
+def test_pythia8_minimum_bias_with_ttbar():
+    from gnn4itk.simulation import SimulationConfig, simulate_event
+
+    config = SimulationConfig(generator=GeneratorConfig(pileup=1, hard_scatter="ttbar", generator="pythia8", seed=3))
+    event = simulate_event(config, event_id=0)
+    particles = event.particles
+    assert event.meta["generator"].startswith("pythia8") and event.meta["hard_scatter"] == "ttbar"
+    assert set(particles["particle_id_pv"]) <= {1, 2, 3} and 1 in set(particles["particle_id_pv"])
+    assert (~particles["primary"]).any()  # decays (K0s, b/c hadrons) and Fatras secondaries
+    ttbar_tracks = particles[(particles["particle_id_pv"] == 1) & (particles["nhits"] >= 3)]
+    assert len(ttbar_tracks) > 50
+    real = event.hits["particle_id"] != 0
+    assert set(event.hits.loc[real, "particle_id"]) <= set(particles["particle_id"])
