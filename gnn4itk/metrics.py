@@ -330,7 +330,10 @@ def evaluate_tracking(
         else:
             track_ids = np.full(len(pid), -1, dtype=np.int64)
             track_ids[rows] = track
-            score = trackml_score(event, track_ids)
+            try:
+                score = trackml_score(event, track_ids)
+            except NoTrackMLWeight as error:
+                note = str(error)
 
     return TrackingResult(
         efficiency=_ratio(n_reco, n_target),
@@ -393,6 +396,10 @@ def pt_weight(pt) -> np.ndarray:
     return np.interp(np.asarray(pt, dtype=np.float64), [0.05, 0.5, 3.0], [0.2, 0.2, 1.0], left=0.0, right=1.0)
 
 
+class NoTrackMLWeight(ValueError):
+    """The event has no spacepoint with TrackML weight, so the score is undefined."""
+
+
 TRACKML_GENERATION_MASK = 0x0000000FFF000000
 """Bits of a TrackML ``particle_id`` that hold the particle's generation (``trackml.utils``)."""
 
@@ -435,7 +442,7 @@ def trackml_weights(event: Event) -> np.ndarray:
         weights = np.where(eligible, _challenge_weights(event, pid, nhits), 0.0)
     total = weights.sum()
     if total <= 0:
-        raise ValueError("no spacepoint carries TrackML weight (no particle with 4 or more spacepoints)")
+        raise NoTrackMLWeight("no spacepoint carries TrackML weight (no weighted particle with 4 or more spacepoints)")
     return weights / total
 
 

@@ -420,3 +420,12 @@ def test_metrics_benchmark_runs_small(capsys):
     assert main(["bench", "metrics", "--hits", "3000", "--particles", "2000", "--tracks", "200", "--repeats", "1"]) == 0
     assert "evaluate, LABELS, with TrackML score" in capsys.readouterr().out
     assert main(["bench", "metrics", "--device", "cuda"]) == 2
+
+
+def test_event_without_weighted_particles_has_no_trackml_score():
+    event = build_event([particle(1, 3), particle(2, 3)])
+    result = evaluate_tracking(event, truth_tracks(event))
+    assert result.trackml_score is None
+    assert "no spacepoint carries TrackML weight" in result.trackml_note
+    with pytest.raises(ValueError, match="TrackML weight"):
+        trackml_weights(event)
