@@ -174,11 +174,8 @@ class TritonServer:
         for path in (tls_cert, tls_key, tls_root):
             if path is not None and not Path(path).is_file():
                 raise ServerError(f"TLS file {path} not found")
-        self.ports = {
-            "http": http_port or free_port(),
-            "grpc": grpc_port or free_port(),
-            "metrics": metrics_port or free_port(),
-        }
+        self._requested_ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
+        self.ports = self._pick_ports()
         self.device = device
         self.tls = (tls_cert, tls_key, tls_root, tls_mutual) if tls_cert else None
         self.log_verbose = log_verbose
@@ -195,6 +192,9 @@ class TritonServer:
         else:
             self.log_path = Path(log_file)
         self.process: subprocess.Popen | None = None
+
+    def _pick_ports(self) -> dict[str, int]:
+        return {key: port or free_port() for key, port in self._requested_ports.items()}
 
     # -- addresses -----------------------------------------------------------------------------
     @property
@@ -237,8 +237,24 @@ class TritonServer:
         return cmd + self.extra_args
 
     # -- life cycle ----------------------------------------------------------------------------
-    def start(self) -> "TritonServer":
-        """Start the server and wait until it is ready; raises :class:`ServerError` with the log's tail."""
+    def start(self, attempts: int = 3) -> "TritonServer":
+        """Start the server and wait until it is ready; raises :class:`ServerError` with the log's tail.
+
+        Ports chosen here (given as 0) can be taken by someone else between choice and bind; then the
+        start is retried on new ports, up to ``attempts`` times.
+        """
+        auto = 0 in self._requested_ports.values()
+        for attempt in range(attempts):
+            try:
+                return self._start_once()
+            except ServerError as error:
+                if not (auto and "already in use" in str(error).lower()) or attempt == attempts - 1:
+                    raise
+                self.process = None
+                self.ports = self._pick_ports()
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> "TritonServer":
         if self.process is not None:
             raise ServerError("server already started")
         env = {**os.environ, **self.installation.env}
