@@ -53,6 +53,6 @@ def edge_features(nodes: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor
     dphi = wrap_scaled_angle(delta[:, 1])
     safe_dr = torch.where(dr != 0, dr, torch.ones_like(dr))
     phislope = torch.where(dr != 0, dphi / safe_dr, torch.zeros_like(dr))
-    phislope = torch.clamp(phislope, -PHISLOPE_LIMIT, PHISLOPE_LIMIT)
+    phislope = torch.clamp(phislope, -100.0, 100.0)  # PHISLOPE_LIMIT (TorchScript takes no float globals)
     rphislope = 0.5 * (src[:, 0] + dst[:, 0]) * phislope
     return torch.stack([dr, dphi, delta[:, 2], delta[:, 3], phislope, rphislope], dim=1)

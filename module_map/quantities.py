@@ -123,7 +123,7 @@ def pair_quantities(p1: torch.Tensor, p2: torch.Tensor, deta_sign: float) -> tor
     """Torch twin of :func:`np_pair_quantities` (scriptable): float32 [P, 6] x2 -> float32 [P, 4]."""
     pi = torch.tensor(math.pi, dtype=torch.float32, device=p1.device)
     two_pi = torch.tensor(2 * math.pi, dtype=torch.float32, device=p1.device)
-    big = torch.tensor(FLT_MAX, dtype=torch.float32, device=p1.device)
+    big = torch.tensor(3.4028234663852886e38, dtype=torch.float32, device=p1.device)  # FLT_MAX
     one = torch.ones((), dtype=torch.float32, device=p1.device)
     z1, r1, phi1, eta1 = p1[:, 2], p1[:, 3], p1[:, 4], p1[:, 5]
     z2, r2, phi2, eta2 = p2[:, 2], p2[:, 3], p2[:, 4], p2[:, 5]
@@ -143,7 +143,7 @@ def pair_quantities(p1: torch.Tensor, p2: torch.Tensor, deta_sign: float) -> tor
 
 
 def _slope_difference(num12: torch.Tensor, den12: torch.Tensor, num23: torch.Tensor, den23: torch.Tensor) -> torch.Tensor:
-    big = torch.tensor(FLT_MAX, dtype=torch.float32, device=num12.device)
+    big = torch.tensor(3.4028234663852886e38, dtype=torch.float32, device=num12.device)  # FLT_MAX
     one = torch.ones((), dtype=torch.float32, device=num12.device)
     zero = torch.zeros((), dtype=torch.float32, device=num12.device)
     has12 = den12 != 0

@@ -1,0 +1,286 @@
+"""Module-map graph construction as a scriptable torch module (CPU and CUDA, no custom ops).
+
+Semantics (MMG's): an edge a -> b, with a in module Ma and b in module Mb, is kept iff
+
+1. (Ma, Mb) is a doublet of the map and the pair passes its windows (z0, dphi, phi_slope, deta), and
+2. some hit c makes (a, b, c) or (c, a, b) pass every window of a map triplet: both pairs' windows
+   and diff_dydx, diff_dzdr.
+
+All windows are inclusive. The triplet search joins doublet edges that share their middle hit, so the
+second pair of a triplet must also pass its own doublet windows; for maps whose triplet windows lie
+inside their doublet windows (every map built by :mod:`module_map.build`, and MMG's maps, whose
+doublets are made from the same occurrences) this is the same set.
+
+Algorithm, all vectorised torch with no loop over modules or hits: hits are sorted by module; for each
+map doublet the candidate pairs are the cartesian product of the hits of its two modules, expanded with
+``repeat_interleave`` in chunks of at most ``pair_chunk`` pairs and filtered by the doublet windows. The
+surviving edges are sorted by (doublet, source hit), so for each edge a -> b and each map triplet whose
+first pair is its doublet, the edges b -> c of the triplet's second doublet are found by binary search;
+the (a -> b, b -> c) combinations are expanded in chunks of ``triplet_chunk`` rows and tested against the
+triplet windows. Peak memory is set by the chunk sizes, not by the event.
+
+Precision: positions and windows are float32; the quantities come from
+:mod:`module_map.quantities` (bit-identical to the numpy versions used to build maps).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import List, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from gnn4itk.edge_features import edge_features, scaled_coordinates
+from module_map.map import DOUBLET_BOUND_BRANCHES, TRIPLET_BOUND_BRANCHES, ModuleMap, bound_columns, float32_bounds
+from module_map.quantities import deta_factor, dydx_factor, pair_quantities, triplet_quantities
+
+
+def map_windows(module_map: ModuleMap, table: str) -> tuple[np.ndarray, np.ndarray]:
+    """float32 lower and upper windows [K, F] of ``"doublets"`` or ``"triplets"``, rounded outwards."""
+    branches = DOUBLET_BOUND_BRANCHES if table == "doublets" else TRIPLET_BOUND_BRANCHES
+    columns = getattr(module_map, table)
+    lows, highs = bound_columns(branches)
+    low = np.stack([float32_bounds(columns[c], upper=False) for c in lows], axis=1)
+    high = np.stack([float32_bounds(columns[c], upper=True) for c in highs], axis=1)
+    return low.reshape(-1, len(lows)), high.reshape(-1, len(highs))
+
+
+def _chunk_plan(cum: torch.Tensor, total: int, chunk: int) -> List[List[int]]:
+    """Split items with cumulative sizes ``cum`` [n] into ranges of about ``chunk`` (one host sync).
+
+    Returns ``[boundaries, offsets]``: item ranges ``boundaries[k] .. boundaries[k+1]`` and the running
+    size before each boundary (a range holds ``offsets[k+1] - offsets[k]`` rows; a single item larger
+    than ``chunk`` gets a range of its own).
+    """
+    n = cum.size(0)
+    if total > chunk:
+        targets = torch.arange(chunk, total, chunk, device=cum.device, dtype=cum.dtype)
+    else:
+        targets = torch.zeros(0, device=cum.device, dtype=cum.dtype)
+    cuts = torch.searchsorted(cum, targets, right=True)
+    cuts = torch.unique_consecutive(cuts[(cuts > 0) & (cuts < n)])
+    zero = torch.zeros(1, dtype=cuts.dtype, device=cuts.device)
+    edges = torch.cat([zero, cuts, torch.full((1,), n, dtype=cuts.dtype, device=cuts.device)])
+    offsets = torch.cat([zero, cum])[edges]
+    plan: List[List[int]] = torch.stack([edges, offsets]).tolist()
+    return plan
+
+
+def _expand(counts: torch.Tensor, first: int, last: int, excl: torch.Tensor, size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Items ``first..last-1`` repeated ``counts`` times: (owner index, rank within the owner)."""
+    owner = torch.repeat_interleave(torch.arange(first, last, device=counts.device), counts[first:last],
+                                    output_size=size)
+    rank = torch.arange(size, device=counts.device) - (excl[owner] - excl[first])
+    return owner, rank
+
+
+def _inside(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    return ((values >= low) & (values <= high)).all(dim=1)
+
+
+class ModuleMapGraphBuilder(nn.Module):
+    """Builds the module-map graph of one event.
+
+    Args:
+        module_map: the :class:`ModuleMap`.
+        pair_chunk: candidate hit pairs examined at once (memory knob).
+        triplet_chunk: candidate (edge, triplet) rows examined at once (memory knob).
+
+    Forward:
+        positions: float32 [N, 6], spacepoint ``x, y, z, r, phi, eta`` (mm, rad).
+        module_id: [N] dense module index, integer or float dtype (a float that is not an exact integer,
+            or an index outside the map, leaves the hit isolated; they are counted in a warning and in
+            ``last_unknown``).
+
+    Returns:
+        edge_index: int64 [2, E], inner (earlier) hit -> outer hit, sorted by (doublet, source).
+        edge_attr: float32 [E, 6], :func:`gnn4itk.edge_features.edge_features`.
+    """
+
+    def __init__(self, module_map: ModuleMap, pair_chunk: int = 1 << 22, triplet_chunk: int = 1 << 21):
+        super().__init__()
+        self.pair_chunk = int(pair_chunk)
+        self.triplet_chunk = int(triplet_chunk)
+        self.deta_sign = deta_factor(module_map.attributes["deta_sign"])
+        self.dydx_sign = dydx_factor(module_map.attributes["dydx_convention"])
+        self.last_unknown = 0
+        self.num_dense = int(module_map.module_index.max()) + 1 if module_map.num_modules else 0
+        known = np.zeros(self.num_dense + 1, dtype=bool)
+        known[module_map.module_index] = True
+
+        d = module_map.doublets
+        d_m1, d_m2 = d["Module1"].astype(np.int64), d["Module2"].astype(np.int64)
+        d_order = np.lexsort((d_m2, d_m1))
+        d_m1, d_m2 = d_m1[d_order], d_m2[d_order]
+        d_low, d_high = map_windows(module_map, "doublets")
+        d_keys = d_m1 * self.num_dense + d_m2
+
+        t = module_map.triplets
+        t_m1, t_m2, t_m3 = (t[c].astype(np.int64) for c in ("Module1", "Module2", "Module3"))
+        t_low, t_high = map_windows(module_map, "triplets")
+
+        def doublet_of(a, b):
+            key = a * self.num_dense + b
+            pos = np.clip(np.searchsorted(d_keys, key), 0, max(len(d_keys) - 1, 0))
+            found = (d_keys[pos] == key) if len(d_keys) else np.zeros(len(key), bool)
+            return pos, found
+
+        d12, ok12 = doublet_of(t_m1, t_m2)
+        d23, ok23 = doublet_of(t_m2, t_m3)
+        usable = ok12 & ok23
+        self.orphan_triplets = int((~usable).sum())
+        if self.orphan_triplets:
+            warnings.warn(f"{self.orphan_triplets} map triplets have a pair that is not a map doublet; ignored")
+        t_order = np.flatnonzero(usable)[np.argsort(d12[usable], kind="stable")]
+        d12, d23 = d12[t_order], d23[t_order]
+        t_low, t_high = t_low[t_order], t_high[t_order]
+        t_ptr = np.zeros(len(d_keys) + 1, dtype=np.int64)
+        np.add.at(t_ptr, d12 + 1, 1)
+        t_ptr = np.cumsum(t_ptr)
+
+        def buffer(name, array):
+            self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(array)))
+
+        buffer("known", known)
+        buffer("d_m1", d_m1)
+        buffer("d_m2", d_m2)
+        buffer("d_low", d_low[d_order])
+        buffer("d_high", d_high[d_order])
+        buffer("t_ptr", t_ptr)
+        buffer("t_d23", d23.astype(np.int64))
+        buffer("t_low12", t_low[:, 0:4])
+        buffer("t_high12", t_high[:, 0:4])
+        buffer("t_low23", t_low[:, 4:8])
+        buffer("t_high23", t_high[:, 4:8])
+        buffer("t_lowx", t_low[:, 8:10])
+        buffer("t_highx", t_high[:, 8:10])
+
+    # ------------------------------------------------------------------ steps
+    def dense_module(self, module_id: torch.Tensor) -> torch.Tensor:
+        """int64 [N]: the dense index of each hit, or ``num_dense`` for hits the map cannot place."""
+        if module_id.is_floating_point():
+            rounded = torch.round(module_id)
+            valid = (rounded == module_id) & (module_id >= 0) & (module_id < self.num_dense)
+            index = torch.where(valid, rounded, torch.zeros_like(rounded)).to(torch.int64)
+        else:
+            index = module_id.to(torch.int64)
+            valid = (index >= 0) & (index < self.num_dense)
+            index = torch.where(valid, index, torch.zeros_like(index))
+        valid = valid & self.known[index]
+        return torch.where(valid, index, torch.full_like(index, self.num_dense))
+
+    def doublet_edges(self, pos: torch.Tensor, counts: torch.Tensor, starts: torch.Tensor) -> List[torch.Tensor]:
+        """Pairs passing their doublet windows: [src, dst, doublet, quantities [E, 4]] in sorted-hit space."""
+        device = pos.device
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        c2 = counts[self.d_m2]
+        npairs = counts[self.d_m1] * c2
+        cum = torch.cumsum(npairs, 0)
+        total = int(cum[-1]) if cum.numel() > 0 else 0
+        if total == 0:
+            return [empty, empty, empty, torch.zeros((0, 4), dtype=torch.float32, device=device)]
+        excl = cum - npairs
+        plan = _chunk_plan(cum, total, self.pair_chunk)
+        bounds, sizes = plan[0], plan[1]
+        srcs: List[torch.Tensor] = []
+        dsts: List[torch.Tensor] = []
+        dbls: List[torch.Tensor] = []
+        qs: List[torch.Tensor] = []
+        for k in range(len(bounds) - 1):
+            size = sizes[k + 1] - sizes[k]
+            if size == 0:
+                continue
+            dbl, rank = _expand(npairs, bounds[k], bounds[k + 1], excl, size)
+            width = c2[dbl]
+            i = torch.div(rank, width, rounding_mode="floor")
+            a = starts[self.d_m1[dbl]] + i
+            b = starts[self.d_m2[dbl]] + (rank - i * width)
+            q = pair_quantities(pos[a], pos[b], self.deta_sign)
+            keep = torch.nonzero(_inside(q, self.d_low[dbl], self.d_high[dbl])).squeeze(1)
+            srcs.append(a[keep])
+            dsts.append(b[keep])
+            dbls.append(dbl[keep])
+            qs.append(q[keep])
+        return [torch.cat(srcs), torch.cat(dsts), torch.cat(dbls), torch.cat(qs)]
+
+    def triplet_support(self, pos: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, dbl: torch.Tensor,
+                        q: torch.Tensor) -> torch.Tensor:
+        """bool [E]: edges that are the first or second pair of a triplet passing all its windows."""
+        n = pos.size(0)
+        support = torch.zeros(src.size(0), dtype=torch.int32, device=pos.device)
+        if src.numel() == 0:
+            return support > 0
+        key_src = dbl * n + src  # ascending: edges come out grouped by doublet, then by source
+        ntrip = self.t_ptr[dbl + 1] - self.t_ptr[dbl]
+        cum = torch.cumsum(ntrip, 0)
+        total = int(cum[-1])
+        if total == 0:
+            return support > 0
+        excl = cum - ntrip
+        plan = _chunk_plan(cum, total, self.triplet_chunk)
+        bounds, sizes = plan[0], plan[1]
+        for k in range(len(bounds) - 1):
+            size = sizes[k + 1] - sizes[k]
+            if size == 0:
+                continue
+            e1, rank = _expand(ntrip, bounds[k], bounds[k + 1], excl, size)
+            trip = self.t_ptr[dbl[e1]] + rank
+            key = self.t_d23[trip] * n + dst[e1]
+            first = torch.searchsorted(key_src, key)
+            nout = torch.searchsorted(key_src, key, right=True) - first
+            cum2 = torch.cumsum(nout, 0)
+            total2 = int(cum2[-1])
+            if total2 == 0:
+                continue
+            excl2 = cum2 - nout
+            plan2 = _chunk_plan(cum2, total2, self.triplet_chunk)
+            bounds2, sizes2 = plan2[0], plan2[1]
+            for m in range(len(bounds2) - 1):
+                size2 = sizes2[m + 1] - sizes2[m]
+                if size2 == 0:
+                    continue
+                row, rank2 = _expand(nout, bounds2[m], bounds2[m + 1], excl2, size2)
+                a_edge = e1[row]
+                b_edge = first[row] + rank2
+                t = trip[row]
+                good = _inside(q[a_edge], self.t_low12[t], self.t_high12[t])
+                good &= _inside(q[b_edge], self.t_low23[t], self.t_high23[t])
+                x = triplet_quantities(pos[src[a_edge]], pos[dst[a_edge]], pos[dst[b_edge]], self.dydx_sign)
+                good &= _inside(x, self.t_lowx[t], self.t_highx[t])
+                hits = good.to(torch.int32)
+                support.index_add_(0, a_edge, hits)
+                support.index_add_(0, b_edge, hits)
+        return support > 0
+
+    def forward(self, positions: torch.Tensor, module_id: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        if positions.dim() != 2 or positions.size(1) != 6 or positions.dtype != torch.float32:
+            raise ValueError("positions must be float32 [N, 6] with columns x, y, z, r, phi, eta")
+        if module_id.dim() != 1 or module_id.size(0) != positions.size(0):
+            raise ValueError("module_id must be [N], one per spacepoint")
+        module = self.dense_module(module_id)
+        unknown = int((module == self.num_dense).sum())
+        self.last_unknown = unknown
+        if unknown > 0:
+            warnings.warn("module map graph: {} of {} spacepoints are in modules unknown to the map (or have a "
+                          "non-integer module id); they stay isolated".format(unknown, positions.size(0)))
+        order = torch.argsort(module, stable=True)
+        counts = torch.bincount(module, minlength=self.num_dense + 1)
+        starts = torch.cumsum(counts, 0) - counts
+        pos = positions[order]
+        found = self.doublet_edges(pos, counts, starts)
+        src, dst, dbl, q = found[0], found[1], found[2], found[3]
+        keep = self.triplet_support(pos, src, dst, dbl, q)
+        edge_index = torch.stack([order[src[keep]], order[dst[keep]]])
+        nodes = scaled_coordinates(positions[:, 3], positions[:, 4], positions[:, 2], positions[:, 5])
+        return edge_index, edge_features(nodes, edge_index)
+
+
+def build_graph(module_map: ModuleMap, event, device: str = "cpu") -> Tuple[torch.Tensor, torch.Tensor]:
+    """Convenience: the graph of a :class:`gnn4itk.event.Event` with an eager builder."""
+    builder = ModuleMapGraphBuilder(module_map).to(device)
+    positions = torch.from_numpy(event.hits[["x", "y", "z", "r", "phi", "eta"]].to_numpy(np.float32)).to(device)
+    module_id = torch.from_numpy(event.hits["module_id"].to_numpy()).to(device)
+    return builder(positions, module_id)
