@@ -111,14 +111,14 @@ def load_input(path: Path, columns: list[str] | None) -> tuple[np.ndarray, Path 
 
     ``.npy`` holds the array; ``.npz`` an array named ``features`` (or its only array); ``.csv`` a header row
     (columns are picked by the model's ``feature_columns`` when the header names them); ``.pt`` a torch
-    tensor (needs torch); an event file or folder (``event...-hits.parquet``, TrackML ``event...``) is read
-    with gnn4itk.
+    tensor (needs torch); an event (``event...`` prefix, ``-hits.parquet``, TrackML ``-hits.csv.gz``) is read
+    with gnn4itk's ``load_event``.
     """
-    if not path.exists() and not Path(f"{path}-hits.parquet").exists() and not Path(f"{path}-hits.csv").exists():
-        raise ClientError(f"input file {path} not found")
     name = path.name
-    if _EVENT_NAME.search(name) or name.endswith(".parquet") or path.is_dir():
+    if _EVENT_NAME.search(name) or name.endswith(".parquet"):
         return _load_event_features(path, columns), path
+    if not path.is_file():
+        raise ClientError(f"input file {path} not found")
     if name.endswith(".npy"):
         return _as_features(np.load(path, allow_pickle=False), path), None
     if name.endswith(".npz"):
@@ -165,7 +165,10 @@ def _load_event_features(path: Path, columns: list[str] | None) -> np.ndarray:
         from gnn4itk.event import select_features
     except ModuleNotFoundError:
         raise ClientError(f"{path}: reading events needs the gnn4itk package, which is not installed") from None
-    event = _gnn4itk_load_event(path)
+    try:
+        event = _gnn4itk_load_event(path)
+    except (FileNotFoundError, ValueError) as error:
+        raise ClientError(f"{path}: {error}") from None
     try:
         return select_features(event.hits, columns)
     except KeyError as error:
@@ -195,7 +198,7 @@ def evaluate(event: Path, labels: np.ndarray, extra: list[str]) -> int | None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         tracks = Path(tmp) / "labels.pt"
-        torch.save(torch.from_numpy(labels), tracks)
+        torch.save(torch.from_numpy(labels.copy()), tracks)  # the answer's buffer is read-only
         command = [sys.executable, "-m", "gnn4itk", "evaluate", "--event", str(event), "--tracks", str(tracks), *extra]
         return subprocess.call(command)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -26,6 +27,10 @@ FEATURES = "FEATURES"
 LABELS = "LABELS"
 MIN_SPACEPOINTS = 3
 DEFAULT_MAX_SPACEPOINTS = 1_000_000
+
+# Request tensors are read-only numpy views of the request's own shared memory; torch warns about that
+# once, but nothing else can see that memory, so viewing it without a copy is safe.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 
 class RequestError(Exception):
