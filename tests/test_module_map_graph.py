@@ -1,0 +1,100 @@
+"""The module-map graph builder equals the plain reference edge set exactly (random and real events)."""
+
+import numpy as np
+import pytest
+import torch
+
+from module_map.build import BuildOptions, build_module_map, ordered_track_hits, select_particles
+from module_map.graph_builder import ModuleMapGraphBuilder
+from module_map.synthetic import synthetic_event, synthetic_events
+from module_map_reference import POSITIONS, reference_edges, trackml_event, with_noise
+
+
+def _inputs(event):
+    positions = event.hits[POSITIONS].to_numpy(np.float32)
+    return positions, event.hits["module_id"].to_numpy().copy()
+
+
+def _edges(builder, positions, module):
+    edge_index, edge_attr = builder(torch.from_numpy(positions), torch.from_numpy(module))
+    assert edge_index.dtype == torch.int64 and edge_attr.dtype == torch.float32
+    assert edge_attr.shape == (edge_index.shape[1], 6)
+    pairs = set(zip(edge_index[0].tolist(), edge_index[1].tolist()))
+    assert len(pairs) == edge_index.shape[1], "duplicate edges"
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def synthetic_map():
+    module_map, _ = build_module_map(synthetic_events(30, n_particles=1500, seed=100), progress=False)
+    return module_map
+
+
+@pytest.mark.parametrize("chunks", [(1 << 22, 1 << 21), (64, 32)])
+def test_builder_equals_reference_on_noisy_synthetic_event(synthetic_map, chunks):
+    event = with_noise(synthetic_event(n_particles=400, seed=7), fraction=0.5, seed=3)
+    positions, module = _inputs(event)
+    builder = ModuleMapGraphBuilder(synthetic_map, pair_chunk=chunks[0], triplet_chunk=chunks[1])
+    with pytest.warns(UserWarning, match="unknown to the map"):
+        got = _edges(builder, positions, module)
+    want = reference_edges(synthetic_map, positions, module)
+    assert len(want) > 500
+    assert got == want
+
+
+@pytest.mark.parametrize("deta_sign,dydx", [("outer_minus_inner", "mmg"), ("inner_minus_outer", "difference")])
+def test_scripted_builder_equals_reference_on_trackml(deta_sign, dydx):
+    event = trackml_event()
+    options = BuildOptions(deta_sign=deta_sign, dydx_convention=dydx, tolerance=1e-4, min_occurrence=1)
+    module_map, _ = build_module_map([event], options, progress=False)
+    noisy = with_noise(event, fraction=1.0, seed=5)
+    positions, module = _inputs(noisy)
+    scripted = torch.jit.script(ModuleMapGraphBuilder(module_map))
+    got = _edges(scripted, positions, module)
+    assert got == reference_edges(module_map, positions, module)
+
+
+def test_every_true_edge_of_the_map_events_is_found():
+    """A map contains the exact values of its own tracks, so the graph of a training event has all of
+    their consecutive edges: this checks that creation and building compute bit-identical quantities."""
+    event = trackml_event()
+    module_map, _ = build_module_map([event], progress=False)
+    rows, owner = ordered_track_hits(event, select_particles(event.particles, BuildOptions()))
+    counts = {p: n for p, n in zip(*np.unique(owner, return_counts=True))}
+    true_edges = {(int(rows[i]), int(rows[i + 1])) for i in range(len(rows) - 1)
+                  if owner[i] == owner[i + 1] and counts[owner[i]] >= 3}
+    assert len(true_edges) > 1000
+    got = _edges(ModuleMapGraphBuilder(module_map), *_inputs(event))
+    assert true_edges <= got
+
+
+def test_unknown_and_non_integer_modules_stay_isolated(synthetic_map):
+    event = synthetic_event(n_particles=300, seed=11)
+    positions, module = _inputs(event)
+    builder = torch.jit.script(ModuleMapGraphBuilder(synthetic_map))
+    baseline = _edges(builder, positions, module.astype(np.float32))
+    known_unknown = builder.last_unknown
+    ids = module.astype(np.float32)
+    rng = np.random.default_rng(0)
+    spoiled = rng.choice(len(ids), 60, replace=False)
+    ids[spoiled[:20]] += 0.5  # not an exact integer
+    ids[spoiled[20:40]] = -3.0  # negative
+    ids[spoiled[40:]] = float(synthetic_map.module_index.max() + 10)  # beyond the map
+    with pytest.warns(UserWarning, match="unknown to the map"):
+        got = _edges(builder, positions, ids)
+    assert builder.last_unknown == known_unknown + len(np.setdiff1d(spoiled, np.flatnonzero(
+        ~np.isin(module, synthetic_map.module_index))))
+    touched = {h for edge in got for h in edge}
+    assert not touched & set(spoiled.tolist())
+    assert got < baseline
+    placed = module.copy()
+    placed[spoiled] = -1  # the reference never matches -1 to a map module
+    assert got == reference_edges(synthetic_map, positions, placed)
+
+
+def test_empty_and_trivial_inputs(synthetic_map):
+    builder = torch.jit.script(ModuleMapGraphBuilder(synthetic_map))
+    edge_index, edge_attr = builder(torch.zeros((0, 6)), torch.zeros(0, dtype=torch.int64))
+    assert edge_index.shape == (2, 0) and edge_attr.shape == (0, 6)
+    with pytest.raises(Exception, match="positions must be float32"):
+        builder(torch.zeros((3, 4)), torch.zeros(3, dtype=torch.int64))
