@@ -177,12 +177,31 @@ def test_cli_output_is_independent_of_jobs(tmp_path):
     assert summary["events"] == 2 and summary["mean_spacepoints"] > 0 and summary["generator"] == "particle gun"
 
 
+@pytest.fixture(scope="module")
+def pythia_cache(tmp_path_factory):
+    if not pythia8_available():
+        pytest.skip("pythia8mc not installed")
+    return tmp_path_factory.mktemp("pythia-cache")
+
+
 @sim
 @pytest.mark.slow
-@pytest.mark.skipif(not pythia8_available(), reason="pythia8mc not installed")
-def test_pythia8_minimum_bias_with_ttbar():
+def test_pythia8_events_do_not_depend_on_the_init_cache(pythia_cache, monkeypatch):
+    monkeypatch.setenv("GNN4ITK_CACHE_DIR", str(pythia_cache))
+    config = GeneratorConfig(pileup=2, generator="pythia8", seed=8)
+    fresh, info = CrossingGenerator(config)(4)  # writes the cache, then initialises from it
+    assert list((pythia_cache / "pythia8").glob("mpi-init-*.dat"))
+    cached, _ = CrossingGenerator(config)(4)
+    pd.testing.assert_frame_equal(fresh, cached)
+    assert info["generator"] == "pythia8 SoftQCD:inelastic" and len(fresh) > 0
+
+
+@sim
+@pytest.mark.slow
+def test_pythia8_minimum_bias_with_ttbar(pythia_cache, monkeypatch):
     from gnn4itk.simulation import SimulationConfig, simulate_event
 
+    monkeypatch.setenv("GNN4ITK_CACHE_DIR", str(pythia_cache))
     config = SimulationConfig(generator=GeneratorConfig(pileup=1, hard_scatter="ttbar", generator="pythia8", seed=3))
     event = simulate_event(config, event_id=0)
     particles = event.particles

@@ -16,7 +16,11 @@ Everything random derives from ``(seed, event_id)``, so an event does not depend
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -107,28 +111,58 @@ def gun_vertex(rng: np.random.Generator, vertex: np.ndarray, vertex_number: int)
 class Pythia8Source:
     """One Pythia8 (``pythia8mc``) instance for a process, re-seeded for every vertex it makes.
 
+    The multiparton-interaction tables that Pythia integrates at initialisation (5-25 s) are cached on disk
+    (``cache_dir``, default ``$GNN4ITK_CACHE_DIR`` or ``~/.cache/gnn4itk``), keyed by the Pythia version and
+    settings. Pythia always initialises *from the file* (it is made first if missing), because tables read
+    back from text differ in the last digits from freshly integrated ones: a run with a fresh cache must
+    give the same events as a run with an old one.
+
     Args:
         process: ``"minbias"`` (SoftQCD:inelastic, 14 TeV) or ``"ttbar"`` (Top:gg2ttbar, Top:qqbar2ttbar).
+        cache_dir: where the initialisation tables are kept.
     """
 
     SETTINGS = {
         "minbias": ["SoftQCD:inelastic = on"],
         "ttbar": ["Top:gg2ttbar = on", "Top:qqbar2ttbar = on"],
     }
+    COMMON = ["Beams:eCM = 14000.", "Print:quiet = on", "Random:setSeed = on", "Random:seed = 1"]
 
-    def __init__(self, process: str):
-        import pythia8mc
-
+    def __init__(self, process: str, cache_dir: str | Path | None = None):
         if process not in self.SETTINGS:
             raise ValueError(f"unknown Pythia8 process {process!r}; known: {sorted(self.SETTINGS)}")
         self.process = process
-        self.pythia = pythia8mc.Pythia("", False)
-        for line in ["Beams:eCM = 14000.", "Print:quiet = on", "Random:setSeed = on", "Random:seed = 1"]:
-            self.pythia.readString(line)
-        for line in self.SETTINGS[process]:
-            self.pythia.readString(line)
-        if not self.pythia.init():
-            raise RuntimeError(f"Pythia8 initialisation failed for {process}")
+        settings = self.COMMON + self.SETTINGS[process]
+        init_file = self._init_file(settings, cache_dir)
+        if not init_file.exists():
+            partial = init_file.with_suffix(f".{os.getpid()}.tmp")
+            self._make_pythia(settings, ["MultipartonInteractions:reuseInit = 1", f"MultipartonInteractions:initFile = {partial}"])
+            os.replace(partial, init_file)  # atomic: a concurrent run never reads half a file
+        self.pythia = self._make_pythia(
+            settings, ["MultipartonInteractions:reuseInit = 2", f"MultipartonInteractions:initFile = {init_file}"]
+        )
+
+    @staticmethod
+    def _make_pythia(settings: list[str], extra: list[str]):
+        import pythia8mc
+
+        pythia = pythia8mc.Pythia("", False)
+        for line in settings + extra:
+            if not pythia.readString(line):
+                raise RuntimeError(f"Pythia8 rejected the setting {line!r}")
+        if not pythia.init():
+            raise RuntimeError(f"Pythia8 initialisation failed with settings {settings + extra}")
+        return pythia
+
+    @staticmethod
+    def _init_file(settings: list[str], cache_dir) -> Path:
+        import pythia8mc
+
+        version = pythia8mc.Pythia("", False).parm("Pythia:versionNumber")
+        key = hashlib.sha1(json.dumps([version, settings]).encode()).hexdigest()[:16]
+        root = Path(cache_dir or os.environ.get("GNN4ITK_CACHE_DIR") or Path.home() / ".cache" / "gnn4itk")
+        (root / "pythia8").mkdir(parents=True, exist_ok=True)
+        return root / "pythia8" / f"mpi-init-{key}.dat"
 
     def vertex(self, rng: np.random.Generator, vertex: np.ndarray, vertex_number: int) -> pd.DataFrame:
         """Final-state particles of one collision placed at ``vertex`` (float [4], mm)."""
