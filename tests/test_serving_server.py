@@ -4,6 +4,7 @@ One server per module; every test talks to it over gRPC or HTTP on free ports, s
 (``pytest -n 2``) do not collide.
 """
 
+import json
 import os
 import re
 import shutil
@@ -33,6 +34,14 @@ MAX_SPACEPOINTS = 5000
 def repository(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
     write_model_repository(root / "models", toy_specs(root / "ts"), instance_kind="cpu", max_spacepoints=MAX_SPACEPOINTS)
+    return root / "models"
+
+
+@pytest.fixture(scope="module")
+def small_repository(tmp_path_factory):
+    """MetricLearning only (one python model): quick to start for the TLS and process tests."""
+    root = tmp_path_factory.mktemp("serving-small")
+    write_model_repository(root / "models", toy_specs(root / "ts")[1:], instance_kind="cpu")
     return root / "models"
 
 
@@ -199,10 +208,10 @@ def make_certificate(directory):
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl CLI is not installed")
-def test_grpc_over_tls(repository, tmp_path):
+def test_grpc_over_tls(small_repository, tmp_path):
     cert, key = make_certificate(tmp_path)
     features = event(200, seed=5)
-    with TritonServer(repository, 0, 0, 0, device="cpu", tls_cert=cert, tls_key=key) as server:
+    with TritonServer(small_repository, 0, 0, 0, device="cpu", tls_cert=cert, tls_key=key) as server:
         labels = grpc_infer(server.url_grpc, "MetricLearning_fused", features, ssl=True, root_certificates=str(cert))
         np.testing.assert_array_equal(labels, reference_labels(features))
         with pytest.raises(InferenceServerException):
@@ -221,10 +230,10 @@ def _running(pid):
         return False
 
 
-def test_cli_serve_dies_with_its_parent_and_leaves_nothing(repository, tmp_path):
+def test_cli_serve_dies_with_its_parent_and_leaves_nothing(small_repository, tmp_path):
     """Kill -9 the ``gnn4itk serve`` process: the server and its stubs must exit too (PDEATHSIG + group)."""
     log = tmp_path / "server.log"
-    command = [sys.executable, "-m", "gnn4itk", "serve", "--repository", str(repository), "--device", "cpu",
+    command = [sys.executable, "-m", "gnn4itk", "serve", "--repository", str(small_repository), "--device", "cpu",
                "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", "--log-file", str(log)]
     parent = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
@@ -257,3 +266,16 @@ def test_cli_check_validates_the_repository(repository, tmp_path):
 
     assert main(["serve", "--repository", str(repository), "--check"]) == 0
     assert main(["serve", "--repository", str(tmp_path / "nothing"), "--check"]) == 2
+
+
+def test_bench_serving_smoke(tmp_path):
+    """``gnn4itk bench serving`` on a tiny event: runs every variant and finds served == in-process LABELS."""
+    from gnn4itk.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "serving", "--spacepoints", "300", "--repeats", "2", "--concurrency", "2", "--requests", "4", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["labels_equal"] is True and figures["throughput"]["failures"] == 0
+    assert set(figures["median_ms"]) == {
+        "in-process (torch, to device and back)", "served fused, gRPC", "served fused, HTTP", "served ensemble, gRPC"
+    }
