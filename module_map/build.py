@@ -167,7 +167,8 @@ class MapBuilder:
         self.particles_seen = 0
         self.particles_used = 0
         self.dropped_nonfinite = 0
-        self.seconds = 0.0
+        self.seconds = 0.0  # inside add_event
+        self.wall_seconds = 0.0  # inside add_events, reading the events included
 
     def add_event(self, event) -> None:
         """Add the tracks of one event (needs truth: hits.particle_id and the particle table)."""
@@ -217,13 +218,19 @@ class MapBuilder:
         from tqdm.auto import tqdm
 
         bar = tqdm(events, total=total, unit="event", disable=not progress, desc="module map")
+        start = time.perf_counter()
+        seen = self.particles_seen
         for event in bar:
             self.add_event(event)
-            bar.set_postfix(particles=f"{self.particles_seen:,}", per_min=f"{self.particles_per_minute():,.0f}")
+            rate = 60.0 * (self.particles_seen - seen) / (time.perf_counter() - start)
+            bar.set_postfix(particles=f"{self.particles_seen:,}", per_min=f"{rate:,.0f}")
+        self.wall_seconds += time.perf_counter() - start
         return self
 
-    def particles_per_minute(self) -> float:
-        return 60.0 * self.particles_seen / self.seconds if self.seconds > 0 else 0.0
+    def particles_per_minute(self, wall: bool = False) -> float:
+        """Particles of the input per minute: of map creation alone, or (``wall``) with event reading."""
+        seconds = self.wall_seconds if wall else self.seconds
+        return 60.0 * self.particles_seen / seconds if seconds > 0 else 0.0
 
     def finish(self) -> ModuleMap:
         """Apply ``min_occurrence`` and ``tolerance`` and return the map (the builder can continue)."""

@@ -65,7 +65,8 @@ def run(args) -> int:
     path = module_map.save(args.output)
     print(f"{path}: {module_map.summary_line()}")
     print(f"{builder.events} events, {builder.particles_seen:,} particles ({builder.particles_used:,} used), "
-          f"{builder.particles_per_minute():,.0f} particles/minute")
+          f"{builder.particles_per_minute(wall=True):,.0f} particles/minute with reading, "
+          f"{builder.particles_per_minute():,.0f} without")
     if args.root:
         for written in write_root(module_map, args.output):
             print(f"wrote {written}")
