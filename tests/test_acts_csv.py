@@ -33,12 +33,14 @@ def test_csv_event_matches_direct_conversion(written):
     pd.testing.assert_frame_equal(read.hits[exact], direct.hits[exact])
     for column in ("x", "y", "z", "tx", "ty", "tz", "cluster_r_1"):
         np.testing.assert_allclose(read.hits[column], direct.hits[column], atol=1e-3, err_msg=column)
-    np.testing.assert_allclose(read.hits[["tpx", "tpy", "tpz"]], direct.hits[["tpx", "tpy", "tpz"]], rtol=1e-5, atol=1e-7)
+    momentum = ["tpx", "tpy", "tpz"]
+    np.testing.assert_allclose(read.hits[momentum], direct.hits[momentum], rtol=1e-5, atol=1e-7)
     p_read, p_direct = read.particles, direct.particles
     pd.testing.assert_frame_equal(
         p_read[["particle_id", "pdgId", "primary", "nhits"]], p_direct[["particle_id", "pdgId", "primary", "nhits"]]
     )
-    np.testing.assert_allclose(p_read[["px", "py", "pz", "vz"]], p_direct[["px", "py", "pz", "vz"]], rtol=1e-5, atol=1e-6)
+    kinematics = ["px", "py", "pz", "vz"]
+    np.testing.assert_allclose(p_read[kinematics], p_direct[kinematics], rtol=1e-5, atol=1e-6)
 
 
 def test_reader_names_missing_files_and_columns(written, tmp_path):

@@ -136,7 +136,8 @@ def test_tiny_event_truth_is_consistent(tiny_event):
     assert (particles.set_index("particle_id").loc[counts.index, "nhits"] == counts).all()
     assert particles["primary"].any()
     primary = particles["primary"].to_numpy()
-    assert ((particles["particle_id_sv"] == 0) & (particles["particle_id_gen"] == 0)).to_numpy().tolist() == primary.tolist()
+    expected = (particles["particle_id_sv"] == 0) & (particles["particle_id_gen"] == 0)
+    assert expected.to_numpy().tolist() == primary.tolist()
     # noise: 5% extra, no truth
     noise = hits[~real]
     assert len(noise) == round(0.05 * real.sum())

@@ -17,7 +17,9 @@ HELP = "simulation cost per pile-up event on one core (pyacts Fatras + digitisat
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="simulation runs on the CPU; cuda is refused")
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="simulation runs on the CPU; cuda is refused"
+    )
     parser.add_argument("--pileup", type=float, default=200.0, help="mean pile-up (%(default)s)")
     parser.add_argument("--events", type=int, default=3, help="timed events after one warm-up event (%(default)s)")
     parser.add_argument("--generators", default="auto", help="comma-separated: pythia8, gun, auto (%(default)s)")
@@ -37,7 +39,8 @@ def measure(generator_name: str, pileup: float, events: int, seed: int) -> dict:
     from gnn4itk.simulation.fatras import run_acts
     from gnn4itk.simulation.generators import CrossingGenerator, GeneratorConfig
 
-    generator, init_wall, _ = _timed(CrossingGenerator, GeneratorConfig(pileup=pileup, generator=generator_name, seed=seed))
+    config = GeneratorConfig(pileup=pileup, generator=generator_name, seed=seed)
+    generator, init_wall, _ = _timed(CrossingGenerator, config)
     rows = []
     with tempfile.TemporaryDirectory(prefix="gnn4itk-bench-sim-") as scratch:
         for event_id in range(events + 1):
@@ -93,7 +96,8 @@ def run(args) -> dict:
     for column in ("generator", "stage", "wall s/event", "CPU s/event", "CPU ratio vs first"):
         table.add_column(column)
     for result in results:
-        for stage, times in [*result["stages"].items(), ("total", {"wall_s": result["total_wall_s"], "cpu_s": result["total_cpu_s"]})]:
+        total = {"wall_s": result["total_wall_s"], "cpu_s": result["total_cpu_s"]}
+        for stage, times in [*result["stages"].items(), ("total", total)]:
             reference = results[0]["stages"].get(stage, {"cpu_s": results[0]["total_cpu_s"]})["cpu_s"]
             ratio = times["cpu_s"] / reference if reference > 0 else float("nan")
             table.add_row(result["generator"], stage, f"{times['wall_s']:.2f}", f"{times['cpu_s']:.2f}", f"{ratio:.2f}")
@@ -101,6 +105,7 @@ def run(args) -> dict:
     for result in results:
         print(
             f"{result['generator']}: {result['spacepoints']:.0f} spacepoints, {result['particles']:.0f} particles "
-            f"({result['particles_with_hits']:.0f} with hits) per event; generator init {result['generator_init_wall_s']:.1f} s"
+            f"({result['particles_with_hits']:.0f} with hits) per event; "
+            f"generator init {result['generator_init_wall_s']:.1f} s"
         )
     return {"device": "cpu", "pileup": args.pileup, "events": args.events, "results": results}

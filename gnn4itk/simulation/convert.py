@@ -179,4 +179,8 @@ def event_from_acts(
     unknown = ~np.isin(hits["particle_id"].to_numpy(), np.append(particles["particle_id"].to_numpy(), 0))
     if unknown.any():
         raise ValueError(f"{int(unknown.sum())} spacepoints belong to particles missing from the particle table")
-    return Event(hits=hits, particles=particles, event_id=int(event_id), meta=dict(meta or {}))
+    meta = dict(meta or {})
+    linked = tables["measurement_simhit_map"]["hit_id"].nunique()
+    meta["simhits"] = int(len(tables["simhits"]))
+    meta["simhits_without_measurement"] = int(len(tables["simhits"]) - linked)  # smeared off the module
+    return Event(hits=hits, particles=particles, event_id=int(event_id), meta=meta)

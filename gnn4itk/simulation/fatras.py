@@ -108,14 +108,19 @@ def measurements_to_table(measurements, simhit_map) -> tuple[pd.DataFrame, pd.Da
         params = m.fullParameters
         cov = m.fullCovariance
         rows.append((m.index, int(m.geometryId.value), params[0], params[1], cov[(0, 0)], cov[(1, 1)]))
-    table = pd.DataFrame(rows, columns=["measurement_id", "geometry_id", "local0", "local1", "var_local0", "var_local1"])
+    columns = ["measurement_id", "geometry_id", "local0", "local1", "var_local0", "var_local1"]
+    table = pd.DataFrame(rows, columns=columns)
     table["geometry_id"] = table["geometry_id"].astype(np.uint64)
     links = pd.DataFrame(list(simhit_map), columns=["measurement_id", "hit_id"], dtype=np.int64)
     return table, links
 
 
 def run_acts(
-    particles: pd.DataFrame, seed: int, event_id: int, csv_dir: str | Path | None = None, log_level: str = "WARNING",
+    particles: pd.DataFrame,
+    seed: int,
+    event_id: int,
+    csv_dir: str | Path | None = None,
+    log_level: str = "ERROR",
     p_min: float = P_MIN_GEV,
 ) -> dict:
     """Simulate and digitise one event's particles; return raw tables.
@@ -126,7 +131,9 @@ def run_acts(
         csv_dir: if given, ACTS's CSV writers also write the event there (ACTS file naming).
         p_min: Fatras simulates particles with momentum above this [GeV] (ACTS's default, 0.5, would
             drop the soft half of minimum-bias particles and their hits).
-        log_level: ACTS log level of the simulation and digitisation algorithms (``acts.logging`` name).
+        log_level: ACTS log level (``acts.logging`` name). ERROR by default: the digitisation warns about
+            every simhit it cannot smear inside its module, which the event counts instead
+            (``meta["simhits_without_measurement"]``).
 
     Returns:
         dict of DataFrames: ``particles`` (simulated, with Fatras secondaries), ``simhits``,

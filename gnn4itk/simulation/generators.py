@@ -136,7 +136,8 @@ class Pythia8Source:
         init_file = self._init_file(settings, cache_dir)
         if not init_file.exists():
             partial = init_file.with_suffix(f".{os.getpid()}.tmp")
-            self._make_pythia(settings, ["MultipartonInteractions:reuseInit = 1", f"MultipartonInteractions:initFile = {partial}"])
+            save = ["MultipartonInteractions:reuseInit = 1", f"MultipartonInteractions:initFile = {partial}"]
+            self._make_pythia(settings, save)
             os.replace(partial, init_file)  # atomic: a concurrent run never reads half a file
         self.pythia = self._make_pythia(
             settings, ["MultipartonInteractions:reuseInit = 2", f"MultipartonInteractions:initFile = {init_file}"]
