@@ -28,6 +28,8 @@ from export.repository import (  # noqa: E402
 )
 
 COLUMNS = ["x", "y", "z", "r"]
+POISON = 1.0e30
+"""A value of features[0, 1] that makes the toy pipeline raise, to test failures inside the module."""
 
 
 class PositiveRows(torch.nn.Module):
@@ -41,6 +43,8 @@ class PositiveRows(torch.nn.Module):
     def forward(self, features: Tensor) -> Tensor:
         if features.dim() != 2 or features.size(1) != self.num_features:
             raise ValueError("FEATURES must be [N, " + str(self.num_features) + "]")
+        if features.size(0) > 0 and bool(features[0, 1] == 1.0e30):  # the POISON value
+            raise RuntimeError("poisoned event: a pipeline failure for the tests")
         return self.to_labels(features[:, 0])
 
 

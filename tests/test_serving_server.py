@@ -24,7 +24,7 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from export.repository import write_model_repository  # noqa: E402
 from gnn4itk.serve import TritonServer  # noqa: E402
-from test_serving_repository import reference_labels, toy_specs  # noqa: E402
+from test_serving_repository import POISON, reference_labels, toy_specs  # noqa: E402
 
 pytestmark = pytest.mark.slow
 MAX_SPACEPOINTS = 5000
@@ -117,6 +117,17 @@ def assert_still_serving(server):
 def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(server, features, datatype, message):
     with pytest.raises(InferenceServerException, match=message):
         grpc_infer(server.url_grpc, "ModuleMap", features, datatype)
+    assert_still_serving(server)
+    if "max_spacepoints" in message:  # refused by the model, not by Triton: it says so in the log
+        time.sleep(0.5)
+        assert f"ModuleMap_score: refused a request: FEATURES has {MAX_SPACEPOINTS + 1} rows" in server.log_text()
+
+
+def test_a_failing_module_fails_only_its_request(server):
+    features = event(20)
+    features[0, 1] = POISON
+    with pytest.raises(InferenceServerException, match="MetricLearning_fused: .*RuntimeError: poisoned event"):
+        grpc_infer(server.url_grpc, "MetricLearning_fused", features)
     assert_still_serving(server)
 
 

@@ -96,15 +96,16 @@ class TritonPythonModel:
             outputs = self._run(request)
             return pb_utils.InferenceResponse(output_tensors=outputs)
         except RequestError as error:
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.name}: {error}"))
+            message = str(error)
         except torch.cuda.OutOfMemoryError as error:
             torch.cuda.empty_cache()
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.name}: out of GPU memory: {error}"))
+            message = f"out of GPU memory: {error}"
         except Exception as error:  # noqa: BLE001 -- any model failure is this request's error, not the server's
-            message = str(error).strip().splitlines()
-            return pb_utils.InferenceResponse(
-                error=pb_utils.TritonError(f"{self.name}: {type(error).__name__}: {message[-1] if message else ''}")
-            )
+            lines = str(error).strip().splitlines()
+            message = f"{type(error).__name__}: {lines[-1] if lines else ''}"
+        # Triton counts an error response from the python backend as a success in its metrics: log it.
+        pb_utils.Logger.log_warn(f"{self.name}: refused a request: {message}")
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.name}: {message}"))
 
     def _run(self, request) -> list:
         inputs = []

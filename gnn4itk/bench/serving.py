@@ -132,8 +132,8 @@ def run(args) -> dict:
     base = medians["in-process (torch, to device and back)"]
     table = Table(title=f"serving: N = {len(features)}, F = {num_features}, {args.device}, {args.instances} instance(s)")
     table.add_column("variant")
-    table.add_column("median [ms]", justify="right")
-    table.add_column("ratio to in-process", justify="right")
+    table.add_column("median ms", justify="right")
+    table.add_column("ratio", justify="right")
     for name, ms in medians.items():
         table.add_row(name, f"{ms:.1f}", f"{ms / base:.2f}")
     Console().print(table)
