@@ -91,9 +91,15 @@ def test_generator_config_rejects_bad_input():
     assert event_rng(1, 2).integers(1 << 30) != event_rng(1, 3).integers(1 << 30)
 
 
-def test_cli_rejects_bad_options(capsys):
-    assert main(["simulate", "--pileup", "-3", "--output", "unused"]) == 2
+def test_cli_rejects_bad_options(capsys, tmp_path):
+    assert main(["simulate", "--pileup", "-3", "--output", str(tmp_path)]) == 2
     assert "pileup" in capsys.readouterr().err
+    assert main(["simulate", "--events", "0", "--output", str(tmp_path)]) == 2
+    assert "--events" in capsys.readouterr().err
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert main(["simulate", "--output", str(a_file)]) == 2
+    assert "not a directory" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,6 +125,7 @@ def test_tiny_event_columns_and_dtypes(tiny_event):
     assert list(particles.columns[: len(PARTICLE_COLUMNS)]) == PARTICLE_COLUMNS
     assert hits["geometry_id"].dtype == np.uint64 and hits["module_id"].dtype == np.int32
     assert hits["hit_id"].tolist() == list(range(1, len(hits) + 1))
+    assert hits["geometry_id"].is_monotonic_increasing
     assert len(hits) > 300 and hits["module_id"].between(0, 18727).all()
     assert set(hits["volume_id"]) <= set(PIXEL_VOLUMES + SHORT_STRIP_VOLUMES + LONG_STRIP_VOLUMES)
     for c in ("x", "y", "z"):

@@ -29,15 +29,15 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     import json
+    from pathlib import Path
 
     from gnn4itk.cli import UserError
+    from gnn4itk.simulation import GeneratorConfig, SimulationConfig, format_summary, simulate_events
 
-    try:
-        from gnn4itk.simulation import GeneratorConfig, SimulationConfig, format_summary, simulate_events
-        import acts.examples  # noqa: F401  (fail early with a clear message)
-    except ImportError as error:
-        raise UserError(f"simulation needs pyacts (pip install -e '.[sim]'): {error}") from error
-
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        raise UserError(f"--output {args.output} exists and is not a directory")
+    if args.events < 1 or args.jobs < 1:
+        raise UserError(f"--events and --jobs must be >= 1 (got {args.events}, {args.jobs})")
     config = SimulationConfig(
         generator=GeneratorConfig(
             pileup=args.pileup, hard_scatter=args.hard_scatter, generator=args.generator, seed=args.seed
@@ -46,14 +46,19 @@ def run(args) -> int:
         p_min=args.p_min,
         acts_csv_dir=args.acts_csv,
     )
-    if args.events < 1 or args.jobs < 1:
-        raise UserError(f"--events and --jobs must be >= 1 (got {args.events}, {args.jobs})")
     try:
         config.validate()
     except ValueError as error:
         raise UserError(str(error)) from error
-    print(f"gnn4itk simulate: generator {config.generator.resolved_generator()}, <mu> = {args.pileup:g}, "
-          f"hard scatter {args.hard_scatter}, {args.events} event(s), {args.jobs} job(s)")
+    try:
+        import acts.examples  # noqa: F401  (fail before generating anything)
+    except ImportError as error:
+        raise UserError(f"simulation needs pyacts (pip install -e '.[sim]'): {error}") from error
+
+    print(
+        f"gnn4itk simulate: generator {config.generator.resolved_generator()}, <mu> = {args.pileup:g}, "
+        f"hard scatter {args.hard_scatter}, {args.events} event(s), {args.jobs} job(s)"
+    )
     summary = simulate_events(config, args.events, args.output, jobs=args.jobs, progress=not args.no_progress)
     print(format_summary(summary))
     if args.json:

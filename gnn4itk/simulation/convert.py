@@ -165,8 +165,10 @@ def event_from_acts(
         if rng is None:
             raise ValueError("noise spacepoints need a random generator")
         spacepoints = pd.concat([spacepoints, noise_spacepoints(rng, n_noise, frames)], ignore_index=True)
-    # Module order, as a detector reads out; noise is mixed in so that row order reveals no truth.
-    spacepoints = spacepoints.sort_values("geometry_id", kind="stable").reset_index(drop=True)
+    # Module order, as a detector reads out, then position within the module: row order reveals no truth
+    # (noise and secondaries are mixed in).
+    order = ["geometry_id", "x", "y", "z"]
+    spacepoints = spacepoints.sort_values(order, kind="stable").reset_index(drop=True)
     spacepoints.insert(0, "hit_id", np.arange(1, len(spacepoints) + 1, dtype=np.int64))
     parts = split_geometry_id(spacepoints["geometry_id"].to_numpy())
     spacepoints["volume_id"] = parts["volume"]
