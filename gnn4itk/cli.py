@@ -14,6 +14,7 @@ import sys
 COMMANDS = [
     "gnn4itk.commands.simulate",
     "gnn4itk.commands.bench",
+    "gnn4itk.commands.train",
     "gnn4itk.commands.build_module_map",
     "gnn4itk.commands.serve",
     "gnn4itk.commands.evaluate",

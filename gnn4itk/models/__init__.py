@@ -1,0 +1,35 @@
+"""Learned GNN4ITk stages as TorchScript-ready ``nn.Module`` s.
+
+* :class:`MetricLearning`, :class:`DoubleMetricLearning` -- spacepoint embeddings (graph construction).
+* :class:`RadiusGraph` -- fixed-radius neighbour graph in the embedding space, pure torch.
+* :class:`Filter` -- edge-pair MLP that prunes a graph.
+* :class:`InteractionGNN2` (and the :class:`ChainedInteractionGNN2` / :class:`RecurrentInteractionGNN2`
+  forms) -- the edge classifier.
+
+Every model is built from an acorn-style ``hparams`` dict, keeps acorn's state-dict key names, and
+loads acorn Lightning checkpoints through :func:`load_acorn_checkpoint`. ``docs/models_architecture.md``
+describes the layouts.
+"""
+
+from gnn4itk.models.checkpoint import build_model, load_acorn_checkpoint, save_acorn_checkpoint
+from gnn4itk.models.filter import Filter
+from gnn4itk.models.interaction_gnn import ChainedInteractionGNN2, InteractionGNN2, RecurrentInteractionGNN2
+from gnn4itk.models.metric_learning import DoubleMetricLearning, MetricLearning
+from gnn4itk.models.mlp import make_mlp
+from gnn4itk.models.radius_graph import RadiusGraph, radius_graph, radius_graph_brute_force
+
+__all__ = [
+    "ChainedInteractionGNN2",
+    "DoubleMetricLearning",
+    "Filter",
+    "InteractionGNN2",
+    "MetricLearning",
+    "RadiusGraph",
+    "RecurrentInteractionGNN2",
+    "build_model",
+    "load_acorn_checkpoint",
+    "make_mlp",
+    "radius_graph",
+    "radius_graph_brute_force",
+    "save_acorn_checkpoint",
+]

@@ -1,0 +1,201 @@
+"""InteractionGNN2, the GNN4ITk edge classifier, with acorn's state-dict layout.
+
+Layout and forward order follow acorn's ``InteractionGNN2`` (``acorn/stages/edge_classifier/models/
+interaction_gnn.py``) and the TorchScript ``ChainedInteractionGNN2`` / ``RecurrentInteractionGNN2`` of the
+GNN4ITk Triton service:
+
+1. ``x = node_encoder(x)``; ``e = edge_encoder(edge_attr)`` (or of ``[x_src, x_dst]`` without edge features).
+2. ``n_graph_iters`` times: with ``concat``, ``x = [x, x0]`` and ``e = [e, e0]`` (the encodings);
+   ``e = edge_network([e, x_src, x_dst])``; messages are summed into each node over incoming edges
+   (``in``, indexed by dst) and outgoing edges (``out``, indexed by src);
+   ``x = node_network([in, out, x])`` with ``in_out_diff_agg``, else ``node_network([in + out, x])``.
+3. logits ``= edge_output_transform(edge_decoder(e))`` of the last iteration.
+
+``edge_network`` / ``node_network`` are one MLP each (recurrent: shared by all iterations) or a
+``ModuleList`` with one MLP per iteration (chained), per ``edge_net_recurrent`` / ``node_net_recurrent``.
+Aggregation is ``index_add_``, a native torch scatter.
+"""
+
+from typing import Final, Optional
+
+import torch
+from torch import nn
+
+from gnn4itk.models.mlp import make_mlp, plain_hparams, require
+
+HPARAM_DEFAULTS = {
+    "batchnorm": False,
+    "layernorm": False,
+    "output_batch_norm": False,
+    "output_layer_norm": False,
+    "edge_output_transform_final_batch_norm": False,
+    "edge_output_transform_final_activation": None,
+    "track_running_stats": False,
+    "hidden_activation": "ReLU",
+    "output_activation": None,
+    "concat": True,
+    "in_out_diff_agg": True,
+    "node_net_recurrent": True,
+    "edge_net_recurrent": True,
+    "edge_features": [],
+}
+"""Defaults for hyperparameters an acorn config may omit (acorn's own defaults)."""
+
+# acorn names the MLP depths n_*_layers for InteractionGNN2; the older nb_* names are accepted as well.
+_DEPTH_ALIASES = {
+    "n_node_net_layers": "nb_node_layer",
+    "n_edge_net_layers": "nb_edge_layer",
+    "n_edge_decoder_layers": "nb_edge_layer",
+}
+
+
+def complete_hparams(hparams: dict) -> dict:
+    """``hparams`` with acorn's defaults filled in and depth aliases resolved (a new plain dict)."""
+    full = {**HPARAM_DEFAULTS, **plain_hparams(hparams)}
+    for name, alias in _DEPTH_ALIASES.items():
+        if name not in full and alias in full:
+            full[name] = full[alias]
+    if full.get("edge_features") is None:
+        full["edge_features"] = []
+    require(full, "node_features", "hidden", "n_graph_iters", "n_node_net_layers", "n_edge_net_layers", "n_edge_decoder_layers")
+    return full
+
+
+class InteractionGNN2(nn.Module):
+    """Directed interaction network giving one logit per edge.
+
+    Hyperparameters (acorn names): ``node_features``, ``node_scales``, ``edge_features``, ``hidden``,
+    ``n_graph_iters``, ``n_node_net_layers``, ``n_edge_net_layers``, ``n_edge_decoder_layers`` (or
+    ``nb_node_layer`` / ``nb_edge_layer``), ``layernorm``, ``batchnorm``, ``output_batch_norm``,
+    ``track_running_stats``, ``hidden_activation``, ``output_activation``,
+    ``edge_output_transform_final_activation``, ``edge_output_transform_final_batch_norm``, ``concat``,
+    ``in_out_diff_agg``, ``node_net_recurrent``, ``edge_net_recurrent``.
+
+    Args (forward):
+        x (FloatTensor [N, len(node_features)]): scaled node features.
+        edge_index (LongTensor [2, E]): (src, dst).
+        edge_attr (FloatTensor [E, len(edge_features)] or None): edge features; required when the model
+            was built with ``edge_features``.
+
+    Returns:
+        FloatTensor [E]: edge logits.
+    """
+
+    concat: Final[bool]
+    in_out_diff_agg: Final[bool]
+    node_net_recurrent: Final[bool]
+    edge_net_recurrent: Final[bool]
+    uses_edge_features: Final[bool]
+    n_graph_iters: Final[int]
+
+    def __init__(self, hparams: dict):
+        super().__init__()
+        hparams = complete_hparams(hparams)
+        self.hparams = hparams
+        hidden = int(hparams["hidden"])
+        self.n_graph_iters = int(hparams["n_graph_iters"])
+        self.concat = bool(hparams["concat"])
+        self.in_out_diff_agg = bool(hparams["in_out_diff_agg"])
+        self.node_net_recurrent = bool(hparams["node_net_recurrent"])
+        self.edge_net_recurrent = bool(hparams["edge_net_recurrent"])
+        self.uses_edge_features = len(hparams["edge_features"]) > 0
+
+        def mlp(input_size: int, sizes: list[int], **overrides) -> nn.Sequential:
+            settings = dict(
+                hidden_activation=hparams["hidden_activation"],
+                output_activation=hparams["output_activation"],
+                layer_norm=bool(hparams["layernorm"]),
+                batch_norm=bool(hparams["batchnorm"]),
+                output_batch_norm=bool(hparams["output_batch_norm"]),
+                track_running_stats=bool(hparams["track_running_stats"]),
+            )
+            settings.update(overrides)
+            return make_mlp(input_size, sizes, **settings)
+
+        node_layers = [hidden] * int(hparams["n_node_net_layers"])
+        edge_layers = [hidden] * int(hparams["n_edge_net_layers"])
+        width = 2 * hidden if self.concat else hidden
+        edge_net_input = 3 * width
+        node_net_input = (2 * hidden if self.in_out_diff_agg else hidden) + width
+
+        self.node_encoder = mlp(len(hparams["node_features"]), node_layers)
+        edge_input = len(hparams["edge_features"]) if self.uses_edge_features else 2 * hidden
+        self.edge_encoder = mlp(edge_input, edge_layers)
+        if self.edge_net_recurrent:
+            self.edge_network = mlp(edge_net_input, edge_layers)
+        else:
+            self.edge_network = nn.ModuleList([mlp(edge_net_input, edge_layers) for _ in range(self.n_graph_iters)])
+        if self.node_net_recurrent:
+            self.node_network = mlp(node_net_input, node_layers)
+        else:
+            self.node_network = nn.ModuleList([mlp(node_net_input, node_layers) for _ in range(self.n_graph_iters)])
+        self.edge_decoder = mlp(hidden, [hidden] * int(hparams["n_edge_decoder_layers"]))
+        self.edge_output_transform = mlp(
+            hidden,
+            [hidden, 1],
+            output_activation=hparams["edge_output_transform_final_activation"],
+            output_batch_norm=bool(hparams["edge_output_transform_final_batch_norm"]),
+        )
+
+    def _edge_inputs(self, x: torch.Tensor, e: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+        return torch.cat([e, x[src], x[dst]], dim=-1)
+
+    def _node_inputs(self, x: torch.Tensor, e: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+        incoming = torch.zeros(x.shape[0], e.shape[1], dtype=e.dtype, device=e.device).index_add_(0, dst, e)
+        outgoing = torch.zeros(x.shape[0], e.shape[1], dtype=e.dtype, device=e.device).index_add_(0, src, e)
+        if self.in_out_diff_agg:
+            return torch.cat([incoming, outgoing, x], dim=-1)
+        return torch.cat([incoming + outgoing, x], dim=-1)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: Optional[torch.Tensor] = None) -> torch.Tensor:
+        src, dst = edge_index[0], edge_index[1]
+        x = self.node_encoder(x)
+        if self.uses_edge_features:
+            if edge_attr is None:
+                raise ValueError("this InteractionGNN2 was built with edge_features: pass edge_attr")
+            e = self.edge_encoder(edge_attr)
+        else:
+            e = self.edge_encoder(torch.cat([x[src], x[dst]], dim=-1))
+        x0, e0 = x, e
+        # Four loops, one per recurrent/chained combination: TorchScript indexes a ModuleList only by
+        # iterating it, and prunes the branches that the Final flags rule out.
+        if self.edge_net_recurrent and self.node_net_recurrent:
+            for _ in range(self.n_graph_iters):
+                if self.concat:
+                    x, e = torch.cat([x, x0], dim=-1), torch.cat([e, e0], dim=-1)
+                e = self.edge_network(self._edge_inputs(x, e, src, dst))
+                x = self.node_network(self._node_inputs(x, e, src, dst))
+        elif self.edge_net_recurrent:
+            for node_net in self.node_network:
+                if self.concat:
+                    x, e = torch.cat([x, x0], dim=-1), torch.cat([e, e0], dim=-1)
+                e = self.edge_network(self._edge_inputs(x, e, src, dst))
+                x = node_net(self._node_inputs(x, e, src, dst))
+        elif self.node_net_recurrent:
+            for edge_net in self.edge_network:
+                if self.concat:
+                    x, e = torch.cat([x, x0], dim=-1), torch.cat([e, e0], dim=-1)
+                e = edge_net(self._edge_inputs(x, e, src, dst))
+                x = self.node_network(self._node_inputs(x, e, src, dst))
+        else:
+            for edge_net, node_net in zip(self.edge_network, self.node_network):
+                if self.concat:
+                    x, e = torch.cat([x, x0], dim=-1), torch.cat([e, e0], dim=-1)
+                e = edge_net(self._edge_inputs(x, e, src, dst))
+                x = node_net(self._node_inputs(x, e, src, dst))
+        # acorn decodes after every iteration but returns only the last output; decoding once is equal.
+        return self.edge_output_transform(self.edge_decoder(e)).squeeze(-1)
+
+
+class ChainedInteractionGNN2(InteractionGNN2):
+    """:class:`InteractionGNN2` with separate node and edge MLPs per iteration (the CTD2023 model)."""
+
+    def __init__(self, hparams: dict):
+        super().__init__({**plain_hparams(hparams), "node_net_recurrent": False, "edge_net_recurrent": False})
+
+
+class RecurrentInteractionGNN2(InteractionGNN2):
+    """:class:`InteractionGNN2` with one node and one edge MLP shared by all iterations."""
+
+    def __init__(self, hparams: dict):
+        super().__init__({**plain_hparams(hparams), "node_net_recurrent": True, "edge_net_recurrent": True})

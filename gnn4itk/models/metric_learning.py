@@ -1,0 +1,91 @@
+"""Metric-learning embeddings: spacepoints of one track land close together on the unit sphere.
+
+Layouts follow acorn's graph-construction models (``GNN4ITkTeam/CommonFramework``,
+``acorn/stages/graph_construction/models``): ``network`` is the MLP (LayerNorm on every hidden layer),
+and the double form adds one-layer ``src_decoder`` / ``tgt_decoder`` heads.
+"""
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gnn4itk.models.mlp import make_mlp, plain_hparams, require
+
+
+def _graph_construction_mlp(input_size: int, sizes: list[int], hparams: dict, output_activation) -> nn.Sequential:
+    # acorn's graph-construction make_mlp: LayerNorm also after the output when there is an output
+    # activation, BatchNorm (if any) without affine parameters and with the default eps.
+    return make_mlp(
+        input_size,
+        sizes,
+        hidden_activation=hparams.get("activation", "Tanh"),
+        output_activation=output_activation,
+        layer_norm=True,
+        output_layer_norm=True,
+        batch_norm=bool(hparams.get("batchnorm", False)),
+        output_batch_norm=bool(hparams.get("batchnorm", False)),
+        batch_norm_affine=False,
+        batch_norm_eps=1e-5,
+    )
+
+
+class MetricLearning(nn.Module):
+    """One embedding per spacepoint; edges join spacepoints closer than ``r_max``.
+
+    Hyperparameters (acorn names): ``node_features`` (list of columns), ``node_scales``, ``emb_hidden``,
+    ``nb_layer`` (hidden layers), ``emb_dim``, ``activation``.
+
+    Args (forward):
+        x (FloatTensor [N, len(node_features)]): scaled spacepoint features.
+
+    Returns:
+        FloatTensor [N, emb_dim], each row of unit L2 norm.
+    """
+
+    def __init__(self, hparams: dict):
+        super().__init__()
+        hparams = plain_hparams(hparams)
+        require(hparams, "node_features", "emb_hidden", "nb_layer", "emb_dim")
+        self.hparams = hparams
+        self.network = _graph_construction_mlp(
+            len(hparams["node_features"]),
+            [int(hparams["emb_hidden"])] * int(hparams["nb_layer"]) + [int(hparams["emb_dim"])],
+            hparams,
+            output_activation=None,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.network(x), p=2.0, dim=1)
+
+
+class DoubleMetricLearning(nn.Module):
+    """A shared trunk and two heads: a source and a target embedding per spacepoint.
+
+    The graph is directed: ``i -> j`` when ``||src_i - tgt_j|| < r_max``. Hyperparameters as for
+    :class:`MetricLearning`; the trunk ends with LayerNorm + activation (acorn's layout).
+
+    Args (forward):
+        x (FloatTensor [N, len(node_features)]): scaled spacepoint features.
+
+    Returns:
+        (src, tgt): two FloatTensors [N, emb_dim], rows of unit L2 norm.
+    """
+
+    def __init__(self, hparams: dict):
+        super().__init__()
+        hparams = plain_hparams(hparams)
+        require(hparams, "node_features", "emb_hidden", "nb_layer", "emb_dim")
+        self.hparams = hparams
+        activation = hparams.get("activation", "Tanh")
+        hidden, emb_dim = int(hparams["emb_hidden"]), int(hparams["emb_dim"])
+        self.network = _graph_construction_mlp(
+            len(hparams["node_features"]), [hidden] * int(hparams["nb_layer"]), hparams, output_activation=activation
+        )
+        self.src_decoder = _graph_construction_mlp(hidden, [emb_dim], hparams, output_activation=None)
+        self.tgt_decoder = _graph_construction_mlp(hidden, [emb_dim], hparams, output_activation=None)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        trunk = self.network(x)
+        return F.normalize(self.src_decoder(trunk), p=2.0, dim=1), F.normalize(self.tgt_decoder(trunk), p=2.0, dim=1)

@@ -1,0 +1,100 @@
+"""The MLP builder shared by every learned stage, laid out exactly like acorn's ``make_mlp``.
+
+acorn checkpoints address layers by their position in an ``nn.Sequential`` (``node_encoder.0.weight``,
+``node_encoder.3.weight``, ...), so the order and number of modules here must match acorn's: per hidden
+layer ``[Dropout (first layer, if input_dropout)] Linear [LayerNorm] [BatchNorm1d] activation
+[Dropout (if hidden_dropout)]``, then the final ``Linear`` followed, only when an output activation is
+given, by ``[LayerNorm] [BatchNorm1d] activation``. LayerNorms carry no parameters
+(``elementwise_affine=False``), as in acorn.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import nn
+
+
+def activation_class(name: str) -> type[nn.Module]:
+    """The ``torch.nn`` activation class called ``name`` (e.g. ``"ReLU"``, ``"SiLU"``, ``"Tanh"``)."""
+    module = getattr(nn, str(name), None)
+    if not (isinstance(module, type) and issubclass(module, nn.Module)):
+        raise ValueError(f"unknown activation {name!r}: expected a torch.nn class name such as 'ReLU'")
+    return module
+
+
+def make_mlp(
+    input_size: int,
+    sizes: Sequence[int],
+    hidden_activation: str = "ReLU",
+    output_activation: str | None = None,
+    layer_norm: bool = False,
+    output_layer_norm: bool = False,
+    batch_norm: bool = False,
+    output_batch_norm: bool = False,
+    input_dropout: float = 0.0,
+    hidden_dropout: float = 0.0,
+    track_running_stats: bool = False,
+    batch_norm_affine: bool = True,
+    batch_norm_eps: float = 6e-05,
+) -> nn.Sequential:
+    """Fully connected network ``input_size -> sizes[0] -> ... -> sizes[-1]``.
+
+    Args:
+        input_size: features per input row.
+        sizes: output width of every ``Linear``; ``len(sizes)`` layers in all.
+        hidden_activation: torch.nn class name after each hidden layer.
+        output_activation: class name after the last layer, or None for a plain linear output (then no
+            output normalisation is added either, as in acorn).
+        layer_norm, batch_norm: normalise hidden layers. ``output_layer_norm``, ``output_batch_norm``:
+            normalise the output (only with an output activation).
+        track_running_stats, batch_norm_affine, batch_norm_eps: BatchNorm1d settings. acorn's edge
+            classifiers use affine=True, eps=6e-5; its graph-construction MLPs use affine=False, eps=1e-5.
+
+    Returns:
+        ``nn.Sequential`` mapping float [N, input_size] to float [N, sizes[-1]].
+    """
+    sizes = [int(s) for s in sizes]
+    if not sizes:
+        raise ValueError("an MLP needs at least one layer size")
+    hidden = activation_class(hidden_activation)
+    output = activation_class(output_activation) if output_activation is not None else None
+    widths = [int(input_size), *sizes]
+
+    def batch_norm_layer(width: int) -> nn.BatchNorm1d:
+        return nn.BatchNorm1d(
+            width, eps=batch_norm_eps, affine=batch_norm_affine, track_running_stats=track_running_stats
+        )
+
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        if i == 0 and input_dropout > 0:
+            layers.append(nn.Dropout(input_dropout))
+        layers.append(nn.Linear(widths[i], widths[i + 1]))
+        if layer_norm:
+            layers.append(nn.LayerNorm(widths[i + 1], elementwise_affine=False))
+        if batch_norm:
+            layers.append(batch_norm_layer(widths[i + 1]))
+        layers.append(hidden())
+        if hidden_dropout > 0:
+            layers.append(nn.Dropout(hidden_dropout))
+    layers.append(nn.Linear(widths[-2], widths[-1]))
+    if output is not None:
+        if output_layer_norm:
+            layers.append(nn.LayerNorm(widths[-1], elementwise_affine=False))
+        if output_batch_norm:
+            layers.append(batch_norm_layer(widths[-1]))
+        layers.append(output())
+    return nn.Sequential(*layers)
+
+
+def require(hparams: dict, *names: str) -> None:
+    """Raise a ValueError naming every hyperparameter of ``names`` that ``hparams`` lacks."""
+    missing = [n for n in names if n not in hparams]
+    if missing:
+        raise ValueError(f"hyperparameters missing: {missing}")
+
+
+def plain_hparams(hparams) -> dict:
+    """A plain-``dict`` copy of ``hparams`` (Lightning AttributeDicts, OmegaConf-like mappings)."""
+    return {str(k): v for k, v in dict(hparams).items()}
