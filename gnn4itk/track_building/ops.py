@@ -120,16 +120,17 @@ def segment_depths(seg_src: Tensor, seg_dst: Tensor, seg_len: Tensor, num_heads:
     Raises:
         RuntimeError: if the segment graph has a directed cycle.
     """
-    depth = torch.zeros_like(seg_len)
-    hop = torch.zeros_like(seg_len)
+    # Column 0: depth in hits, column 1: depth in segment hops; one scatter per round for both.
+    state = torch.zeros((seg_len.numel(), 2), dtype=torch.long, device=seg_len.device)
+    step = torch.stack([seg_len[seg_src], torch.ones_like(seg_src)], dim=1)
+    index = seg_dst.unsqueeze(1).expand(-1, 2)
     hops = 0
     while True:
-        new_depth = depth.scatter_reduce(0, seg_dst, depth[seg_src] + seg_len[seg_src], "amax")
-        new_hop = hop.scatter_reduce(0, seg_dst, hop[seg_src] + 1, "amax")
-        if torch.equal(new_hop, hop) and torch.equal(new_depth, depth):
+        new_state = state.scatter_reduce(0, index, state[seg_src] + step, "amax")
+        if torch.equal(new_state, state):
             break
-        depth, hop = new_depth, new_hop
+        state = new_state
         hops += 1
         if hops > num_heads:  # an acyclic graph has fewer hops than segments
             raise RuntimeError("the walk graph has a directed cycle; orient the edges (orient=True)")
-    return depth, hops
+    return state[:, 0], hops

@@ -72,45 +72,55 @@ def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tens
     device = src.device
     nodes = torch.arange(num_nodes, device=device)
     head, seg_len, link = build_segments(src, dst, num_nodes)
-    is_head = head == nodes
     between = (~link).nonzero().squeeze(1)
     seg_src, seg_dst, seg_score = head[src[between]], dst[between], score[between]
-    num_heads = int(is_head.sum())
-    depth, hops = segment_depths(seg_src, seg_dst, seg_len, num_heads)
+    depth, hops = segment_depths(seg_src, seg_dst, seg_len, num_nodes)
     order_key = depth * num_nodes + nodes  # topological order of the starts: depth, then row
+    big = big_key()
 
-    used = ~is_head  # segment state lives on head indices only
+    used = head != nodes  # segment state lives on head indices: other nodes count as used
     start_of = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
-    no_next = torch.full((1,), num_nodes, dtype=torch.long, device=device)
-    while True:
-        alive = (~used[seg_src] & ~used[seg_dst]).nonzero().squeeze(1)
+    zeros = torch.zeros_like(seg_len)
+    neg_order_key = -order_key
+    pending = True
+    while pending:  # one round: every start that no earlier start can disturb
+        free = ~used
+        alive = (free[seg_src] & free[seg_dst]).nonzero().squeeze(1)
         a_src, a_dst, a_score = seg_src[alive], seg_dst[alive], seg_score[alive]
-        has_next = torch.zeros(num_nodes, dtype=torch.bool, device=device)
+        has_next = torch.zeros_like(free)
         has_next[a_src] = True
-        start = ~used & ((seg_len >= 2) | has_next)
-        if not bool(start.any()):
-            break
-        free_len = torch.where(used, torch.zeros_like(seg_len), seg_len)
-        height = free_len
-        first = torch.where(start, order_key, torch.full_like(order_key, big_key()))
-        for _ in range(hops):  # heights backwards, earliest reaching start forwards
-            longest = torch.zeros_like(height).scatter_reduce(0, a_src, height[a_dst], "amax")
-            height = free_len + longest
+        start = free & ((seg_len >= 2) | has_next)
+        free_len = torch.where(free, seg_len, 0)
+        # first[x]: key of the earliest start that reaches x (forwards over alive segment edges).
+        first = torch.where(start, order_key, big)
+        for _ in range(hops):
             first = first.scatter_reduce(0, a_dst, first[a_src], "amin")
-        earliest = first
-        for _ in range(hops):  # earliest start that reaches anything this segment reaches
-            earliest = earliest.scatter_reduce(0, a_src, earliest[a_dst], "amin")
-        ready = start & (earliest == order_key)
+        # Backwards, in one scatter per hop: column 0 = height (longest path in hits from each
+        # segment), column 1 = -(earliest start reaching anything this segment reaches).
+        base = torch.stack([zeros, -first], dim=1)
+        add_len = torch.stack([free_len, zeros], dim=1)
+        state = base + add_len
+        index = a_src.unsqueeze(1).expand(-1, 2)
+        for _ in range(hops):
+            state = base.scatter_reduce(0, index, state[a_dst], "amax") + add_len
+        height = state[:, 0]
+        ready = start & (state[:, 1] == neg_order_key)
 
-        keeps_longest = height[a_dst] == height[a_src] - seg_len[a_src]
-        best = best_edge_mask(a_src, a_dst, a_score, keeps_longest, num_nodes)
-        next_seg = torch.cat([torch.full((num_nodes,), num_nodes, dtype=torch.long, device=device), no_next])
-        next_seg.scatter_(0, torch.where(best, a_src, no_next.expand_as(a_src)), torch.where(best, a_dst, no_next.expand_as(a_dst)))
-        next_seg[num_nodes] = num_nodes
-        owner = torch.cat([torch.where(ready, nodes, torch.full_like(nodes, -1)), -torch.ones_like(no_next)])
+        # Best successor: keeps the path longest, then highest score, then lowest row.
+        keeps_longest = height[a_dst] == (height - seg_len)[a_src]
+        top = torch.full((num_nodes,), -2.0, dtype=a_score.dtype, device=device)
+        top = top.scatter_reduce(0, a_src, torch.where(keeps_longest, a_score, -1.0), "amax")
+        chosen = keeps_longest & (a_score == top[a_src])
+        next_seg = torch.full((num_nodes + 1,), num_nodes, dtype=torch.long, device=device)
+        next_seg = next_seg.scatter_reduce(0, torch.where(chosen, a_src, num_nodes), a_dst, "amin")
+        next_seg[num_nodes] = num_nodes  # the spare slot collects the edges that were not chosen
+        owner = torch.full((num_nodes + 1,), -1, dtype=torch.long, device=device)
+        owner[:num_nodes] = torch.where(ready, nodes, -1)
         for _ in range(hops):  # hand the start's id down its chain of best successors
             owner = owner.scatter_reduce(0, next_seg, owner, "amax")
         taken = owner[:num_nodes] >= 0
         start_of = torch.where(taken, owner[:num_nodes], start_of)
         used = used | taken
+        # Starts never appear later (used only grows): done once every start was ready.
+        pending = bool((start & ~ready).any())
     return start_of[head]
