@@ -77,6 +77,14 @@ def _expand(counts: torch.Tensor, first: int, last: int, excl: torch.Tensor, siz
     return owner, rank
 
 
+_KEY_BLOCK = 64.0  # each module owns [64 m, 64 m + 64) of the (module, eta) sort key
+
+
+def _key_offset(eta: torch.Tensor) -> torch.Tensor:
+    """Position of an eta inside its module's key block (monotone, clamped into the block)."""
+    return torch.clamp(eta + 32.0, 0.0, 63.0)
+
+
 def _inside(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     return ((values >= low) & (values <= high)).all(dim=1)
 
@@ -172,17 +180,23 @@ class ModuleMapGraphBuilder(nn.Module):
         valid = valid & self.known[index]
         return torch.where(valid, index, torch.full_like(index, self.num_dense))
 
-    def doublet_edges(self, pos: torch.Tensor, counts: torch.Tensor, starts: torch.Tensor) -> List[torch.Tensor]:
-        """Pairs passing their doublet windows: [src, dst, doublet, quantities [E, 4]] in sorted-hit space."""
+    def doublet_edges(self, pos: torch.Tensor, sort_key: torch.Tensor, counts: torch.Tensor,
+                      starts: torch.Tensor) -> List[torch.Tensor]:
+        """Pairs passing their doublet windows: [src, dst, doublet, quantities [E, 4]] in sorted-hit space.
+
+        Hits are sorted by (module, eta). For each doublet and each hit a of its first module, the hits b
+        of the second module whose eta can satisfy the deta window form a contiguous range, found by
+        binary search on ``sort_key`` (the range is widened by 1e-6 so that rounding never drops a pair).
+        Only those pairs are expanded and tested with every doublet window, in float32.
+        """
         device = pos.device
         empty = torch.zeros(0, dtype=torch.int64, device=device)
-        c2 = counts[self.d_m2]
-        npairs = counts[self.d_m1] * c2
-        cum = torch.cumsum(npairs, 0)
+        nrows = counts[self.d_m1]
+        cum = torch.cumsum(nrows, 0)
         total = int(cum[-1]) if cum.numel() > 0 else 0
         if total == 0:
             return [empty, empty, empty, torch.zeros((0, 4), dtype=torch.float32, device=device)]
-        excl = cum - npairs
+        excl = cum - nrows
         plan = _chunk_plan(cum, total, self.pair_chunk)
         bounds, sizes = plan[0], plan[1]
         srcs: List[torch.Tensor] = []
@@ -193,17 +207,42 @@ class ModuleMapGraphBuilder(nn.Module):
             size = sizes[k + 1] - sizes[k]
             if size == 0:
                 continue
-            dbl, rank = _expand(npairs, bounds[k], bounds[k + 1], excl, size)
-            width = c2[dbl]
-            i = torch.div(rank, width, rounding_mode="floor")
-            a = starts[self.d_m1[dbl]] + i
-            b = starts[self.d_m2[dbl]] + (rank - i * width)
-            q = pair_quantities(pos[a], pos[b], self.deta_sign)
-            keep = torch.nonzero(_inside(q, self.d_low[dbl], self.d_high[dbl])).squeeze(1)
-            srcs.append(a[keep])
-            dsts.append(b[keep])
-            dbls.append(dbl[keep])
-            qs.append(q[keep])
+            dbl, rank = _expand(nrows, bounds[k], bounds[k + 1], excl, size)
+            a = starts[self.d_m1[dbl]] + rank
+            eta = pos[a, 5].to(torch.float64)
+            if self.deta_sign > 0:  # deta = eta_a - eta_b
+                low = eta - self.d_high[dbl, 3].to(torch.float64)
+                high = eta - self.d_low[dbl, 3].to(torch.float64)
+            else:
+                low = eta + self.d_low[dbl, 3].to(torch.float64)
+                high = eta + self.d_high[dbl, 3].to(torch.float64)
+            block = self.d_m2[dbl].to(torch.float64) * 64.0  # _KEY_BLOCK
+            first = torch.searchsorted(sort_key, block + _key_offset(low - 1e-6))
+            last = torch.searchsorted(sort_key, block + _key_offset(high + 1e-6), right=True)
+            nb = torch.clamp(last - first, min=0)
+            cum2 = torch.cumsum(nb, 0)
+            total2 = int(cum2[-1])
+            if total2 == 0:
+                continue
+            excl2 = cum2 - nb
+            plan2 = _chunk_plan(cum2, total2, self.pair_chunk)
+            bounds2, sizes2 = plan2[0], plan2[1]
+            for m in range(len(bounds2) - 1):
+                size2 = sizes2[m + 1] - sizes2[m]
+                if size2 == 0:
+                    continue
+                row, rank2 = _expand(nb, bounds2[m], bounds2[m + 1], excl2, size2)
+                pa = a[row]
+                pb = first[row] + rank2
+                pd = dbl[row]
+                q = pair_quantities(pos[pa], pos[pb], self.deta_sign)
+                keep = torch.nonzero(_inside(q, self.d_low[pd], self.d_high[pd])).squeeze(1)
+                srcs.append(pa[keep])
+                dsts.append(pb[keep])
+                dbls.append(pd[keep])
+                qs.append(q[keep])
+        if len(srcs) == 0:
+            return [empty, empty, empty, torch.zeros((0, 4), dtype=torch.float32, device=device)]
         return [torch.cat(srcs), torch.cat(dsts), torch.cat(dbls), torch.cat(qs)]
 
     def triplet_support(self, pos: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, dbl: torch.Tensor,
@@ -228,6 +267,12 @@ class ModuleMapGraphBuilder(nn.Module):
                 continue
             e1, rank = _expand(ntrip, bounds[k], bounds[k + 1], excl, size)
             trip = self.t_ptr[dbl[e1]] + rank
+            # the first pair's triplet windows are checked before searching for second pairs
+            first_ok = torch.nonzero(_inside(q[e1], self.t_low12[trip], self.t_high12[trip])).squeeze(1)
+            e1 = e1[first_ok]
+            trip = trip[first_ok]
+            if e1.numel() == 0:
+                continue
             key = self.t_d23[trip] * n + dst[e1]
             first = torch.searchsorted(key_src, key)
             nout = torch.searchsorted(key_src, key, right=True) - first
@@ -243,14 +288,15 @@ class ModuleMapGraphBuilder(nn.Module):
                 if size2 == 0:
                     continue
                 row, rank2 = _expand(nout, bounds2[m], bounds2[m + 1], excl2, size2)
-                a_edge = e1[row]
                 b_edge = first[row] + rank2
                 t = trip[row]
-                good = _inside(q[a_edge], self.t_low12[t], self.t_high12[t])
-                good &= _inside(q[b_edge], self.t_low23[t], self.t_high23[t])
+                # second pair's windows first (cheap); triplet quantities only for the survivors
+                ok23 = torch.nonzero(_inside(q[b_edge], self.t_low23[t], self.t_high23[t])).squeeze(1)
+                a_edge = e1[row[ok23]]
+                b_edge = b_edge[ok23]
+                t = t[ok23]
                 x = triplet_quantities(pos[src[a_edge]], pos[dst[a_edge]], pos[dst[b_edge]], self.dydx_sign)
-                good &= _inside(x, self.t_lowx[t], self.t_highx[t])
-                hits = good.to(torch.int32)
+                hits = _inside(x, self.t_lowx[t], self.t_highx[t]).to(torch.int32)
                 support.index_add_(0, a_edge, hits)
                 support.index_add_(0, b_edge, hits)
         return support > 0
@@ -266,11 +312,12 @@ class ModuleMapGraphBuilder(nn.Module):
         if unknown > 0:
             warnings.warn("module map graph: {} of {} spacepoints are in modules unknown to the map (or have a "
                           "non-integer module id); they stay isolated".format(unknown, positions.size(0)))
-        order = torch.argsort(module, stable=True)
+        key = module.to(torch.float64) * 64.0 + _key_offset(positions[:, 5].to(torch.float64))
+        key, order = torch.sort(key)
         counts = torch.bincount(module, minlength=self.num_dense + 1)
         starts = torch.cumsum(counts, 0) - counts
         pos = positions[order]
-        found = self.doublet_edges(pos, counts, starts)
+        found = self.doublet_edges(pos, key, counts, starts)
         src, dst, dbl, q = found[0], found[1], found[2], found[3]
         keep = self.triplet_support(pos, src, dst, dbl, q)
         edge_index = torch.stack([order[src[keep]], order[dst[keep]]])

@@ -7,7 +7,7 @@ import torch
 from module_map.build import BuildOptions, build_module_map, ordered_track_hits, select_particles
 from module_map.graph_builder import ModuleMapGraphBuilder
 from module_map.synthetic import synthetic_event, synthetic_events
-from module_map_reference import POSITIONS, reference_edges, trackml_event, with_noise
+from tests.module_map_reference import POSITIONS, reference_edges, trackml_event, with_noise
 
 
 def _inputs(event):
