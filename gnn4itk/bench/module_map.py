@@ -1,0 +1,217 @@
+"""Module-map figures: graph-building time and peak memory, map creation speed, coverage study.
+
+Timing mode (default): a map (``--map`` file, or built here from ``--map-events`` or from synthetic
+mu=200 events, ``--map-particles``), one event (``--event`` or a synthetic mu=200 event), the scripted
+and the eager builder; medians over ``--repeats`` after ``--warmup`` runs, with device sync.
+
+Coverage study (``--coverage-study``): maps built from growing numbers of particles (``--steps``), each
+evaluated on held-out events: coverage of true edges of target particles (pT >= 1 GeV) and edges per
+hit, plotted against the number of particles (``--plot``).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HELP = "module-map graph building (time, peak GPU memory, coverage) and map creation speed"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--map", default=None, help="module map (.npz or ROOT base); default: build one")
+    parser.add_argument("--map-events", default=None, help="build the map from this events directory")
+    parser.add_argument("--map-particles", type=float, default=2e6, help="synthetic particles for the map")
+    parser.add_argument("--save-map", default=None, help="save the map built here (.npz)")
+    parser.add_argument("--event", default=None, help="event prefix or directory (first event); default synthetic")
+    parser.add_argument("--mu", type=float, default=200, help="pile-up of the synthetic events")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--coverage-study", action="store_true", help="coverage and edges/hit vs map size")
+    parser.add_argument("--events", default=None, help="coverage study: events directory (default synthetic)")
+    parser.add_argument("--steps", default="1e4,3e4,1e5,3e5,1e6,2e6", help="coverage study: particle counts")
+    parser.add_argument("--test-events", type=int, default=2, help="coverage study: held-out events")
+    parser.add_argument("--plot", default="module_map_coverage.png", help="coverage study: plot file")
+
+
+def _events(directory: str | None, mu: float, seed: int, count: int | None = None):
+    from gnn4itk.event import iter_events
+    from module_map.synthetic import synthetic_events
+
+    if directory:
+        return iter_events(directory, limit=count)
+    return synthetic_events(count if count is not None else 10**9, mu=mu, seed=seed)
+
+
+def _inputs(event, device):
+    positions = torch.from_numpy(event.hits[["x", "y", "z", "r", "phi", "eta"]].to_numpy(np.float32)).to(device)
+    module_id = torch.from_numpy(event.hits["module_id"].to_numpy().copy()).to(device)
+    return positions, module_id
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _median_ms(fn, device: str, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(1e3 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def _get_map(args, figures: dict):
+    from module_map.build import MapBuilder
+    from module_map.map import load_map
+
+    if args.map:
+        start = time.perf_counter()
+        module_map = load_map(args.map)
+        figures["map_load_s"] = time.perf_counter() - start
+        return module_map
+    builder = MapBuilder()
+    target = int(args.map_particles)
+    events = _events(args.map_events, args.mu, seed=1_000_000)
+    for event in events:
+        builder.add_event(event)
+        if not args.map_events and builder.particles_seen >= target:
+            break
+    module_map = builder.finish()
+    figures.update(map_particles=builder.particles_seen, map_events=builder.events,
+                   map_build_particles_per_minute=builder.particles_per_minute())
+    if args.save_map:
+        module_map.save(args.save_map)
+    return module_map
+
+
+def run_timing(args) -> dict:
+    from gnn4itk.event import list_events, read_event
+    from module_map.coverage import edge_coverage, true_edges
+    from module_map.graph_builder import ModuleMapGraphBuilder
+    from module_map.synthetic import synthetic_event
+
+    figures = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+               "threads": torch.get_num_threads()}
+    module_map = _get_map(args, figures)
+    figures.update(map_triplets=module_map.num_triplets, map_doublets=module_map.num_doublets)
+    if args.event:
+        path = Path(args.event)
+        event = read_event(list_events(path)[0] if path.is_dir() else path)
+    else:
+        event = synthetic_event(mu=args.mu, seed=424242)
+    positions, module_id = _inputs(event, args.device)
+    eager = ModuleMapGraphBuilder(module_map).to(args.device)
+    scripted = torch.jit.script(eager)
+    warnings.simplefilter("ignore")  # unknown-module warnings would repeat every run
+    with torch.no_grad():
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        edge_index, _ = scripted(positions, module_id)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+            figures["peak_gpu_memory_MB"] = torch.cuda.max_memory_allocated() / 2**20
+            figures["peak_gpu_memory_above_inputs_MB"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+        figures.update(hits=len(positions), edges=int(edge_index.shape[1]),
+                       edges_per_hit=edge_index.shape[1] / max(len(positions), 1),
+                       unknown_module_hits=scripted.last_unknown)
+        if event.has_truth:
+            figures["coverage_pt1"] = edge_coverage(edge_index, true_edges(event), len(positions))
+        figures["scripted_ms"] = _median_ms(lambda: scripted(positions, module_id), args.device,
+                                            args.warmup, args.repeats)
+        figures["eager_ms"] = _median_ms(lambda: eager(positions, module_id), args.device,
+                                         args.warmup, args.repeats)
+    figures["eager_over_scripted"] = figures["eager_ms"] / figures["scripted_ms"]
+    _print(figures)
+    return figures
+
+
+def run_coverage(args) -> dict:
+    from module_map.build import MapBuilder
+    from module_map.coverage import edge_coverage, true_edges
+    from module_map.graph_builder import ModuleMapGraphBuilder
+
+    steps = sorted(int(float(s)) for s in args.steps.split(","))
+    if args.events:  # the first events are held out for testing, the rest build the maps
+        stream = _events(args.events, args.mu, seed=0)
+        tests = [next(stream) for _ in range(args.test_events)]
+    else:
+        tests = list(_events(None, args.mu, seed=7_000_000, count=args.test_events))
+        stream = _events(None, args.mu, seed=0)
+    truths = [true_edges(e) for e in tests]
+    builder = MapBuilder()
+    rows = []
+    warnings.simplefilter("ignore")
+    for step in steps:
+        for event in stream:
+            builder.add_event(event)
+            if builder.particles_seen >= step:
+                break
+        if builder.particles_seen < step and rows and rows[-1]["particles"] == builder.particles_seen:
+            break  # the events ran out
+        module_map = builder.finish()
+        graph = ModuleMapGraphBuilder(module_map).to(args.device)
+        covered, edges, hits = [], 0, 0
+        with torch.no_grad():
+            for event, truth in zip(tests, truths):
+                edge_index, _ = graph(*_inputs(event, args.device))
+                covered.append(edge_coverage(edge_index, truth, len(event.hits)))
+                edges += edge_index.shape[1]
+                hits += len(event.hits)
+        rows.append({"particles": builder.particles_seen, "events": builder.events,
+                     "triplets": module_map.num_triplets, "coverage_pt1": float(np.mean(covered)),
+                     "edges_per_hit": edges / hits})
+        print(f"{rows[-1]['particles']:>10,} particles ({rows[-1]['events']} events): coverage "
+              f"{rows[-1]['coverage_pt1']:.4f}, {rows[-1]['edges_per_hit']:.2f} edges/hit, "
+              f"{rows[-1]['triplets']:,} triplets", flush=True)
+    _plot(rows, args.plot)
+    return {"device": args.device, "source": args.events or f"synthetic mu={args.mu}", "rows": rows,
+            "plot": args.plot}
+
+
+def _plot(rows, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["particles"] for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(6, 6))
+    top.plot(x, [r["coverage_pt1"] for r in rows], "o-")
+    top.axhline(0.99, color="grey", ls="--", lw=1)
+    top.set_ylabel("true-edge coverage (pT >= 1 GeV)")
+    bottom.plot(x, [r["edges_per_hit"] for r in rows], "o-", color="tab:orange")
+    bottom.set_ylabel("edges per hit")
+    bottom.set_xlabel("particles used to build the map")
+    bottom.set_xscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _print(figures: dict) -> None:
+    width = max(len(k) for k in figures)
+    for key, value in figures.items():
+        text = f"{value:,.3f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+        print(f"{key:<{width}}  {text}")
+
+
+def run(args) -> dict:
+    if args.device == "cuda" and not torch.cuda.is_available():
+        from gnn4itk.cli import UserError
+
+        raise UserError("--device cuda: CUDA is not available")
+    return run_coverage(args) if args.coverage_study else run_timing(args)
