@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
@@ -192,6 +193,7 @@ class TritonServer:
         else:
             self.log_path = Path(log_file)
         self.process: subprocess.Popen | None = None
+        self._log_start = 0
 
     def _pick_ports(self) -> dict[str, int]:
         return {key: port or free_port() for key, port in self._requested_ports.items()}
@@ -258,6 +260,8 @@ class TritonServer:
         if self.process is not None:
             raise ServerError("server already started")
         env = {**os.environ, **self.installation.env}
+        # A given log file is appended to; this run's part starts here.
+        self._log_start = self.log_path.stat().st_size if self.log_path and self.log_path.exists() else 0
         with open(self.log_path or os.devnull, "ab") as log:
             self.process = subprocess.Popen(
                 self.command(),
@@ -333,12 +337,18 @@ class TritonServer:
 
     # -- inspection ----------------------------------------------------------------------------
     def log_text(self) -> str:
+        """This run's server log (empty when the log goes to the terminal)."""
         if self.log_path is None or not self.log_path.exists():
             return ""
-        return self.log_path.read_text(errors="replace")
+        with open(self.log_path, "rb") as log:
+            log.seek(self._log_start)
+            return log.read().decode(errors="replace")
 
     def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
+        """The server's error lines (Triton's ``E...`` lines and ``error:``), or the last ``lines`` lines."""
+        text = self.log_text().splitlines()
+        errors = [line for line in text if re.match(r"E\d{4} ", line) or line.startswith("error:")]
+        return "\n".join(errors[-lines:] if errors else text[-lines:])
 
     def processes(self) -> list[int]:
         """Process ids of the server and its descendants (python backend stubs)."""

@@ -16,7 +16,7 @@ pytest.importorskip("tritonclient.grpc", reason="tritonclient (the 'serve' extra
 
 from export.repository import write_model_repository  # noqa: E402
 from gnn4itk.serve import TritonServer  # noqa: E402
-from test_serving_repository import COLUMNS, reference_labels, toy_specs  # noqa: E402
+from tests.test_serving_repository import COLUMNS, reference_labels, toy_specs  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CLIENT = Path(__file__).resolve().parents[1] / "client" / "gnn4itk_client.py"

@@ -24,7 +24,7 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from export.repository import write_model_repository  # noqa: E402
 from gnn4itk.serve import TritonServer  # noqa: E402
-from test_serving_repository import POISON, reference_labels, toy_specs  # noqa: E402
+from tests.test_serving_repository import POISON, reference_labels, toy_specs  # noqa: E402
 
 pytestmark = pytest.mark.slow
 MAX_SPACEPOINTS = 5000
