@@ -149,3 +149,18 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_modes_constant_lists_every_mode():
     assert set(MODES) == {"cc_and_walk", "cc", "junction_removal"}
+
+
+def test_two_hits_joined_by_parallel_edges_are_dropped():
+    # Parallel edges make 0-1 branching, but a component of two hits is never a track.
+    labels, _ = build_both([(0, 1), (0, 1), (2, 3), (3, 4)], [0.9, 0.8, 0.9, 0.9])
+    assert labels == [2, 3, 4, -1]
+
+
+@pytest.mark.parametrize("mode", ["cc", "junction_removal"])
+def test_a_directed_cycle_of_simple_links_is_an_error(mode):
+    edges = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    with pytest.raises(RuntimeError, match="cycle"):
+        TrackBuilder(mode=mode).build(edges, torch.full((3,), 0.9), torch.arange(3.0))
+    with pytest.raises(ValueError, match="cycle"):
+        build_tracks_reference(edges.numpy(), np.full(3, 0.9), np.arange(3.0), mode=mode)

@@ -1,8 +1,8 @@
 """``TrackBuilder``: GNN4ITk track building as one scriptable ``nn.Module`` (CPU and CUDA).
 
 Same semantics as :func:`gnn4itk.track_building.reference.build_tracks_reference` (see
-``docs/track_building.md``), computed with whole-graph torch ops: components by label propagation,
-the walkthrough by :func:`gnn4itk.track_building.walk.walk_tracks`.
+``docs/track_building.md``), computed with whole-graph torch ops: simple-path components by chain contraction
+(:func:`~gnn4itk.track_building.ops.split_components`), the walkthrough by :func:`gnn4itk.track_building.walk.walk_tracks`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
-from gnn4itk.track_building.ops import best_edge_mask, connected_components
+from gnn4itk.track_building.ops import best_edge_mask, split_components
 from gnn4itk.track_building.reference import MODES
 from gnn4itk.track_building.walk import walk_tracks
 
@@ -88,14 +88,9 @@ class TrackBuilder(nn.Module):
             kept = keep.nonzero().squeeze(1)
             src, dst, score = src[kept], dst[kept], score[kept]
 
-        component = connected_components(src, dst, num_hits)
-        branchy = (torch.bincount(src, minlength=num_hits) > 1) | (torch.bincount(dst, minlength=num_hits) > 1)
-        component_branchy = torch.zeros(num_hits, dtype=torch.long, device=src.device)
-        component_branchy = component_branchy.scatter_reduce(0, component, branchy.long(), "amax")[component] > 0
-        large = torch.bincount(component, minlength=num_hits)[component] >= 3
-        track_of = torch.where(large & ~component_branchy, component, torch.full_like(component, -1))
+        track_of, walk_hit = split_components(src, dst, num_hits)
         if self.mode == "cc_and_walk":
-            track_of = self._walk(src, dst, score, large & component_branchy, track_of)
+            track_of = self._walk(src, dst, score, walk_hit, track_of)
         return labels_from_track_of(track_of, r2z2)
 
     def _filtered_edges(self, edge_index: Tensor, scores: Tensor, r2z2: Tensor) -> Tuple[Tensor, Tensor, Tensor]:

@@ -47,36 +47,6 @@ def best_edge_mask(node: Tensor, other: Tensor, score: Tensor, valid: Tensor, nu
     return candidate & (tie_key == best[node])
 
 
-def connected_components(src: Tensor, dst: Tensor, num_nodes: int) -> Tensor:
-    """Weakly connected components by min-label propagation with root hooking and pointer jumping.
-
-    Labels only ever decrease and always name a node of the same component, so the fixed point gives
-    every node the smallest row index of its component. Converges in O(log(diameter)) rounds on
-    track-like graphs (one host sync per round).
-
-    Args:
-        src, dst: LongTensor [E], edges (direction ignored).
-        num_nodes: N.
-
-    Returns:
-        LongTensor [N], the smallest node index of each node's component (isolated nodes: themselves).
-    """
-    label = torch.arange(num_nodes, device=src.device)
-    changed = True
-    while changed:
-        label_src, label_dst = label[src], label[dst]
-        new = label.clone()
-        new.scatter_reduce_(0, src, label_dst, "amin")
-        new.scatter_reduce_(0, dst, label_src, "amin")
-        # Hook the current representatives too: it merges whole trees per round, not single nodes.
-        new.scatter_reduce_(0, label_src, label_dst, "amin")
-        new.scatter_reduce_(0, label_dst, label_src, "amin")
-        new = torch.minimum(new, new[new])
-        changed = not torch.equal(new, label)
-        label = new
-    return label
-
-
 def list_heads(prev: Tensor) -> Tuple[Tensor, Tensor]:
     """Head and position of every node in linked lists given by predecessor pointers (-1 = head).
 
@@ -101,8 +71,70 @@ def list_heads(prev: Tensor) -> Tuple[Tensor, Tensor]:
         distance = distance + distance[pointer]
         pointer = jumped
     if not torch.equal(pointer[pointer], pointer):
-        raise RuntimeError("the walk graph has a directed cycle; orient the edges (orient=True)")
+        raise RuntimeError("the graph has a directed cycle; orient the edges (orient=True)")
     return pointer, distance
+
+
+def build_segments(src: Tensor, dst: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Contract unbranched chains into segments.
+
+    An edge ``u -> v`` is a *link* when ``out(u) == 1`` and ``in(v) == 1``; maximal runs of links are
+    segments. Every other edge joins the last hit of one segment to the head of another.
+
+    Args:
+        src, dst: LongTensor [E], directed edges over ``num_nodes`` nodes.
+        num_nodes: N.
+
+    Returns:
+        ``head`` LongTensor [N] (head node of each node's segment), ``seg_len`` LongTensor [N] (hits
+        in the segment at head indices, 0 elsewhere) and ``link`` BoolTensor [E].
+
+    Raises:
+        RuntimeError: if links form a directed cycle.
+    """
+    out_deg = torch.bincount(src, minlength=num_nodes)
+    in_deg = torch.bincount(dst, minlength=num_nodes)
+    link = (out_deg[src] == 1) & (in_deg[dst] == 1)
+    prev = torch.full((num_nodes + 1,), -1, dtype=torch.long, device=src.device)
+    prev.scatter_(0, torch.where(link, dst, num_nodes), src)
+    head, position = list_heads(prev[:num_nodes])
+    seg_len = torch.zeros(num_nodes, dtype=torch.long, device=src.device)
+    seg_len = seg_len.scatter_reduce(0, head, position + 1, "amax")
+    return head, seg_len, link
+
+
+def split_components(src: Tensor, dst: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
+    """Weakly connected components that are simple paths, and those that need the walk.
+
+    A component is a simple path (all in- and out-degrees <= 1) exactly when it is one segment that
+    no non-link edge touches, so no component labelling is needed: one pointer-jumping pass finds
+    them. Components of fewer than 3 hits are dropped; the only branching ones are two hits joined
+    by parallel edges, recognised by each hit having the other as its only neighbour.
+
+    Args:
+        src, dst: LongTensor [E], directed edges (no self-loops) over ``num_nodes`` nodes.
+        num_nodes: N.
+
+    Returns:
+        ``track_of`` LongTensor [N]: head of the simple path (>= 3 hits) of each hit, -1 elsewhere;
+        ``walk_hit`` BoolTensor [N]: hit of a branching component with >= 3 hits.
+    """
+    head, seg_len, link = build_segments(src, dst, num_nodes)
+    spare = torch.full_like(src, num_nodes)
+    between = ~link
+    touching = torch.cat([torch.where(between, head[src], spare), torch.where(between, dst, spare)])
+    branching = (torch.bincount(touching, minlength=num_nodes + 1) > 0)[head]
+    track_of = torch.where(~branching & (seg_len[head] >= 3), head, -1)
+    ends, others = torch.cat([src, dst]), torch.cat([dst, src])
+    lowest = torch.full((num_nodes,), num_nodes, dtype=torch.long, device=src.device)
+    lowest = lowest.scatter_reduce(0, ends, others, "amin")
+    highest = torch.full((num_nodes,), -1, dtype=torch.long, device=src.device)
+    highest = highest.scatter_reduce(0, ends, others, "amax")
+    partner = torch.where(lowest == highest, lowest, num_nodes)  # the only neighbour, if one
+    partner_ext = torch.cat([partner, torch.full((1,), -1, dtype=torch.long, device=src.device)])
+    nodes = torch.arange(num_nodes, device=src.device)
+    in_pair = partner_ext[partner] == nodes
+    return track_of, branching & ~in_pair
 
 
 def segment_depths(seg_src: Tensor, seg_dst: Tensor, seg_len: Tensor, num_heads: int) -> Tuple[Tensor, int]:

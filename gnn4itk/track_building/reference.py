@@ -147,9 +147,12 @@ def _split_components(edges, num_hits) -> tuple[list[list[int]], set[int]]:
         in_deg[dst] += 1
     simple, walk_nodes = [], set()
     for nodes in _components(edges, num_hits).values():
+        is_simple = all(in_deg[n] <= 1 and out_deg[n] <= 1 for n in nodes)
+        if is_simple and sum(out_deg[n] for n in nodes) == len(nodes):  # as many edges as hits
+            raise ValueError("the graph has a directed cycle; orient the edges (orient=True)")
         if len(nodes) < 3:
             continue
-        if all(in_deg[n] <= 1 and out_deg[n] <= 1 for n in nodes):
+        if is_simple:
             simple.append(nodes)
         else:
             walk_nodes.update(nodes)

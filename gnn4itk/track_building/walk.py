@@ -24,35 +24,10 @@ path over unused hits. This module computes the same tracks with a constant numb
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import torch
 from torch import Tensor
 
-from gnn4itk.track_building.ops import best_edge_mask, big_key, list_heads, segment_depths
-
-
-def build_segments(src: Tensor, dst: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor, Tensor]:
-    """Contract unbranched chains of a DAG into segments.
-
-    Args:
-        src, dst: LongTensor [E], directed edges over ``num_nodes`` nodes.
-        num_nodes: N.
-
-    Returns:
-        ``head`` LongTensor [N] (head node of each node's segment), ``seg_len`` LongTensor [N] (hits
-        in the segment at head indices, 0 elsewhere) and ``link`` BoolTensor [E] (edge inside a
-        segment; the others join a segment's last hit to another segment's head).
-    """
-    out_deg = torch.bincount(src, minlength=num_nodes)
-    in_deg = torch.bincount(dst, minlength=num_nodes)
-    link = (out_deg[src] == 1) & (in_deg[dst] == 1)
-    prev = torch.full((num_nodes + 1,), -1, dtype=torch.long, device=src.device)
-    prev.scatter_(0, torch.where(link, dst, torch.full_like(dst, num_nodes)), src)
-    head, position = list_heads(prev[:num_nodes])
-    seg_len = torch.zeros(num_nodes, dtype=torch.long, device=src.device)
-    seg_len = seg_len.scatter_reduce(0, head, position + 1, "amax")
-    return head, seg_len, link
+from gnn4itk.track_building.ops import big_key, build_segments, segment_depths
 
 
 def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tensor:
