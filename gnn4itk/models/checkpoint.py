@@ -64,19 +64,22 @@ def build_model(hparams: dict, state_dict: dict | None = None) -> nn.Module:
     return MODEL_CLASSES[model_name(hparams, state_dict)](plain_hparams(hparams))
 
 
+# Lightning stores ``hyper_parameters`` as an AttributeDict (a dict subclass). weights_only unpickling
+# cannot fill dict subclasses, so each is read as a plain dict instead: nothing of Lightning is imported
+# or run, and the classes need not even be installed.
+_ATTRIBUTE_DICTS = (
+    "lightning.fabric.utilities.data.AttributeDict",
+    "lightning_fabric.utilities.data.AttributeDict",
+    "pytorch_lightning.utilities.parsing.AttributeDict",
+)
+
+
 def _safe_globals() -> list:
-    """Classes that Lightning puts in checkpoints and that unpickle without running code."""
-    allowed = []
-    for module_name in ("lightning.fabric.utilities.data", "lightning_fabric.utilities.data", "pytorch_lightning.utilities.parsing"):
-        try:
-            module = __import__(module_name, fromlist=["AttributeDict"])
-            allowed.append(module.AttributeDict)
-        except (ImportError, AttributeError):
-            pass
+    """What weights_only loading may accept beyond tensors and containers: AttributeDicts as dicts,
+    and the pathlib classes that Lightning callbacks may store."""
     import pathlib
 
-    allowed += [pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath, pathlib.PureWindowsPath]
-    return allowed
+    return [(dict, name) for name in _ATTRIBUTE_DICTS] + [pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath, pathlib.PureWindowsPath]
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -1,0 +1,182 @@
+"""Learned stages: TorchScript equality, the radius graph against brute force, filter chunks."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gnn4itk.models import (
+    DoubleMetricLearning,
+    Filter,
+    InteractionGNN2,
+    MetricLearning,
+    RadiusGraph,
+    radius_graph,
+)
+
+FEATURES = ["r", "phi", "z", "eta"]
+EDGE_FEATURES = ["dr", "dphi", "dz", "deta", "phislope", "rphislope"]
+
+
+def gnn_hparams(**changes):
+    hparams = dict(
+        node_features=FEATURES,
+        edge_features=EDGE_FEATURES,
+        hidden=16,
+        n_graph_iters=3,
+        n_node_net_layers=2,
+        n_edge_net_layers=2,
+        n_edge_decoder_layers=2,
+        batchnorm=True,
+        output_activation="ReLU",
+    )
+    hparams.update(changes)
+    return hparams
+
+
+def random_graph(n=40, e=150, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 4, generator=g), torch.randint(0, n, (2, e), generator=g), torch.randn(e, 6, generator=g)
+
+
+@pytest.mark.parametrize("node_rec,edge_rec", list(itertools.product([True, False], repeat=2)))
+@pytest.mark.parametrize("with_edge_features", [True, False])
+def test_interaction_gnn_scripted_equals_eager(node_rec, edge_rec, with_edge_features):
+    hp = gnn_hparams(
+        node_net_recurrent=node_rec,
+        edge_net_recurrent=edge_rec,
+        edge_features=EDGE_FEATURES if with_edge_features else [],
+        concat=node_rec,  # vary the remaining switches across the grid as well
+        in_out_diff_agg=edge_rec,
+    )
+    model = InteractionGNN2(hp).eval()
+    scripted = torch.jit.script(model)
+    x, edge_index, edge_attr = random_graph()
+    attr = edge_attr if with_edge_features else None
+    expected = model(x, edge_index, attr)
+    assert expected.shape == (edge_index.shape[1],)
+    torch.testing.assert_close(scripted(x, edge_index, attr), expected, rtol=0, atol=1e-6)
+
+
+def test_interaction_gnn_layout_per_iteration():
+    chained = InteractionGNN2(gnn_hparams(node_net_recurrent=False, edge_net_recurrent=False)).state_dict()
+    shared = InteractionGNN2(gnn_hparams()).state_dict()
+    assert "node_network.2.0.weight" in chained and "edge_network.0.3.weight" in chained
+    assert "node_network.0.weight" in shared and "node_network.2.0.weight" not in shared
+    # Linear, BatchNorm, ReLU per hidden layer: the second Linear sits at index 3, as in acorn.
+    assert "node_encoder.3.weight" in shared and "node_encoder.1.weight" in shared
+    assert shared["edge_output_transform.3.weight"].shape == (1, 16)
+
+
+def test_interaction_gnn_requires_edge_features():
+    model = InteractionGNN2(gnn_hparams())
+    x, edge_index, _ = random_graph()
+    with pytest.raises(ValueError, match="edge_attr"):
+        model(x, edge_index, None)
+
+
+def test_interaction_gnn_names_missing_hparams():
+    with pytest.raises(ValueError, match="n_graph_iters"):
+        InteractionGNN2({"node_features": FEATURES, "hidden": 8})
+
+
+def test_metric_learning_scripted_and_normalised():
+    hp = dict(node_features=FEATURES * 3, emb_hidden=32, nb_layer=3, emb_dim=12, activation="Tanh")
+    x = torch.randn(64, 12)
+    single = MetricLearning(hp).eval()
+    out = single(x)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(64))
+    torch.testing.assert_close(torch.jit.script(single)(x), out, rtol=0, atol=0)
+    double = DoubleMetricLearning(hp).eval()
+    src, tgt = double(x)
+    scripted_src, scripted_tgt = torch.jit.script(double)(x)
+    torch.testing.assert_close(scripted_src, src, rtol=0, atol=0)
+    torch.testing.assert_close(scripted_tgt, tgt, rtol=0, atol=0)
+    assert not torch.allclose(src, tgt)
+    assert set(double.state_dict()) >= {"network.0.weight", "src_decoder.0.weight", "tgt_decoder.0.weight"}
+
+
+def test_filter_scripted_chunks_and_cut():
+    hp = dict(node_features=FEATURES, hidden=32, nb_layer=3, layernorm=True, hidden_activation="SiLU", filter_batches=4, filter_cut=0.5)
+    model = Filter(hp).eval()
+    x, edge_index, _ = random_graph(e=101)
+    logits = model(x, edge_index)
+    # Without BatchNorm the chunking cannot change the scores.
+    whole = Filter({**hp, "filter_batches": 1}).eval()
+    whole.load_state_dict(model.state_dict())
+    torch.testing.assert_close(whole(x, edge_index), logits)
+    scripted = torch.jit.script(model)
+    torch.testing.assert_close(scripted(x, edge_index), logits, rtol=0, atol=0)
+    kept, scores = scripted.select(x, edge_index)
+    assert torch.equal(kept, edge_index[:, torch.sigmoid(logits) > 0.5])
+    assert (scores > 0.5).all()
+    assert [k for k in model.state_dict() if k.endswith("weight")] == ["net.0.weight", "net.3.weight", "net.6.weight", "net.9.weight"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Radius graph
+
+
+def reference_radius_graph(query, database, r, k):
+    """Plain-python definition: pairs i != j closer than r, the k nearest per i."""
+    d = ((query[:, None, :].double() - database[None].double()) ** 2).sum(-1)
+    edges = []
+    for i in range(query.shape[0]):
+        near = [j for j in range(database.shape[0]) if j != i and d[i, j] < r * r]
+        near.sort(key=lambda j: d[i, j].item())
+        edges += [(i, j) for j in near[:k]]
+    return sorted(edges)
+
+
+def as_pairs(edge_index):
+    return sorted(map(tuple, edge_index.t().tolist()))
+
+
+def sphere(n, dim, seed):
+    return F.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)), dim=1)
+
+
+@pytest.mark.parametrize("method,rotate,grid_dims", [("grid", False, 3), ("grid", True, 3), ("grid", False, 1), ("grid", True, 4), ("brute", False, 3)])
+@pytest.mark.parametrize("double", [False, True])
+@pytest.mark.parametrize("n,dim,r,k", [(300, 3, 0.3, 4), (250, 8, 0.6, 1000), (200, 12, 0.8, 7)])
+def test_radius_graph_matches_brute_force(method, rotate, grid_dims, double, n, dim, r, k):
+    query = sphere(n, dim, seed=n + dim)
+    database = sphere(n, dim, seed=n + dim + 1) if double else None
+    expected = reference_radius_graph(query, query if database is None else database, r, k)
+    assert expected, "the case must contain edges"
+    # A small candidate budget forces many query chunks in the grid path.
+    edges = radius_graph(query, database, r, k, method=method, rotate=rotate, grid_dims=grid_dims, max_candidates=2000, block_rows=64)
+    assert as_pairs(edges) == expected
+    # Grouped by query row, as documented.
+    assert torch.all(edges[0][1:] >= edges[0][:-1])
+
+
+def test_radius_graph_k_max_keeps_nearest():
+    query = sphere(400, 3, seed=3)
+    full = radius_graph(query, None, 0.5, 10_000)
+    capped = radius_graph(query, None, 0.5, 3)
+    assert torch.bincount(capped[0], minlength=400).max() == 3
+    assert torch.bincount(full[0], minlength=400).max() > 3
+    assert as_pairs(capped) == reference_radius_graph(query, query, 0.5, 3)
+
+
+def test_radius_graph_module_scripts_and_validates():
+    query = sphere(200, 6, seed=5)
+    for method in ("grid", "brute"):
+        module = RadiusGraph(0.5, 20, method=method, rotate=True)
+        scripted = torch.jit.script(module)
+        assert torch.equal(scripted(query), module(query))
+        assert torch.equal(scripted(query, query.flip(0)), module(query, query.flip(0)))
+    with pytest.raises(ValueError, match="method"):
+        RadiusGraph(method="kdtree")
+    with pytest.raises(ValueError, match="same D"):
+        radius_graph(query, query[:, :3], 0.1, 5)
+
+
+def test_radius_graph_empty_inputs():
+    empty = torch.zeros(0, 4)
+    assert radius_graph(empty, None, 0.1, 5).shape == (2, 0)
+    far = torch.eye(4)  # pairwise distance sqrt(2)
+    for method in ("grid", "brute"):
+        assert radius_graph(far, None, 0.5, 5, method=method).shape == (2, 0)
