@@ -3,6 +3,7 @@
 The toy TorchScript pipelines defined here are also used by the server and client tests.
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -215,3 +216,34 @@ def test_toy_pipeline_stages_match_the_fused_module():
     chained = ScoreToLabels()(FirstColumn()(torch.from_numpy(features)))
     np.testing.assert_array_equal(chained.numpy(), reference_labels(features))
     assert reference_labels(-np.ones((5, 4), np.float32)).tolist() == [-1]
+
+
+def test_tritonserver_on_path_is_preferred(tmp_path, monkeypatch):
+    from gnn4itk.serve import find_tritonserver
+
+    fake = tmp_path / "bin" / "tritonserver"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    found = find_tritonserver(cache_dir=tmp_path / "cache")
+    assert found.source == "PATH" and found.binary == fake and found.backend_dir is None
+    assert not (tmp_path / "cache").exists()  # the NGC install has its own backends
+
+
+def test_wheel_backends_get_the_stub_of_this_python(tmp_path, monkeypatch):
+    import shutil
+    import sys
+
+    pytest.importorskip("pytriton", reason="nvidia-pytriton (the 'serve' extra) is not installed")
+    from gnn4itk.serve import find_tritonserver
+
+    if shutil.which("tritonserver"):
+        monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    found = find_tritonserver(cache_dir=tmp_path)
+    stub = found.backend_dir / "python" / "triton_python_backend_stub"
+    assert found.source.startswith("nvidia-pytriton") and stub.is_file()
+    assert (found.backend_dir / "python" / "libtriton_python.so").is_file()
+    assert f"py{sys.version_info.major}.{sys.version_info.minor}" in str(found.backend_dir)
+    assert found.env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+    assert find_tritonserver(cache_dir=tmp_path).backend_dir == found.backend_dir  # assembled once, reused
