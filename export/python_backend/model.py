@@ -122,6 +122,9 @@ class TritonPythonModel:
             inputs.append(value.to(self.device, non_blocking=True))
         with torch.inference_mode():
             result = self.module(*inputs)
+        if self.device.type == "cuda":
+            # DLPack hands Triton the raw buffers: the kernels writing them must have finished.
+            torch.cuda.synchronize(self.device)
         values = list(result) if isinstance(result, (tuple, list)) else [result]
         if len(values) != len(self.output_names):
             raise RuntimeError(f"the module returned {len(values)} tensors, the config declares {self.output_names}")
