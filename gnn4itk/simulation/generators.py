@@ -165,6 +165,12 @@ class Pythia8Source:
         (root / "pythia8").mkdir(parents=True, exist_ok=True)
         return root / "pythia8" / f"mpi-init-{key}.dat"
 
+    def restart(self) -> None:
+        """Initialise again from the cache file: forget everything earlier events changed (e.g. the cross-section
+        maxima Pythia raises when they are violated), so that an event never depends on the ones before it."""
+        if not self.pythia.init():
+            raise RuntimeError(f"Pythia8 re-initialisation failed for {self.process}")
+
     def vertex(self, rng: np.random.Generator, vertex: np.ndarray, vertex_number: int) -> pd.DataFrame:
         """Final-state particles of one collision placed at ``vertex`` (float [4], mm)."""
         self.pythia.rndm.init(int(rng.integers(1, 900_000_000)))
@@ -276,6 +282,9 @@ class CrossingGenerator:
     def __call__(self, event_id: int) -> tuple[pd.DataFrame, dict]:
         """Particles of crossing ``event_id`` and a description of it (vertex counts, generator)."""
         rng = event_rng(self.config.seed, event_id)
+        for source in (self._hard, self._minbias):
+            if source is not None:
+                source.restart()
         n_pileup = int(rng.poisson(self.config.pileup))
         n_hard = 1 if self._hard is not None else 0
         vertices = beam_spot_vertices(rng, n_hard + n_pileup)

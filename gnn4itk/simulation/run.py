@@ -1,9 +1,10 @@
-"""Simulate many events: sequential generation, parallel Fatras + digitisation, Parquet output, a summary.
+"""Simulate many events in parallel processes: generation, Fatras + digitisation, Parquet output, a summary.
 
-Generation (Pythia8 needs a slow initialisation and keeps internal state) runs in the calling process, in
-event order; each event's particles then go to a worker process that runs ACTS, converts to an
-:class:`~gnn4itk.event.Event` and writes it. All ACTS and noise random numbers derive from
-``(seed, event_id)``, so the output does not depend on the number of worker processes.
+Each event is made whole by one process (``--jobs`` spawned workers, or the calling process for one job):
+generate the crossing, run ACTS, convert to an :class:`~gnn4itk.event.Event`, write it. Nothing carries over
+from one event to the next: Pythia8 is re-initialised from its cache file before every event
+(:meth:`~gnn4itk.simulation.generators.Pythia8Source.restart`) and all random numbers derive from
+``(seed, event_id)``, so the output does not depend on the number of workers or on which worker made what.
 """
 
 from __future__ import annotations
@@ -84,13 +85,26 @@ def simulate_particles(particles: pd.DataFrame, info: dict, config: SimulationCo
 def simulate_event(config: SimulationConfig, event_id: int = 0) -> Event:
     """Generate and simulate one event in this process (convenient for tests and notebooks)."""
     config.validate()
-    particles, info = CrossingGenerator(config.generator)(event_id)
+    particles, info = _generator_for(config.generator)(event_id)
     return simulate_particles(particles, info, config, event_id)
 
 
-def _simulate_and_write(particles, info, config: SimulationConfig, event_id: int, output: str) -> dict:
-    """Worker task: simulate one event, write it, return its counts and timing."""
+_GENERATORS: dict = {}  # per process: one CrossingGenerator per GeneratorConfig (Pythia is slow to set up)
+
+
+def _generator_for(config: GeneratorConfig) -> CrossingGenerator:
+    key = repr(config)
+    if key not in _GENERATORS:
+        _GENERATORS[key] = CrossingGenerator(config)
+    return _GENERATORS[key]
+
+
+def _make_event(config: SimulationConfig, event_id: int, output: str) -> dict:
+    """Worker task: generate, simulate and write one event; return its counts and timing."""
+    generator = _generator_for(config.generator)
     start, cpu_start = time.perf_counter(), time.process_time()
+    particles, info = generator(event_id)
+    generated, generated_cpu = time.perf_counter(), time.process_time()
     event = simulate_particles(particles, info, config, event_id)
     write_event(event, output)
     counts = event.summary()
@@ -101,8 +115,10 @@ def _simulate_and_write(particles, info, config: SimulationConfig, event_id: int
         "particles": counts["particles"],
         "particles_with_hits": counts["particles_with_hits"],
         "primary_particles": counts["primary_particles"],
-        "simulation_s": time.perf_counter() - start,
-        "simulation_cpu_s": time.process_time() - cpu_start,
+        "generation_s": generated - start,
+        "generation_cpu_s": generated_cpu - cpu_start,
+        "simulation_s": time.perf_counter() - generated,
+        "simulation_cpu_s": time.process_time() - generated_cpu,
     }
 
 
@@ -115,7 +131,7 @@ def simulate_events(
         config: simulation settings.
         events: number of events.
         output: directory for the Parquet files (:func:`gnn4itk.event.write_event`).
-        jobs: worker processes for simulation (1 = all in this process).
+        jobs: worker processes (1 = all in this process).
         progress: show a progress bar.
 
     Returns:
@@ -131,44 +147,26 @@ def simulate_events(
     output = str(output)
     Path(output).mkdir(parents=True, exist_ok=True)
     wall_start = time.perf_counter()
-    generator = CrossingGenerator(config.generator)
+    # Set up the generator here first: it writes the Pythia8 cache files (once) before workers read them.
+    generator = _generator_for(config.generator)
     init_s = time.perf_counter() - wall_start
-    generation_s, generation_cpu_s = [], []
     results = []
-
-    def generate(event_id):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        particles, info = generator(event_id)
-        generation_s.append(time.perf_counter() - start)
-        generation_cpu_s.append(time.process_time() - cpu_start)
-        return particles, info
-
     bar = tqdm(total=events, desc="simulate", unit="event", disable=not progress)
     if jobs == 1:
         for event_id in range(events):
-            particles, info = generate(event_id)
-            results.append(_simulate_and_write(particles, info, config, event_id, output))
+            results.append(_make_event(config, event_id, output))
             bar.update()
     else:
-        # spawn: workers start clean (no copied Pythia or ACTS state); at most 2 events per worker queued.
+        # spawn: workers start clean, with no copy of this process's Pythia or ACTS state.
         context = multiprocessing.get_context("spawn")
         with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            pending = set()
-            for event_id in range(events):
-                particles, info = generate(event_id)
-                pending.add(pool.submit(_simulate_and_write, particles, info, config, event_id, output))
-                while len(pending) >= 2 * jobs:
-                    done, pending = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
-                    results.extend(f.result() for f in done)
-                    bar.update(len(done))
-            for done in futures.as_completed(pending):
+            tasks = [pool.submit(_make_event, config, event_id, output) for event_id in range(events)]
+            for done in futures.as_completed(tasks):
                 results.append(done.result())
                 bar.update()
     bar.close()
     wall_s = time.perf_counter() - wall_start
     rows = pd.DataFrame(sorted(results, key=lambda r: r["event_id"]))
-    rows["generation_s"] = generation_s
-    rows["generation_cpu_s"] = generation_cpu_s
     return {
         "events": events,
         "output": output,
@@ -207,9 +205,9 @@ def format_summary(summary: dict) -> str:
             f"  particles        {summary['mean_particles']:.0f} per event "
             f"(with hits {summary['mean_particles_with_hits']:.0f}, primary {summary['mean_primary_particles']:.0f})",
             f"  seconds/event    {summary['wall_s_per_event']:.2f} wall (all steps, {summary['jobs']} job(s)); "
-            f"generator init {summary['generator_init_s']:.1f} s once",
+            f"generator set-up {summary['generator_init_s']:.1f} s",
             f"    generation     {summary['generation_s_per_event']:.2f} wall, "
-            f"{summary['generation_cpu_s_per_event']:.2f} CPU",
+            f"{summary['generation_cpu_s_per_event']:.2f} CPU (incl. Pythia8 re-initialisation)",
             f"    simulation     {summary['simulation_s_per_event']:.2f} wall, "
             f"{summary['simulation_cpu_s_per_event']:.2f} CPU (Fatras, digitisation, conversion, write)",
         ]
