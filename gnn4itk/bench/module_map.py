@@ -36,6 +36,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--events", default=None, help="coverage study: events directory (default synthetic)")
     parser.add_argument("--steps", default="1e4,3e4,1e5,3e5,1e6,2e6", help="coverage study: particle counts")
     parser.add_argument("--test-events", type=int, default=2, help="coverage study: held-out events")
+    parser.add_argument("--test-mu", type=float, default=None, help="coverage study: pile-up of synthetic "
+                        "test events (default --mu; coverage does not drop with pile-up, fewer hits are faster)")
     parser.add_argument("--plot", default="module_map_coverage.png", help="coverage study: plot file")
 
 
@@ -149,7 +151,8 @@ def run_coverage(args) -> dict:
         stream = _events(args.events, args.mu, seed=0)
         tests = [next(stream) for _ in range(args.test_events)]
     else:
-        tests = list(_events(None, args.mu, seed=7_000_000, count=args.test_events))
+        test_mu = args.test_mu if args.test_mu is not None else args.mu
+        tests = list(_events(None, test_mu, seed=7_000_000, count=args.test_events))
         stream = _events(None, args.mu, seed=0)
     truths = [true_edges(e) for e in tests]
     builder = MapBuilder()
