@@ -52,49 +52,79 @@ def _torch_load(path: Path):
         ) from None
 
 
-def _check_tensor(tensor, where: str):
+def _check_tensor(tensor, where: str, columns=INFERENCE_COLUMNS):
     import torch
 
     if not isinstance(tensor, torch.Tensor):
         raise ValueError(f"{where} is a {type(tensor).__name__}, not a tensor")
-    if tensor.ndim != 2 or tensor.shape[1] != len(INFERENCE_COLUMNS):
+    if tensor.ndim != 2 or tensor.shape[1] != len(columns):
         raise ValueError(
-            f"{where} has shape {list(tensor.shape)}; the GNN4ITk inference input is [N, {len(INFERENCE_COLUMNS)}] "
-            f"with columns {INFERENCE_COLUMNS}"
+            f"{where} has shape {list(tensor.shape)}; the expected input is [N, {len(columns)}] "
+            f"with columns {list(columns)}"
         )
     if not tensor.is_floating_point():
         raise ValueError(f"{where} has dtype {tensor.dtype}; expected float32")
     return tensor.float()
 
 
-def _tensor_from_dict(content: dict, where: str):
+def _tensor_from_dict(content: dict, where: str, columns=INFERENCE_COLUMNS):
     for key in TENSOR_KEYS:
         if key in content:
-            return _check_tensor(content[key], f"{where}[{key!r}]")
+            return _check_tensor(content[key], f"{where}[{key!r}]", columns)
     import torch
 
     tensors = {k: v for k, v in content.items() if isinstance(v, torch.Tensor) and v.ndim == 2}
     if len(tensors) == 1:
         key, value = next(iter(tensors.items()))
-        return _check_tensor(value, f"{where}[{key!r}]")
+        return _check_tensor(value, f"{where}[{key!r}]", columns)
     raise ValueError(
-        f"{where} is a dict with keys {list(content)}; expected one of {list(TENSOR_KEYS)} holding a [N, 16] tensor"
+        f"{where} is a dict with keys {list(content)}; expected one of {list(TENSOR_KEYS)} "
+        f"holding a [N, {len(columns)}] tensor"
     )
 
 
-def _tensor_from_pyg(data, where: str):
+def _tensor_from_pyg(data, where: str, wanted=INFERENCE_COLUMNS):
     import torch
 
     x = getattr(data, "x", None)
     if x is not None:
-        return _check_tensor(x, f"{where}.x")
+        return _check_tensor(x, f"{where}.x", wanted)
     columns = []
-    for name in INFERENCE_COLUMNS:
+    for name in wanted:
         value = next((getattr(data, n) for n in (name, f"hit_{name}") if getattr(data, n, None) is not None), None)
         if value is None:
             raise ValueError(f"{where} (PyG Data) has neither x nor a node attribute {name!r} / 'hit_{name}'")
         columns.append(torch.as_tensor(value).reshape(-1).double())
     return torch.stack(columns, dim=1).float()
+
+
+def load_features(path: str | Path, columns=INFERENCE_COLUMNS):
+    """The FEATURES tensor stored in a ``.pt`` file, exactly as stored (no recomputed columns).
+
+    Args:
+        path: ``.pt`` file with a float tensor [N, F], a dict holding one, or a PyG ``Data``.
+        columns: the F column names expected (default the 16 GNN4ITk inference columns).
+
+    Returns:
+        (FloatTensor [N, F] float32, the dict's ``event_id`` or None).
+
+    Raises:
+        FileNotFoundError, or ValueError naming the problem (width, dtype, disallowed content).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file {path}")
+    content = _torch_load(path)
+    event_id = None
+    if isinstance(content, dict):
+        tensor = _tensor_from_dict(content, str(path), columns)
+        if "event_id" in content:
+            event_id = int(content["event_id"])
+    elif type(content).__name__ == "Data" and type(content).__module__.startswith("torch_geometric"):
+        tensor = _tensor_from_pyg(content, str(path), columns)
+    else:
+        tensor = _check_tensor(content, str(path), columns)
+    return tensor, event_id
 
 
 def load_event(path: str | Path, geometry=None, event_id: int | None = None) -> Event:
@@ -121,18 +151,8 @@ def load_event(path: str | Path, geometry=None, event_id: int | None = None) -> 
     if is_trackml_event(path):
         return read_trackml_event(path, geometry=geometry)
     if path.suffix == ".pt":
-        if not path.exists():
-            raise FileNotFoundError(f"no such file {path}")
-        content = _torch_load(path)
-        if isinstance(content, dict):
-            tensor = _tensor_from_dict(content, str(path))
-            if event_id is None and "event_id" in content:
-                event_id = int(content["event_id"])
-        elif type(content).__name__ == "Data" and type(content).__module__.startswith("torch_geometric"):
-            tensor = _tensor_from_pyg(content, str(path))
-        else:
-            tensor = _check_tensor(content, str(path))
-        event = Event.from_inference_tensor(tensor, event_id=event_id or 0)
+        tensor, stored_id = load_features(path)
+        event = Event.from_inference_tensor(tensor, event_id=event_id if event_id is not None else stored_id or 0)
         event.meta.update({"source": "tensor", "path": str(path)})
         return event
     if path.is_dir():
