@@ -163,7 +163,14 @@ def test_concurrent_clients_mixing_good_and_bad_requests(server):
     """8 clients x 50 requests, every 5th one bad: good ones all correct, memory flat after warm-up."""
     good = [event(300 + 50 * i, seed=i) for i in range(4)]
     expected = [reference_labels(f) for f in good]
-    bad = np.zeros((10, 3), np.float32)
+    poisoned = event(30)
+    poisoned[0, 1] = POISON
+    # Bad requests refused by Triton (shape), by the python model's check (size) and by the module (raises).
+    bad = [
+        ("ModuleMap", np.zeros((10, 3), np.float32), "unexpected shape"),
+        ("ModuleMap_fused", np.zeros((MAX_SPACEPOINTS + 1, 4), np.float32), "more than max_spacepoints"),
+        ("MetricLearning_fused", poisoned, "poisoned event"),
+    ]
 
     def client_run(worker, failures, requests=50):
         client = grpcclient.InferenceServerClient(server.url_grpc)
@@ -171,13 +178,14 @@ def test_concurrent_clients_mixing_good_and_bad_requests(server):
             model = ("ModuleMap", "ModuleMap_fused")[i % 2]
             try:
                 if i % 5 == 4:
-                    tensor = grpcclient.InferInput("FEATURES", list(bad.shape), "FP32")
-                    tensor.set_data_from_numpy(bad)
+                    bad_model, features, reason = bad[(worker + i) % len(bad)]
+                    tensor = grpcclient.InferInput("FEATURES", list(features.shape), "FP32")
+                    tensor.set_data_from_numpy(features)
                     try:
-                        client.infer(model, [tensor])
+                        client.infer(bad_model, [tensor])
                         failures.append(f"worker {worker}: bad request {i} was answered")
                     except InferenceServerException as error:
-                        if "unexpected shape" not in str(error):
+                        if reason not in str(error):
                             failures.append(f"worker {worker}: unclear error {error}")
                     continue
                 k = (worker + i) % len(good)
