@@ -28,7 +28,8 @@ _BARCODE_ATTRS = ["vertexPrimary", "vertexSecondary", "particle", "generation", 
 
 def acts_seed(seed: int, event_id: int) -> int:
     """The ACTS RandomNumbers seed of one event: a 63-bit mix of the master seed and the event number."""
-    return int(np.random.SeedSequence([int(seed), int(event_id), 7]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+    state = np.random.SeedSequence([int(seed), int(event_id), 7]).generate_state(1, np.uint64)[0]
+    return int(state >> np.uint64(1))
 
 
 def _barcode(acts, values) -> object:
@@ -193,6 +194,8 @@ def run_acts(
 
     with tempfile.TemporaryDirectory(prefix="gnn4itk-acts-") as scratch:
         rnd = ae.RandomNumbers(seed=acts_seed(seed, event_id))
+        # skip=event_id: the ACTS event number (CSV file names, ACTS seeding) is ours. FPE tracking is a
+        # debugging aid that aborts the run on a floating-point exception inside Fatras (seen at mu=200).
         sequencer = ae.Sequencer(
             events=1, skip=int(event_id), numThreads=1, logLevel=quiet, outputDir=scratch, trackFpes=False
         )
