@@ -162,7 +162,13 @@ class Pythia8Source:
         version = pythia8mc.Pythia("", False).parm("Pythia:versionNumber")
         key = hashlib.sha1(json.dumps([version, settings]).encode()).hexdigest()[:16]
         root = Path(cache_dir or os.environ.get("GNN4ITK_CACHE_DIR") or Path.home() / ".cache" / "gnn4itk")
-        (root / "pythia8").mkdir(parents=True, exist_ok=True)
+        try:
+            (root / "pythia8").mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RuntimeError(
+                f"cannot create the Pythia8 cache directory {root / 'pythia8'} ({error}); "
+                "set GNN4ITK_CACHE_DIR to a writable directory"
+            ) from error
         return root / "pythia8" / f"mpi-init-{key}.dat"
 
     def restart(self) -> None:
