@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from metrics_events import build_event, particle, rows_of
+from tests.metrics_events import build_event, particle, rows_of
 
 from gnn4itk.metrics import (
     TrackingCuts,
