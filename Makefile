@@ -3,11 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS ?= sim,train,dev
+EXTRAS ?= sim,train,serve,dev
 WORK   ?= work
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install test demo clean
+.PHONY: install test demo serve clean
 
 install: $(STAMP)
 
@@ -26,6 +26,9 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/gnn4itk simulate --pileup 200 --events 1 --seed 1 --output $(WORK)/demo/events
+
+serve: $(STAMP)
+	$(VENV)/bin/gnn4itk serve --repository $(WORK)/models $(SERVE_ARGS)
 
 clean:
 	rm -rf $(VENV) $(WORK) .pytest_cache
