@@ -123,7 +123,7 @@ def reference_radius_graph(query, database, r, k):
     d = ((query[:, None, :].double() - database[None].double()) ** 2).sum(-1)
     edges = []
     for i in range(query.shape[0]):
-        near = [j for j in range(database.shape[0]) if j != i and d[i, j] < r * r]
+        near = [j for j in torch.nonzero(d[i] < r * r).flatten().tolist() if j != i]
         near.sort(key=lambda j: d[i, j].item())
         edges += [(i, j) for j in near[:k]]
     return sorted(edges)

@@ -125,9 +125,10 @@ def run_training(stage: str, config: dict, output_dir: str | Path | None = None,
         logger = TensorBoardLogger(str(output_dir), name="logs")
     else:
         raise ValueError(f"unknown logger {logger_kind!r}; choose 'csv' or 'tensorboard'")
-    checkpoints = ModelCheckpoint(
-        dirpath=str(output_dir / "checkpoints"), filename="best", monitor="val_loss", mode="min", save_last=True
-    )
+    checkpoints = ModelCheckpoint(dirpath=str(output_dir / "checkpoints"), filename="best", monitor="val_loss", mode="min")
+    # A second, unmonitored callback keeps the newest epoch (Lightning's save_last is only refreshed
+    # together with a new best checkpoint).
+    latest = ModelCheckpoint(dirpath=str(output_dir / "checkpoints"), filename="last", monitor=None, save_top_k=1)
     trainer = L.Trainer(
         max_epochs=int(max_epochs if max_epochs is not None else training.get("max_epochs", 10)),
         accelerator=accelerator or training.get("accelerator", "auto"),
@@ -135,7 +136,7 @@ def run_training(stage: str, config: dict, output_dir: str | Path | None = None,
         precision=training.get("precision", "32-true"),
         gradient_clip_val=training.get("gradient_clip_val"),
         logger=logger,
-        callbacks=[checkpoints],
+        callbacks=[checkpoints, latest],
         log_every_n_steps=1,
         enable_progress_bar=bool(training.get("progress_bar", True)),
         enable_model_summary=False,
@@ -147,7 +148,7 @@ def run_training(stage: str, config: dict, output_dir: str | Path | None = None,
     return {
         "checkpoint": str(bare),
         "best_checkpoint": checkpoints.best_model_path,
-        "last_checkpoint": checkpoints.last_model_path,
+        "last_checkpoint": latest.best_model_path,
         "log_dir": logger.log_dir,
         "metrics": metrics,
     }
