@@ -12,7 +12,7 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
-from gnn4itk.track_building.ops import best_edge_mask, split_components
+from gnn4itk.track_building.ops import best_edges, count, split_components
 from gnn4itk.track_building.reference import MODES
 from gnn4itk.track_building.walk import walk_tracks
 
@@ -82,10 +82,8 @@ class TrackBuilder(nn.Module):
         num_hits = r2z2.numel()
         src, dst, score = self._filtered_edges(edge_index, scores, r2z2)
         if self.mode == "junction_removal":
-            everything = torch.ones_like(src, dtype=torch.bool)
-            keep = best_edge_mask(src, dst, score, everything, num_hits)
-            keep &= best_edge_mask(dst, src, score, everything, num_hits)
-            kept = keep.nonzero().squeeze(1)
+            best_out, best_in = best_edges(src, dst, score, num_hits)
+            kept = (best_out & best_in).nonzero().squeeze(1)
             src, dst, score = src[kept], dst[kept], score[kept]
 
         track_of, walk_hit = split_components(src, dst, num_hits)
@@ -126,10 +124,8 @@ class TrackBuilder(nn.Module):
         inside = walk_hit[src].nonzero().squeeze(1)
         w_src, w_dst, w_score = local[src[inside]], local[dst[inside]], score[inside]
         num_local = hits.numel()
-        everything = torch.ones_like(w_src, dtype=torch.bool)
-        best_out = best_edge_mask(w_src, w_dst, w_score, everything, num_local)
-        best_in = best_edge_mask(w_dst, w_src, w_score, everything, num_local)
-        has_incoming = torch.bincount(w_dst, minlength=num_local) > 0
+        best_out, best_in = best_edges(w_src, w_dst, w_score, num_local)
+        has_incoming = count(w_dst, num_local) > 0
         strong = (best_out & (w_score >= self.walk_min)) | (w_score > self.walk_max)
         kept = (strong & (has_incoming[w_src] | best_in)).nonzero().squeeze(1)
         start = walk_tracks(w_src[kept], w_dst[kept], w_score[kept], num_local)

@@ -18,33 +18,43 @@ def big_key() -> int:
     return 9_000_000_000_000_000_000
 
 
-def best_edge_mask(node: Tensor, other: Tensor, score: Tensor, valid: Tensor, num_nodes: int) -> Tensor:
-    """Mark the single best valid edge at the ``node`` end of every node.
+def count(index: Tensor, size: int) -> Tensor:
+    """How often each value in [0, size) occurs in ``index`` (LongTensor [size]).
 
-    Best means highest score, then lowest ``other`` (row index at the opposite end), then lowest edge
-    position. ``other`` must be ordered like the global row indices for the tie-break to match the
-    reference.
+    Unlike ``torch.bincount`` this never syncs with the host (bincount reads the maximum on CUDA).
+    """
+    counts = torch.zeros(size, dtype=torch.long, device=index.device)
+    return counts.scatter_add_(0, index, torch.ones_like(index))
+
+
+def best_edges(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
+    """The best outgoing edge of every source and the best incoming edge of every target.
+
+    Best means highest score, then lowest row index at the other end, then first in the edge list.
+    Both choices are made in one pass over the edges listed twice (targets offset by ``num_nodes``).
+    Node indices must be ordered like the spacepoint rows for the tie-break to match the reference.
 
     Args:
-        node: LongTensor [E], the end that owns the choice (src for outgoing, dst for incoming).
-        other: LongTensor [E], the opposite end.
+        src, dst: LongTensor [E], directed edges over ``num_nodes`` nodes.
         score: FloatTensor [E].
-        valid: BoolTensor [E], edges allowed to be chosen.
-        num_nodes: number of nodes (upper bound of ``node``).
+        num_nodes: N.
 
     Returns:
-        BoolTensor [E], True for exactly one valid edge of each node that has one.
+        ``best_out`` and ``best_in``, BoolTensor [E] each: exactly one True per source (target).
     """
-    num_edges = node.numel()
-    masked = torch.where(valid, score, torch.full_like(score, -1.0))
-    top = torch.full((num_nodes,), -2.0, dtype=score.dtype, device=score.device)
-    top = top.scatter_reduce(0, node, masked, "amax", include_self=True)
-    candidate = valid & (masked == top[node])
-    tie_key = other * num_edges + torch.arange(num_edges, device=node.device)
-    tie_key = torch.where(candidate, tie_key, torch.full_like(tie_key, big_key()))
-    best = torch.full((num_nodes,), big_key(), dtype=torch.long, device=node.device)
-    best = best.scatter_reduce(0, node, tie_key, "amin", include_self=True)
-    return candidate & (tie_key == best[node])
+    num_edges = src.numel()
+    node = torch.cat([src, dst + num_nodes])
+    other = torch.cat([dst, src])
+    doubled = torch.cat([score, score])
+    top = torch.full((2 * num_nodes,), -1.0, dtype=score.dtype, device=score.device)
+    top = top.scatter_reduce(0, node, doubled, "amax")
+    candidate = doubled == top[node]
+    position = torch.arange(num_edges, device=src.device).repeat(2)
+    tie_key = torch.where(candidate, other * num_edges + position, big_key())
+    best = torch.full((2 * num_nodes,), big_key(), dtype=torch.long, device=src.device)
+    best = best.scatter_reduce(0, node, tie_key, "amin")
+    chosen = candidate & (tie_key == best[node])
+    return chosen[:num_edges], chosen[num_edges:]
 
 
 def list_heads(prev: Tensor) -> Tuple[Tensor, Tensor]:
@@ -92,8 +102,8 @@ def build_segments(src: Tensor, dst: Tensor, num_nodes: int) -> Tuple[Tensor, Te
     Raises:
         RuntimeError: if links form a directed cycle.
     """
-    out_deg = torch.bincount(src, minlength=num_nodes)
-    in_deg = torch.bincount(dst, minlength=num_nodes)
+    out_deg = count(src, num_nodes)
+    in_deg = count(dst, num_nodes)
     link = (out_deg[src] == 1) & (in_deg[dst] == 1)
     prev = torch.full((num_nodes + 1,), -1, dtype=torch.long, device=src.device)
     prev.scatter_(0, torch.where(link, dst, num_nodes), src)
@@ -123,7 +133,7 @@ def split_components(src: Tensor, dst: Tensor, num_nodes: int) -> Tuple[Tensor, 
     spare = torch.full_like(src, num_nodes)
     between = ~link
     touching = torch.cat([torch.where(between, head[src], spare), torch.where(between, dst, spare)])
-    branching = (torch.bincount(touching, minlength=num_nodes + 1) > 0)[head]
+    branching = (count(touching, num_nodes + 1) > 0)[head]
     track_of = torch.where(~branching & (seg_len[head] >= 3), head, -1)
     ends, others = torch.cat([src, dst]), torch.cat([dst, src])
     lowest = torch.full((num_nodes,), num_nodes, dtype=torch.long, device=src.device)
