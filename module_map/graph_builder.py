@@ -11,13 +11,21 @@ second pair of a triplet must also pass its own doublet windows; for maps whose 
 inside their doublet windows (every map built by :mod:`module_map.build`, and MMG's maps, whose
 doublets are made from the same occurrences) this is the same set.
 
-Algorithm, all vectorised torch with no loop over modules or hits: hits are sorted by module; for each
-map doublet the candidate pairs are the cartesian product of the hits of its two modules, expanded with
-``repeat_interleave`` in chunks of at most ``pair_chunk`` pairs and filtered by the doublet windows. The
-surviving edges are sorted by (doublet, source hit), so for each edge a -> b and each map triplet whose
-first pair is its doublet, the edges b -> c of the triplet's second doublet are found by binary search;
-the (a -> b, b -> c) combinations are expanded in chunks of ``triplet_chunk`` rows and tested against the
-triplet windows. Peak memory is set by the chunk sizes, not by the event.
+Algorithm, all vectorised torch with no loop over modules or hits (docs/module_map.md):
+
+1. Hits are sorted by (module, eta). For each map doublet and each hit a of its first module, the hits b
+   of its second module that can meet the deta window are a contiguous range (binary search); only those
+   pairs are expanded (``repeat_interleave``) and tested with every doublet window.
+2. Surviving edges are sorted by (doublet, dphi). For each triplet, the edges of its first doublet whose
+   dphi can meet the triplet's 12 window are a contiguous range; they are tested with all 12 windows.
+   The same for the second pair and the 23 windows.
+3. The two lists are joined on (triplet, middle hit) by sorting and binary search; ``diff_dydx`` and
+   ``diff_dzdr`` come from per-edge slopes for the joined rows only. An edge is kept if it is either
+   pair of a passing row.
+
+Every expansion is chunked (``pair_chunk``, ``triplet_chunk`` rows), so peak memory is set by the chunk
+sizes and the number of (edge, triplet) matches, not by the candidate count. Each chunking step costs
+one host sync.
 
 Precision: positions and windows are float32; the quantities come from
 :mod:`module_map.quantities` (bit-identical to the numpy versions used to build maps).
@@ -35,7 +43,7 @@ from torch import nn
 
 from gnn4itk.edge_features import edge_features, scaled_coordinates
 from module_map.map import DOUBLET_BOUND_BRANCHES, TRIPLET_BOUND_BRANCHES, ModuleMap, bound_columns, float32_bounds
-from module_map.quantities import deta_factor, dydx_factor, pair_quantities, triplet_quantities
+from module_map.quantities import deta_factor, dydx_factor, pair_quantities, slope, slope_difference
 
 
 def map_windows(module_map: ModuleMap, table: str) -> tuple[np.ndarray, np.ndarray]:
@@ -83,6 +91,11 @@ _KEY_BLOCK = 64.0  # each module owns [64 m, 64 m + 64) of the (module, eta) sor
 def _key_offset(eta: torch.Tensor) -> torch.Tensor:
     """Position of an eta inside its module's key block (monotone, clamped into the block)."""
     return torch.clamp(eta + 32.0, 0.0, 63.0)
+
+
+def _dphi_offset(dphi: torch.Tensor) -> torch.Tensor:
+    """Position of a dphi inside its doublet's block of 8 in the (doublet, dphi) key (monotone, clamped)."""
+    return torch.clamp(dphi + 4.0, 0.0, 7.5)
 
 
 def _inside(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -145,9 +158,6 @@ class ModuleMapGraphBuilder(nn.Module):
         t_order = np.flatnonzero(usable)[np.argsort(d12[usable], kind="stable")]
         d12, d23 = d12[t_order], d23[t_order]
         t_low, t_high = t_low[t_order], t_high[t_order]
-        t_ptr = np.zeros(len(d_keys) + 1, dtype=np.int64)
-        np.add.at(t_ptr, d12 + 1, 1)
-        t_ptr = np.cumsum(t_ptr)
 
         def buffer(name, array):
             self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(array)))
@@ -157,7 +167,7 @@ class ModuleMapGraphBuilder(nn.Module):
         buffer("d_m2", d_m2)
         buffer("d_low", d_low[d_order])
         buffer("d_high", d_high[d_order])
-        buffer("t_ptr", t_ptr)
+        buffer("t_d12", d12.astype(np.int64))
         buffer("t_d23", d23.astype(np.int64))
         buffer("t_low12", t_low[:, 0:4])
         buffer("t_high12", t_high[:, 0:4])
@@ -245,60 +255,85 @@ class ModuleMapGraphBuilder(nn.Module):
             return [empty, empty, empty, torch.zeros((0, 4), dtype=torch.float32, device=device)]
         return [torch.cat(srcs), torch.cat(dsts), torch.cat(dbls), torch.cat(qs)]
 
-    def triplet_support(self, pos: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, dbl: torch.Tensor,
-                        q: torch.Tensor) -> torch.Tensor:
-        """bool [E]: edges that are the first or second pair of a triplet passing all its windows."""
-        n = pos.size(0)
-        support = torch.zeros(src.size(0), dtype=torch.int32, device=pos.device)
-        if src.numel() == 0:
-            return support > 0
-        key_src = dbl * n + src  # ascending: edges come out grouped by doublet, then by source
-        ntrip = self.t_ptr[dbl + 1] - self.t_ptr[dbl]
-        cum = torch.cumsum(ntrip, 0)
-        total = int(cum[-1])
+    def _pair_side(self, q: torch.Tensor, sorted_key: torch.Tensor, by_dphi: torch.Tensor,
+                   doublet: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> List[torch.Tensor]:
+        """(edge, triplet) pairs where the edge is in the triplet's ``doublet`` and inside its ``low``/``high``
+        pair windows [T, 4]. Edges of a doublet are found by binary search on their dphi (``sorted_key``,
+        widened by 1e-6), then every window is tested exactly."""
+        device = q.device
+        block = doublet.to(torch.float64) * 8.0
+        first = torch.searchsorted(sorted_key, block + _dphi_offset(low[:, 1].to(torch.float64) - 1e-6))
+        last = torch.searchsorted(sorted_key, block + _dphi_offset(high[:, 1].to(torch.float64) + 1e-6), right=True)
+        count = torch.clamp(last - first, min=0)
+        cum = torch.cumsum(count, 0)
+        total = int(cum[-1]) if cum.numel() > 0 else 0
+        edges: List[torch.Tensor] = [torch.zeros(0, dtype=torch.int64, device=device)]
+        trips: List[torch.Tensor] = [torch.zeros(0, dtype=torch.int64, device=device)]
         if total == 0:
-            return support > 0
-        excl = cum - ntrip
+            return [edges[0], trips[0]]
+        excl = cum - count
         plan = _chunk_plan(cum, total, self.triplet_chunk)
         bounds, sizes = plan[0], plan[1]
         for k in range(len(bounds) - 1):
             size = sizes[k + 1] - sizes[k]
             if size == 0:
                 continue
-            e1, rank = _expand(ntrip, bounds[k], bounds[k + 1], excl, size)
-            trip = self.t_ptr[dbl[e1]] + rank
-            # the first pair's triplet windows are checked before searching for second pairs
-            first_ok = torch.nonzero(_inside(q[e1], self.t_low12[trip], self.t_high12[trip])).squeeze(1)
-            e1 = e1[first_ok]
-            trip = trip[first_ok]
-            if e1.numel() == 0:
+            trip, rank = _expand(count, bounds[k], bounds[k + 1], excl, size)
+            edge = by_dphi[first[trip] + rank]
+            keep = torch.nonzero(_inside(q[edge], low[trip], high[trip])).squeeze(1)
+            edges.append(edge[keep])
+            trips.append(trip[keep])
+        return [torch.cat(edges), torch.cat(trips)]
+
+    def triplet_support(self, pos: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, dbl: torch.Tensor,
+                        q: torch.Tensor) -> torch.Tensor:
+        """bool [E]: edges that are the first or second pair of a triplet passing all its windows.
+
+        Both pairs are matched to triplets separately ((a -> b, t) inside t's 12 windows, (b -> c, t) inside
+        its 23 windows), then joined on (t, b) by sorting and binary search; ``diff_dydx`` and
+        ``diff_dzdr`` are computed only for the joined rows.
+        """
+        n = pos.size(0)
+        support = torch.zeros(src.size(0), dtype=torch.int32, device=pos.device)
+        if src.numel() == 0 or self.t_d12.numel() == 0:
+            return support > 0
+        sorted_key, by_dphi = torch.sort(dbl.to(torch.float64) * 8.0 + _dphi_offset(q[:, 1].to(torch.float64)))
+        side_a = self._pair_side(q, sorted_key, by_dphi, self.t_d12, self.t_low12, self.t_high12)
+        side_b = self._pair_side(q, sorted_key, by_dphi, self.t_d23, self.t_low23, self.t_high23)
+        e1, t1, e2, t2 = side_a[0], side_a[1], side_b[0], side_b[1]
+        if e1.numel() == 0 or e2.numel() == 0:
+            return support > 0
+        # per-edge slopes: the triplet differences then need no positions (bit-identical to
+        # triplet_quantities, which forms the same quotients; MMG's dx12 = x1 - x2 is an exact negation)
+        p_src = pos[src]
+        p_dst = pos[dst]
+        sxy, hxy = slope(p_dst[:, 1] - p_src[:, 1], p_dst[:, 0] - p_src[:, 0])
+        srz, hrz = slope(p_dst[:, 2] - p_src[:, 2], p_dst[:, 3] - p_src[:, 3])
+        key_b, order_b = torch.sort(t2 * n + src[e2])
+        key_a = t1 * n + dst[e1]
+        first = torch.searchsorted(key_b, key_a)
+        count = torch.searchsorted(key_b, key_a, right=True) - first
+        cum = torch.cumsum(count, 0)
+        total = int(cum[-1])
+        if total == 0:
+            return support > 0
+        excl = cum - count
+        plan = _chunk_plan(cum, total, self.triplet_chunk)
+        bounds, sizes = plan[0], plan[1]
+        for k in range(len(bounds) - 1):
+            size = sizes[k + 1] - sizes[k]
+            if size == 0:
                 continue
-            key = self.t_d23[trip] * n + dst[e1]
-            first = torch.searchsorted(key_src, key)
-            nout = torch.searchsorted(key_src, key, right=True) - first
-            cum2 = torch.cumsum(nout, 0)
-            total2 = int(cum2[-1])
-            if total2 == 0:
-                continue
-            excl2 = cum2 - nout
-            plan2 = _chunk_plan(cum2, total2, self.triplet_chunk)
-            bounds2, sizes2 = plan2[0], plan2[1]
-            for m in range(len(bounds2) - 1):
-                size2 = sizes2[m + 1] - sizes2[m]
-                if size2 == 0:
-                    continue
-                row, rank2 = _expand(nout, bounds2[m], bounds2[m + 1], excl2, size2)
-                b_edge = first[row] + rank2
-                t = trip[row]
-                # second pair's windows first (cheap); triplet quantities only for the survivors
-                ok23 = torch.nonzero(_inside(q[b_edge], self.t_low23[t], self.t_high23[t])).squeeze(1)
-                a_edge = e1[row[ok23]]
-                b_edge = b_edge[ok23]
-                t = t[ok23]
-                x = triplet_quantities(pos[src[a_edge]], pos[dst[a_edge]], pos[dst[b_edge]], self.dydx_sign)
-                hits = _inside(x, self.t_lowx[t], self.t_highx[t]).to(torch.int32)
-                support.index_add_(0, a_edge, hits)
-                support.index_add_(0, b_edge, hits)
+            row, rank = _expand(count, bounds[k], bounds[k + 1], excl, size)
+            a_edge = e1[row]
+            b_edge = e2[order_b[first[row] + rank]]
+            t = t1[row]
+            dydx = slope_difference(sxy[a_edge] * self.dydx_sign, hxy[a_edge], sxy[b_edge], hxy[b_edge])
+            dzdr = slope_difference(srz[a_edge], hrz[a_edge], srz[b_edge], hrz[b_edge])
+            x = torch.stack([dydx, dzdr], dim=1)
+            hits = _inside(x, self.t_lowx[t], self.t_highx[t]).to(torch.int32)
+            support.index_add_(0, a_edge, hits)
+            support.index_add_(0, b_edge, hits)
         return support > 0
 
     def forward(self, positions: torch.Tensor, module_id: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

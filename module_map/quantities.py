@@ -30,6 +30,7 @@ A zero denominator follows MMG: if only the first slope exists, ``+FLT_MAX`` whe
 from __future__ import annotations
 
 import math
+from typing import Tuple
 
 import numpy as np
 import torch
@@ -142,17 +143,26 @@ def pair_quantities(p1: torch.Tensor, p2: torch.Tensor, deta_sign: float) -> tor
     return torch.stack([z0, dphi, phi_slope, deta], dim=1)
 
 
-def _slope_difference(num12: torch.Tensor, den12: torch.Tensor, num23: torch.Tensor, den23: torch.Tensor) -> torch.Tensor:
-    big = torch.tensor(3.4028234663852886e38, dtype=torch.float32, device=num12.device)  # FLT_MAX
-    one = torch.ones((), dtype=torch.float32, device=num12.device)
-    zero = torch.zeros((), dtype=torch.float32, device=num12.device)
-    has12 = den12 != 0
-    has23 = den23 != 0
-    q12 = num12 / torch.where(has12, den12, one)
-    q23 = num23 / torch.where(has23, den23, one)
+def slope(num: torch.Tensor, den: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``num / den`` where ``den != 0`` (else ``num``, unused), and the mask ``den != 0``."""
+    one = torch.ones((), dtype=torch.float32, device=num.device)
+    has = den != 0
+    return num / torch.where(has, den, one), has
+
+
+def slope_difference(q12: torch.Tensor, has12: torch.Tensor, q23: torch.Tensor, has23: torch.Tensor) -> torch.Tensor:
+    """``q12 - q23``, with MMG's finite values where a slope does not exist (see the module docstring)."""
+    big = torch.tensor(3.4028234663852886e38, dtype=torch.float32, device=q12.device)  # FLT_MAX
+    zero = torch.zeros((), dtype=torch.float32, device=q12.device)
     only12 = torch.where(q12 >= 0, big, -big)
     only23 = torch.where(q23 <= 0, big, -big)
     return torch.where(has12 & has23, q12 - q23, torch.where(has12, only12, torch.where(has23, only23, zero)))
+
+
+def _slope_difference(num12: torch.Tensor, den12: torch.Tensor, num23: torch.Tensor, den23: torch.Tensor) -> torch.Tensor:
+    q12, has12 = slope(num12, den12)
+    q23, has23 = slope(num23, den23)
+    return slope_difference(q12, has12, q23, has23)
 
 
 def triplet_quantities(p1: torch.Tensor, p2: torch.Tensor, p3: torch.Tensor, dydx_sign: float) -> torch.Tensor:
