@@ -54,6 +54,27 @@ def test_scripted_builder_equals_reference_on_trackml(deta_sign, dydx):
     assert got == reference_edges(module_map, positions, module)
 
 
+def test_zero_dr_and_dx_are_handled_alike():
+    """Spacepoints moved so that consecutive track hits share r or x exactly: the map then holds the
+    finite FLT_MAX stand-ins, and the builder still equals the reference."""
+    event = trackml_event()
+    rows, owner = ordered_track_hits(event, select_particles(event.particles, BuildOptions()))
+    pairs = np.flatnonzero(owner[1:] == owner[:-1])[::7]
+    hits = event.hits.copy()
+    r_col, x_col = hits.columns.get_loc("r"), hits.columns.get_loc("x")
+    hits.iloc[rows[pairs[::2] + 1], r_col] = hits.iloc[rows[pairs[::2]], r_col].to_numpy()
+    hits.iloc[rows[pairs[1::2] + 1], x_col] = hits.iloc[rows[pairs[1::2]], x_col].to_numpy()
+    event.hits = hits
+    module_map, _ = build_module_map([event], progress=False)
+    assert (np.abs(module_map.triplets["z0max_12"]) == np.finfo(np.float32).max).any()
+    assert (np.abs(module_map.triplets["diff_dydx_max"]) == np.finfo(np.float32).max).any()
+    positions, module = _inputs(event)  # not re-derived: r no longer follows from x, y on purpose
+    got = _edges(torch.jit.script(ModuleMapGraphBuilder(module_map)), positions, module)
+    assert got == reference_edges(module_map, positions, module)
+    degenerate = {(int(rows[i]), int(rows[i + 1])) for i in pairs}
+    assert len(degenerate & got) > 0.9 * len(degenerate)
+
+
 def test_every_true_edge_of_the_map_events_is_found():
     """A map contains the exact values of its own tracks, so the graph of a training event has all of
     their consecutive edges: this checks that creation and building compute bit-identical quantities."""
