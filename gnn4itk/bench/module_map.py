@@ -114,29 +114,37 @@ def run_timing(args) -> dict:
     else:
         event = synthetic_event(mu=args.mu, seed=424242)
     positions, module_id = _inputs(event, args.device)
-    eager = ModuleMapGraphBuilder(module_map).to(args.device)
-    scripted = torch.jit.script(eager)
     warnings.simplefilter("ignore")  # unknown-module warnings would repeat every run
+    variants = {  # name: (scripted, pair_chunk, triplet_chunk)
+        "scripted": (True, 1 << 21, 1 << 21),
+        "scripted_big_chunks": (True, 1 << 23, 1 << 23),
+        "eager": (False, 1 << 21, 1 << 21),
+    }
     with torch.no_grad():
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-            base = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-        edge_index, _ = scripted(positions, module_id)
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-            figures["peak_gpu_memory_MB"] = torch.cuda.max_memory_allocated() / 2**20
-            figures["peak_gpu_memory_above_inputs_MB"] = (torch.cuda.max_memory_allocated() - base) / 2**20
-        figures.update(hits=len(positions), edges=int(edge_index.shape[1]),
-                       edges_per_hit=edge_index.shape[1] / max(len(positions), 1),
-                       unknown_module_hits=scripted.last_unknown)
-        if event.has_truth:
-            figures["coverage_pt1"] = edge_coverage(edge_index, true_edges(event), len(positions))
-        figures["scripted_ms"] = _median_ms(lambda: scripted(positions, module_id), args.device,
-                                            args.warmup, args.repeats)
-        figures["eager_ms"] = _median_ms(lambda: eager(positions, module_id), args.device,
-                                         args.warmup, args.repeats)
-    figures["eager_over_scripted"] = figures["eager_ms"] / figures["scripted_ms"]
+        for name, (script, pair_chunk, triplet_chunk) in variants.items():
+            builder = ModuleMapGraphBuilder(module_map, pair_chunk, triplet_chunk).to(args.device)
+            if script:
+                builder = torch.jit.script(builder)
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+                base = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+            edge_index, _ = builder(positions, module_id)
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+                figures[f"{name}_peak_gpu_memory_MB"] = torch.cuda.max_memory_allocated() / 2**20
+                figures[f"{name}_peak_above_map_and_inputs_MB"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+            if name == "scripted":
+                figures.update(hits=len(positions), edges=int(edge_index.shape[1]),
+                               edges_per_hit=edge_index.shape[1] / max(len(positions), 1),
+                               unknown_module_hits=builder.last_unknown)
+                if event.has_truth:
+                    figures["coverage_pt1"] = edge_coverage(edge_index, true_edges(event), len(positions))
+            figures[f"{name}_ms"] = _median_ms(lambda: builder(positions, module_id), args.device,
+                                               args.warmup, args.repeats)
+            del builder
+    for name in variants:
+        figures[f"{name}_over_scripted"] = figures[f"{name}_ms"] / figures["scripted_ms"]
     _print(figures)
     return figures
 
