@@ -121,7 +121,7 @@ class ModuleMapGraphBuilder(nn.Module):
         edge_attr: float32 [E, 6], :func:`gnn4itk.edge_features.edge_features`.
     """
 
-    def __init__(self, module_map: ModuleMap, pair_chunk: int = 1 << 21, triplet_chunk: int = 1 << 21):
+    def __init__(self, module_map: ModuleMap, pair_chunk: int = 1 << 22, triplet_chunk: int = 1 << 22):
         super().__init__()
         self.pair_chunk = int(pair_chunk)
         self.triplet_chunk = int(triplet_chunk)

@@ -116,9 +116,10 @@ def run_timing(args) -> dict:
     positions, module_id = _inputs(event, args.device)
     warnings.simplefilter("ignore")  # unknown-module warnings would repeat every run
     variants = {  # name: (scripted, pair_chunk, triplet_chunk)
-        "scripted": (True, 1 << 21, 1 << 21),
+        "scripted": (True, 1 << 22, 1 << 22),
+        "scripted_small_chunks": (True, 1 << 20, 1 << 20),
         "scripted_big_chunks": (True, 1 << 23, 1 << 23),
-        "eager": (False, 1 << 21, 1 << 21),
+        "eager": (False, 1 << 22, 1 << 22),
     }
     with torch.no_grad():
         for name, (script, pair_chunk, triplet_chunk) in variants.items():
