@@ -42,14 +42,12 @@ def test_random_graphs_match_the_reference(mode):
 
 
 def test_scripted_builder_matches_eager_on_random_graphs():
-    eager = TrackBuilder(cc_cut=0.05, walk_min=0.2, walk_max=0.5)
-    scripted = torch.jit.script(eager)
+    eager = {orient: TrackBuilder(cc_cut=0.05, walk_min=0.2, walk_max=0.5, orient=orient) for orient in (False, True)}
+    scripted = {orient: torch.jit.script(module) for orient, module in eager.items()}
     for seed in range(40):
         edge_index, scores, r2z2, orient = random_graph(seed)
-        eager.orient = orient
-        scripted = torch.jit.script(eager)
         inputs = (torch.from_numpy(edge_index), torch.from_numpy(scores), torch.from_numpy(r2z2))
-        for got, want in zip(scripted.build(*inputs), eager.build(*inputs)):
+        for got, want in zip(scripted[orient].build(*inputs), eager[orient].build(*inputs)):
             assert torch.equal(got, want)
 
 
@@ -80,3 +78,27 @@ def test_mu200_synthetic_event_matches_the_reference():
     # exact, so they must agree completely.
     assert agreement["identical_fraction"] == 1.0
     assert (got.efficiency, got.fake_rate, got.duplicate_rate) == (want.efficiency, want.fake_rate, want.duplicate_rate)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_the_reference():
+    builder = torch.jit.script(TrackBuilder()).cuda()
+    for seed in range(30):
+        edge_index, scores, r2z2, orient = random_graph(seed)
+        if orient:
+            continue
+        labels, track_ids = build_tracks_reference(edge_index, scores, r2z2)
+        inputs = (torch.from_numpy(a).cuda() for a in (edge_index, scores, r2z2))
+        got_labels, got_ids = builder.build(*inputs)
+        assert got_labels.is_cuda and got_labels.tolist() == labels.tolist(), f"seed {seed}"
+        assert got_ids.tolist() == track_ids.tolist(), f"seed {seed}"
+    graph = synthetic_graph(num_particles=1500, seed=5)
+    reference, _ = build_tracks_reference(graph.edge_index, graph.scores, graph.hit_r2z2)
+    inputs = (torch.from_numpy(a).cuda() for a in (graph.edge_index, graph.scores, graph.hit_r2z2))
+    assert builder(*inputs).tolist() == reference.tolist()
+    oriented = torch.jit.script(TrackBuilder(orient=True)).cuda()
+    edge_index, scores, r2z2, _ = random_graph(1)
+    want, _ = build_tracks_reference(edge_index, scores, r2z2, orient=True)
+    got = oriented(*(torch.from_numpy(a).cuda() for a in (edge_index, scores, r2z2)))
+    assert got.tolist() == want.tolist()

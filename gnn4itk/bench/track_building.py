@@ -2,8 +2,9 @@
 
 Each event is ~140k hits and ~1M edges before ``cc_cut`` (see
 :mod:`gnn4itk.track_building.synthetic`). Variants, all timed in the same run on the same graphs:
-the scripted :class:`~gnn4itk.track_building.TrackBuilder` in each mode, the eager module, and the
-plain-Python reference on the host (the baseline of the speedups). Every production result is
+the scripted :class:`~gnn4itk.track_building.TrackBuilder` in each mode (and with the JIT's
+optimisations off), the eager module, and the plain-Python reference on the host (the baseline of the
+speedups). Every production result is
 checked against the reference before timing.
 """
 
@@ -45,6 +46,15 @@ def _time_calls(function, device, warmup: int, repeats: int) -> list[float]:
         sync()
         times.append(time.perf_counter() - start)
     return times
+
+
+def _unoptimised(module, inputs):
+    """Call a scripted module with the profiling JIT's optimisations (fusion, specialisation) off,
+    as Triton's PyTorch backend does with DISABLE_OPTIMIZED_EXECUTION."""
+    import torch
+
+    with torch.jit.optimized_execution(False):
+        return module(*inputs)
 
 
 def _top_level_ops(function) -> int:
@@ -92,6 +102,7 @@ def run(args) -> dict:
             {"hits": graph.num_hits, "edges": int(graph.edge_index.shape[1]), "edges_after_cc_cut": int((graph.scores > 0.01).sum())}
         )
         variants = {f"scripted {mode}": (lambda m=scripted[mode]: m(*inputs)) for mode in MODES}
+        variants["scripted cc_and_walk, JIT optimisation off"] = lambda: _unoptimised(scripted["cc_and_walk"], inputs)
         variants["eager cc_and_walk"] = lambda: eager(*inputs)
         for name, function in variants.items():
             times.setdefault(name, []).extend(_time_calls(function, device, args.warmup, args.repeats))

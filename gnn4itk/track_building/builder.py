@@ -78,7 +78,7 @@ class TrackBuilder(nn.Module):
     def build(self, edge_index: Tensor, scores: Tensor, hit_r2z2: Tensor) -> Tuple[Tensor, Tensor]:
         """LABELS (see :meth:`forward`) and ``track_ids`` LongTensor [N]: the position of each
         spacepoint's track in LABELS, -1 if it is in none."""
-        r2z2 = hit_r2z2.reshape(-1)
+        r2z2 = hit_r2z2.reshape(-1).to(torch.float32)  # as the reference: ties in float32 R
         num_hits = r2z2.numel()
         src, dst, score = self._filtered_edges(edge_index, scores, r2z2)
         if self.mode == "junction_removal":

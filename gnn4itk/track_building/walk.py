@@ -47,14 +47,21 @@ def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tens
     device = src.device
     nodes = torch.arange(num_nodes, device=device)
     head, seg_len, link = build_segments(src, dst, num_nodes)
+    # From here on one entry per segment, numbered in the order of their head rows (rows break ties).
+    heads = (head == nodes).nonzero().squeeze(1)
+    num_segments = heads.numel()
+    segments = torch.arange(num_segments, device=device)
+    segment_of = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
+    segment_of[heads] = segments
+    seg_len = seg_len[heads]
     between = (~link).nonzero().squeeze(1)
-    seg_src, seg_dst, seg_score = head[src[between]], dst[between], score[between]
-    depth, hops = segment_depths(seg_src, seg_dst, seg_len, num_nodes)
-    order_key = depth * num_nodes + nodes  # topological order of the starts: depth, then row
+    seg_src, seg_dst, seg_score = segment_of[head[src[between]]], segment_of[dst[between]], score[between]
+    depth, hops = segment_depths(seg_src, seg_dst, seg_len, num_segments)
+    order_key = depth * num_segments + segments  # topological order of the starts: depth, then row
     big = big_key()
 
-    used = head != nodes  # segment state lives on head indices: other nodes count as used
-    start_of = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
+    used = torch.zeros(num_segments, dtype=torch.bool, device=device)
+    start_of = torch.full((num_segments,), -1, dtype=torch.long, device=device)
     zeros = torch.zeros_like(seg_len)
     neg_order_key = -order_key
     pending = True
@@ -83,19 +90,20 @@ def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tens
 
         # Best successor: keeps the path longest, then highest score, then lowest row.
         keeps_longest = height[a_dst] == (height - seg_len)[a_src]
-        top = torch.full((num_nodes,), -2.0, dtype=a_score.dtype, device=device)
+        top = torch.full((num_segments,), -2.0, dtype=a_score.dtype, device=device)
         top = top.scatter_reduce(0, a_src, torch.where(keeps_longest, a_score, -1.0), "amax")
         chosen = keeps_longest & (a_score == top[a_src])
-        next_seg = torch.full((num_nodes + 1,), num_nodes, dtype=torch.long, device=device)
-        next_seg = next_seg.scatter_reduce(0, torch.where(chosen, a_src, num_nodes), a_dst, "amin")
-        next_seg[num_nodes] = num_nodes  # the spare slot collects the edges that were not chosen
-        owner = torch.full((num_nodes + 1,), -1, dtype=torch.long, device=device)
-        owner[:num_nodes] = torch.where(ready, nodes, -1)
+        next_seg = torch.full((num_segments + 1,), num_segments, dtype=torch.long, device=device)
+        next_seg = next_seg.scatter_reduce(0, torch.where(chosen, a_src, num_segments), a_dst, "amin")
+        next_seg[num_segments] = num_segments  # the spare slot collects the edges that were not chosen
+        owner = torch.full((num_segments + 1,), -1, dtype=torch.long, device=device)
+        owner[:num_segments] = torch.where(ready, segments, -1)
         for _ in range(hops):  # hand the start's id down its chain of best successors
             owner = owner.scatter_reduce(0, next_seg, owner, "amax")
-        taken = owner[:num_nodes] >= 0
-        start_of = torch.where(taken, owner[:num_nodes], start_of)
+        taken = owner[:num_segments] >= 0
+        start_of = torch.where(taken, owner[:num_segments], start_of)
         used = used | taken
         # Starts never appear later (used only grows): done once every start was ready.
         pending = bool((start & ~ready).any())
-    return start_of[head]
+    start_hit = torch.where(start_of >= 0, heads[start_of.clamp(min=0)], -1)
+    return start_hit[segment_of[head]]
