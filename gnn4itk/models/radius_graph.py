@@ -29,8 +29,14 @@ def _exact_sq_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _keep_nearest(src: torch.Tensor, dst: torch.Tensor, dist2: torch.Tensor, k_max: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Keep, for every ``src`` value, the ``k_max`` pairs of smallest ``dist2``; groups edges by ``src``."""
+    """Keep, for every ``src`` value, the ``k_max`` pairs of smallest ``dist2``.
+
+    ``src`` must be grouped (equal values adjacent); the result stays grouped."""
     if src.numel() == 0:
+        return src, dst, dist2
+    # Callers pass edges grouped by source already; with no source over the cap nothing needs sorting
+    # (the usual case for k_max = 1000).
+    if int(torch.bincount(src).max().item()) <= k_max:
         return src, dst, dist2
     by_distance = torch.argsort(dist2)
     order = by_distance[torch.argsort(src[by_distance], stable=True)]
@@ -46,9 +52,10 @@ def _keep_nearest(src: torch.Tensor, dst: torch.Tensor, dist2: torch.Tensor, k_m
 def _principal_rotation(points: torch.Tensor) -> torch.Tensor:
     """Orthogonal matrix [D, D] whose columns are the principal axes of ``points``, largest first."""
     centred = points - points.mean(dim=0, keepdim=True)
-    covariance = centred.t().mm(centred).double()
+    # A D x D eigenproblem: solved on the host, where it takes microseconds.
+    covariance = centred.t().mm(centred).double().cpu()
     _, vectors = torch.linalg.eigh(covariance)
-    return vectors.flip(1).to(points.dtype)
+    return vectors.flip(1).to(dtype=points.dtype, device=points.device)
 
 
 def radius_graph_brute_force(
