@@ -69,12 +69,11 @@ def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tens
         free = ~used
         alive = (free[seg_src] & free[seg_dst]).nonzero().squeeze(1)
         a_src, a_dst, a_score = seg_src[alive], seg_dst[alive], seg_score[alive]
-        has_next = torch.zeros_like(free)
-        has_next[a_src] = True
-        start = free & ((seg_len >= 2) | has_next)
         free_len = torch.where(free, seg_len, 0)
-        # first[x]: key of the earliest start that reaches x (forwards over alive segment edges).
-        first = torch.where(start, order_key, big)
+        # first[x]: key of the earliest free segment that reaches x (forwards over alive edges).
+        # Free segments that are not starts reach only themselves, and anything a start reaches
+        # comes after it in the order, so they never change the readiness test below.
+        first = torch.where(free, order_key, big)
         for _ in range(hops):
             first = first.scatter_reduce(0, a_dst, first[a_src], "amin")
         # Backwards, in one scatter per hop: column 0 = height (longest path in hits from each
@@ -86,6 +85,7 @@ def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tens
         for _ in range(hops):
             state = base.scatter_reduce(0, index, state[a_dst], "amax") + add_len
         height = state[:, 0]
+        start = free & (height >= 2)  # its best path has at least two hits
         ready = start & (state[:, 1] == neg_order_key)
 
         # Best successor: keeps the path longest, then highest score, then lowest row.
