@@ -3,8 +3,8 @@
 Each event is ~140k hits and ~1M edges before ``cc_cut`` (see
 :mod:`gnn4itk.track_building.synthetic`). Variants, all timed in the same run on the same graphs:
 the scripted :class:`~gnn4itk.track_building.TrackBuilder` in each mode (and with the JIT's
-optimisations off), the eager module, and the plain-Python reference on the host (the baseline of the
-speedups). Every production result is
+optimisations off), the eager module, and on the host the numba walkthrough (if numba is installed:
+the ``bench`` extra) and the plain-Python reference, the baselines of the speedups. Every production result is
 checked against the reference before timing.
 """
 
@@ -26,6 +26,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--reference-repeats", type=int, default=1, help="timed reference calls per graph (slow; %(default)s)"
     )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def _time_calls(function, device, warmup: int, repeats: int) -> list[float]:
@@ -86,6 +87,14 @@ def run(args) -> dict:
     if min(args.events, args.repeats, args.reference_repeats) < 1:
         raise UserError("--events, --repeats and --reference-repeats must be at least 1")
     device = torch.device(args.device)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
+    try:
+        from gnn4itk.track_building.numba_walk import build_tracks_numba
+    except ImportError:  # numba is the optional `bench` extra
+        build_tracks_numba = None
     scripted = {mode: torch.jit.script(TrackBuilder(mode=mode)).to(device) for mode in MODES}
     eager = TrackBuilder()
     times: dict[str, list[float]] = {}
@@ -108,6 +117,14 @@ def run(args) -> dict:
             times.setdefault(name, []).extend(_time_calls(function, device, args.warmup, args.repeats))
         if ops is None:
             ops = _top_level_ops(variants["scripted cc_and_walk"])
+        if build_tracks_numba is not None:
+            numba_result = build_tracks_numba(graph.edge_index, graph.scores, graph.hit_r2z2)
+            if not np.array_equal(numba_result[0], reference[0]):
+                raise RuntimeError("the numba walkthrough disagrees with the reference")
+            numba_call = lambda: build_tracks_numba(graph.edge_index, graph.scores, graph.hit_r2z2)  # noqa: E731
+            times.setdefault("numba walkthrough (CPU)", []).extend(
+                _time_calls(numba_call, torch.device("cpu"), 1, max(3, args.repeats // 4))
+            )
         reference_call = lambda: build_tracks_reference(graph.edge_index, graph.scores, graph.hit_r2z2)  # noqa: E731
         times.setdefault("reference (Python, CPU)", []).extend(
             _time_calls(reference_call, torch.device("cpu"), 0, args.reference_repeats)
@@ -121,17 +138,19 @@ def run(args) -> dict:
         f"~{int(np.mean([g['hits'] for g in graphs]))} hits, ~{int(np.mean([g['edges'] for g in graphs]))} edges"
     )
     table.add_column("variant")
-    table.add_column("median [ms]", justify="right")
+    table.add_column("median ms", justify="right")
     table.add_column("time / scripted cc_and_walk", justify="right")
     for name, median in medians.items():
         table.add_row(name, f"{median:.2f}", f"{median / baseline:.2f}")
     console = Console()
     console.print(table)
     speedup = medians["reference (Python, CPU)"] / baseline
+    speedup_numba = medians["numba walkthrough (CPU)"] / baseline if build_tracks_numba is not None else None
     identical = min(a["identical_fraction"] for a in agreement)
     console.print(
-        f"speedup over the reference: {speedup:.0f}x; torch ops per call: {ops}; "
-        f"identical tracks vs reference (worst event): {identical:.4f}"
+        f"speedup of scripted cc_and_walk over the reference: {speedup:.0f}x; over numba: "
+        + (f"{speedup_numba:.1f}x" if speedup_numba is not None else "n/a (pip install '.[bench]' for numba)")
+        + f"; torch ops per call: {ops}; identical tracks vs reference (worst event): {identical:.4f}"
     )
     return {
         "device": device_name,
@@ -139,6 +158,8 @@ def run(args) -> dict:
         "events": graphs,
         "median_ms": medians,
         "speedup_vs_reference": speedup,
+        "speedup_vs_numba": speedup_numba,
+        "torch_threads": torch.get_num_threads(),
         "torch_ops_per_call": ops,
         "agreement": agreement,
     }
