@@ -91,7 +91,7 @@ class StageTimer:
         self.handles = []
         stages = [("graph construction", pipeline.graph_construction)]
         stages += [(type(c).__name__.replace("Stage", "").lower(), c) for c in pipeline.edge_classifiers]
-        stages += [("track building", pipeline.track_builder)]
+        stages += [("track building", pipeline.track_building)]
         for name, module in stages:
             self.handles.append(module.register_forward_pre_hook(self._start(name)))
             self.handles.append(module.register_forward_hook(self._stop(name)))
@@ -128,7 +128,7 @@ class DebugRecorder:
         self.handles = [pipeline.graph_construction.register_forward_hook(self._graph)]
         for i, classifier in enumerate(pipeline.edge_classifiers):
             self.handles.append(classifier.register_forward_hook(self._classifier(i)))
-        self.handles.append(pipeline.track_builder.register_forward_hook(self._tracks))
+        self.handles.append(pipeline.track_building.register_forward_hook(self._tracks))
 
     def _graph(self, module, inputs, output):
         self.data["node_features"] = inputs[0].detach().cpu()

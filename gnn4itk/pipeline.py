@@ -15,7 +15,7 @@ from typing import List, Sequence
 import torch
 from torch import Tensor, nn
 
-from gnn4itk.stages import column_indices
+from gnn4itk.stages import InputGuard, TrackBuildingStage
 
 PIPELINE_NAMES = ("ModuleMap", "MetricLearning", "DoubleMetricLearning")
 DEFAULT_MAX_SPACEPOINTS = 1_000_000
@@ -34,10 +34,14 @@ class Pipeline(nn.Module):
 
     Forward:
         features (FloatTensor [N, F]): the spacepoints, columns as configured. NaN and +-inf are
-        replaced by 0 (:attr:`last_non_finite` counts them).
+        replaced by 0 (``input_guard.last_non_finite`` counts them).
 
     Returns:
         LongTensor [L]: LABELS (row indices, each track ended by -1), ``[-1]`` for < 3 spacepoints.
+
+    Raises:
+        ValueError (``torch.jit.Error`` when scripted) for a wrong rank, width or dtype, or an event above
+        ``max_spacepoints``.
     """
 
     def __init__(
@@ -51,49 +55,21 @@ class Pipeline(nn.Module):
         super().__init__()
         if len(edge_classifiers) == 0:
             raise ValueError("a pipeline needs at least one edge classifier (the GNN)")
+        self.columns: List[str] = list(columns)
+        self.input_guard = InputGuard(self.columns, max_spacepoints)
         self.graph_construction = graph_construction
         self.edge_classifiers = nn.ModuleList(edge_classifiers)
-        self.track_builder = track_builder
-        self.columns: List[str] = list(columns)
-        self.num_features = len(self.columns)
-        self.r_column, self.z_column = column_indices(self.columns, ["r", "z"], "track building")
-        self.max_spacepoints = int(max_spacepoints)
-        self.last_non_finite = 0
-
-    def check_input(self, features: Tensor) -> None:
-        """Raise a clear error for a tensor this pipeline cannot take (rank, width, dtype, size)."""
-        if features.dim() != 2:
-            raise ValueError(f"FEATURES must be a 2-d tensor [N, {self.num_features}], got {features.dim()} dimensions")
-        if features.shape[1] != self.num_features:
-            raise ValueError(
-                f"FEATURES has {features.shape[1]} columns, this pipeline expects {self.num_features}: {self.columns}"
-            )
-        if features.dtype != torch.float32:
-            raise ValueError(f"FEATURES must be float32, got {features.dtype}")
-        if features.shape[0] > self.max_spacepoints:
-            raise ValueError(
-                f"event has {features.shape[0]} spacepoints, above max_spacepoints = {self.max_spacepoints}"
-            )
-
-    def sanitize(self, features: Tensor) -> Tensor:
-        """Replace NaN and +-inf by 0 and remember how many there were (:attr:`last_non_finite`)."""
-        bad = ~torch.isfinite(features)
-        self.last_non_finite = int(bad.sum())
-        if self.last_non_finite > 0:
-            features = torch.where(bad, torch.zeros_like(features), features)
-        return features
+        self.track_building = TrackBuildingStage(track_builder, self.columns)
 
     def forward(self, features: Tensor) -> Tensor:
-        self.check_input(features)
+        features = self.input_guard(features)
         if features.shape[0] < 3:
             return torch.full((1,), -1, dtype=torch.long, device=features.device)
-        features = self.sanitize(features)
         edge_index, edge_attr = self.graph_construction(features)
         scores = torch.ones(edge_index.shape[1], dtype=torch.float32, device=features.device)
         for classifier in self.edge_classifiers:
             edge_index, edge_attr, scores = classifier(features, edge_index, edge_attr)
-        r2z2 = features[:, self.r_column] ** 2 + features[:, self.z_column] ** 2
-        return self.track_builder(edge_index, scores, r2z2)
+        return self.track_building(features, edge_index, scores)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -9,8 +9,11 @@ same module runs eagerly, under ``torch.jit.script`` and inside Triton.
 * **Edge classification** -- ``forward(features, edge_index, edge_attr) -> (edge_index, edge_attr,
   scores [E'])``; it may drop edges: :class:`FilterStage` (keeps ``score > filter_cut``),
   :class:`GNNStage` (keeps every edge), :class:`NoEdgeClassification`.
-* **Track building** -- :class:`gnn4itk.track_building.TrackBuilder`:
-  ``forward(edge_index, scores, hit_r2z2 [N]) -> LABELS``.
+* **Track building** -- :class:`TrackBuildingStage` around
+  :class:`gnn4itk.track_building.TrackBuilder`: ``forward(features, edge_index, scores) -> LABELS``.
+
+:class:`InputGuard` comes first: it checks the request and replaces NaN/inf. Because every stage takes
+the FEATURES tensor, each one can also be served as its own model in a Triton ensemble.
 """
 
 from __future__ import annotations
@@ -83,6 +86,49 @@ def orient_inner_to_outer(edge_index: Tensor, r2z2: Tensor) -> Tensor:
     oriented = torch.stack([torch.where(flip, dst, src), torch.where(flip, src, dst)])
     oriented = oriented[:, oriented[0] != oriented[1]]
     return torch.unique(oriented, dim=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Input checks
+
+
+class InputGuard(nn.Module):
+    """Refuses a FEATURES tensor the pipeline cannot take and replaces NaN/inf by 0.
+
+    Args:
+        columns: the F FEATURES column names.
+        max_spacepoints: larger events are refused (an error, not an out-of-memory crash).
+
+    Forward:
+        features (FloatTensor [N, F]) -> FloatTensor [N, F] with every non-finite value set to 0;
+        :attr:`last_non_finite` holds how many there were.
+    """
+
+    def __init__(self, columns: Sequence[str], max_spacepoints: int):
+        super().__init__()
+        self.columns: List[str] = list(columns)
+        self.num_features = len(self.columns)
+        self.max_spacepoints = int(max_spacepoints)
+        self.last_non_finite = 0
+
+    def forward(self, features: Tensor) -> Tensor:
+        if features.dim() != 2:
+            raise ValueError(f"FEATURES must be a 2-d tensor [N, {self.num_features}], got {features.dim()} dimensions")
+        if features.shape[1] != self.num_features:
+            raise ValueError(
+                f"FEATURES has {features.shape[1]} columns, this pipeline expects {self.num_features}: {self.columns}"
+            )
+        if features.dtype != torch.float32:
+            raise ValueError(f"FEATURES must be float32, got {features.dtype}")
+        if features.shape[0] > self.max_spacepoints:
+            raise ValueError(
+                f"event has {features.shape[0]} spacepoints, above max_spacepoints = {self.max_spacepoints}"
+            )
+        bad = ~torch.isfinite(features)
+        self.last_non_finite = int(bad.sum())
+        if self.last_non_finite > 0:
+            features = torch.where(bad, torch.zeros_like(features), features)
+        return features
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -228,3 +274,31 @@ class GNNStage(nn.Module):
         else:
             logits = self.model(x, edge_index, edge_attr)
         return edge_index, edge_attr, torch.sigmoid(logits.float())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Track building
+
+
+class TrackBuildingStage(nn.Module):
+    """Track building on FEATURES: ``R = r² + z²`` from the ``r`` and ``z`` columns, LABELS out.
+
+    Args:
+        builder: :class:`gnn4itk.track_building.TrackBuilder`.
+        columns: FEATURES column names.
+
+    Forward:
+        features (FloatTensor [N, F]), edge_index (LongTensor [2, E]), scores (FloatTensor [E]) ->
+        LABELS (LongTensor [L]); ``[-1]`` for fewer than 3 spacepoints.
+    """
+
+    def __init__(self, builder: nn.Module, columns: Sequence[str]):
+        super().__init__()
+        self.builder = builder
+        self.r_column, self.z_column = column_indices(columns, ["r", "z"], "track building")
+
+    def forward(self, features: Tensor, edge_index: Tensor, scores: Tensor) -> Tensor:
+        if features.shape[0] < 3:
+            return torch.full((1,), -1, dtype=torch.long, device=features.device)
+        r2z2 = features[:, self.r_column] ** 2 + features[:, self.z_column] ** 2
+        return self.builder(edge_index, scores, r2z2)

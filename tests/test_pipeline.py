@@ -57,12 +57,12 @@ def test_bad_inputs_are_refused_with_clear_errors(module_map_pipeline, event_fea
         module_map_pipeline(torch.zeros(10, 12))
     with pytest.raises(ValueError, match="float32"):
         module_map_pipeline(event_features.double())
-    module_map_pipeline.max_spacepoints = 100  # the same check as a configured limit, without a rebuild
+    module_map_pipeline.input_guard.max_spacepoints = 100  # the same check as a configured limit, without a rebuild
     try:
         with pytest.raises(ValueError, match="max_spacepoints"):
             module_map_pipeline(event_features)
     finally:
-        module_map_pipeline.max_spacepoints = 1_000_000
+        module_map_pipeline.input_guard.max_spacepoints = 1_000_000
 
 
 def test_non_finite_features_are_zeroed_and_counted(module_map_pipeline, event_features):
@@ -71,11 +71,11 @@ def test_non_finite_features_are_zeroed_and_counted(module_map_pipeline, event_f
     bad[1, 2] = float("inf")
     bad[2, 5] = -float("inf")
     out = module_map_pipeline(bad)
-    assert module_map_pipeline.last_non_finite == 3
+    assert module_map_pipeline.input_guard.last_non_finite == 3
     zeroed = bad.clone()
     zeroed[~torch.isfinite(zeroed)] = 0
     torch.testing.assert_close(out, module_map_pipeline(zeroed), rtol=0, atol=0)
-    assert module_map_pipeline.last_non_finite == 0
+    assert module_map_pipeline.input_guard.last_non_finite == 0
 
 
 def test_unknown_stage_kinds_are_configuration_errors(tmp_path):

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One batched run on the lent GPU machine (see docs/benchmarks.md). Usage: scripts/device_run.sh PHASE...
+# Phases: env, sim, map, bench, tests. Results go to $OUT (device tool) or ./work/device-out.
+set -uo pipefail
+OUT=${OUT:-work/device-out}; mkdir -p "$OUT" work
+export PYTHONUNBUFFERED=1
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+  # pip --target puts the wheel's data files (Pythia8's xmldoc) under the target, not the prefix
+  PYTHIA8DATA=$(find /tmp/site -type d -path '*Pythia8/xmldoc' | head -1); export PYTHIA8DATA
+else
+  export PYTHONPATH=$PWD
+fi
+G="python3 -m gnn4itk"
+for phase in "$@"; do
+  echo "=== phase $phase $(date -u +%FT%TZ)"
+  case $phase in
+    env)
+      nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
+      python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name(0))"
+      nproc ;;
+    sim)
+      $G simulate --pileup 200 --events ${SIM_EVENTS:-96} --jobs 16 --seed 1000 --output work/sim/train --no-progress --json "$OUT/sim_train.json" | tail -5
+      $G simulate --pileup 200 --events ${TEST_EVENTS:-4} --jobs 4 --seed 900000 --output work/sim/test --no-progress --json "$OUT/sim_test.json" | tail -5 ;;
+    map)
+      $G build-module-map --events work/sim/train --output work/maps/generic --no-progress | tail -5
+      ls -la work/maps ;;
+    bench)
+      $G bench track-building --device cuda --json "$OUT/bench_track_building.json" 2>&1 | tail -40
+      if [ -f work/maps/generic.npz ]; then MAPARG="--map work/maps/generic.npz --event work/sim/test"; else MAPARG=""; fi
+      $G bench module-map --device cuda $MAPARG --json "$OUT/bench_module_map.json" 2>&1 | tail -40
+      $G bench radius-graph --device cuda --json "$OUT/bench_radius_graph.json" 2>&1 | tail -40 ;;
+    tests)
+      python3 -m pytest -q -x -p no:cacheprovider ${TEST_ARGS:-tests/test_pipeline.py tests/test_track_building.py tests/test_module_map_graph.py} 2>&1 | tail -15 ;;
+  esac
+done
