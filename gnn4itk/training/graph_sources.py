@@ -122,7 +122,7 @@ class MetricLearningGraph:
         self.embedding = load_acorn_checkpoint(embedding_checkpoint, map_location=device)
         self.filter = load_acorn_checkpoint(filter_checkpoint, map_location=device) if filter_checkpoint else None
         self.filter_cut = float(filter_cut)
-        self.radius_graph = RadiusGraph(r_max, k_max, method=method, rotate=True)
+        self.radius_graph = RadiusGraph(r_max, k_max, method=method)
 
     def _features(self, event: Event, model) -> torch.Tensor:
         hp = model.hparams
