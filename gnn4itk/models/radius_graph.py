@@ -165,6 +165,7 @@ def radius_graph_grid(
     database_id = (database_cell * strides).sum(dim=1)
     order = torch.argsort(database_id)
     sorted_points = database[order]
+    sorted_key = database_key[order]
     counts = torch.bincount(database_id, minlength=n_cells)
     starts = torch.cumsum(counts, dim=0) - counts
 
@@ -204,6 +205,10 @@ def radius_graph_grid(
             first = torch.cumsum(counts_flat, dim=0) - counts_flat
             position = starts_flat[owner] + torch.arange(total, device=device) - first[owner]
             src = torch.div(owner, n_offsets, rounding_mode="floor") + begin
+            # Cheap pre-check on the binned coordinates alone: their distance never exceeds the full
+            # one (a projection onto orthonormal axes), so only pairs passing it can be edges.
+            near = _exact_sq_distance(query_key[src], sorted_key[position]) < r2 * 1.0001 + 1e-7
+            src, position = src[near], position[near]
             dist2 = _exact_sq_distance(query[src], sorted_points[position])
             keep = dist2 < r2
             dst = order[position[keep]]
