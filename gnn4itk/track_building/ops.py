@@ -74,9 +74,11 @@ def list_heads(prev: Tensor) -> Tuple[Tensor, Tensor]:
     has_prev = prev >= 0
     pointer = torch.where(has_prev, prev, torch.arange(prev.numel(), device=prev.device))
     distance = has_prev.long()
-    for _ in range(64):  # 2**64 exceeds any list length: more rounds mean a cycle
+    for step in range(64):  # 2**64 exceeds any list length: more rounds mean a cycle
         jumped = pointer[pointer]
-        if torch.equal(jumped, pointer):
+        # Track segments are longer than 4 hits: the first checks would only cost host syncs
+        # (extra rounds after convergence change nothing).
+        if step >= 2 and torch.equal(jumped, pointer):
             break
         distance = distance + distance[pointer]
         pointer = jumped
