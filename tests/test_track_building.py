@@ -141,6 +141,8 @@ def test_bad_inputs_raise_clear_errors():
         builder(torch.zeros(2, 2, dtype=torch.long), torch.zeros(3), torch.zeros(4))
     with pytest.raises(ValueError, match="outside"):
         builder(torch.tensor([[0], [4]]), torch.ones(1), torch.zeros(4))
+    with pytest.raises(torch.jit.Error, match="ValueError: edge_index has row indices outside"):
+        torch.jit.script(builder)(torch.tensor([[0], [4]]), torch.ones(1), torch.zeros(4))
     with pytest.raises(ValueError, match="mode"):
         TrackBuilder(mode="walk")
     with pytest.raises(ValueError, match="walk_min"):
