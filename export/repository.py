@@ -413,6 +413,8 @@ def _write_ensemble(out_dir: Path, name: str, num_features: int, steps: list[tup
     """An ensemble FEATURES -> LABELS over ``steps`` (runner model name, model)."""
     schedule = []
     intermediate: dict[str, TensorSpec] = {}
+    # Triton refuses ensembles with tensors that no step reads: map only the outputs that are used.
+    used = {LABELS} | {t.name for _, model in steps for t in model.inputs}
     for runner, model in steps:
         if flavour == "libtorch":
             in_names = _positional("INPUT", len(model.inputs))
@@ -425,7 +427,9 @@ def _write_ensemble(out_dir: Path, name: str, num_features: int, steps: list[tup
                 "model_name": runner,
                 "model_version": -1,
                 "input_map": [{"key": k, "value": t.name} for k, t in zip(in_names, model.inputs)],
-                "output_map": [{"key": k, "value": t.name} for k, t in zip(out_names, model.outputs)],
+                "output_map": [
+                    {"key": k, "value": t.name} for k, t in zip(out_names, model.outputs) if t.name in used
+                ],
             }
         )
         intermediate.update({t.name: t for t in model.outputs})

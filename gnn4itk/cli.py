@@ -18,6 +18,7 @@ COMMANDS = [
     "gnn4itk.commands.build_module_map",
     "gnn4itk.commands.serve",
     "gnn4itk.commands.evaluate",
+    "gnn4itk.commands.export",
 ]
 
 

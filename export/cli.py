@@ -1,0 +1,91 @@
+"""``python -m export`` / ``gnn4itk export``: pipelines -> TorchScript files -> Triton model repository.
+
+    python -m export                                   # every pipeline whose weights exist, into models/
+    python -m export --pipelines ModuleMap --flavour libtorch --device gpu --count 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from gnn4itk.pipeline import PIPELINE_NAMES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pipelines", nargs="+", default=list(PIPELINE_NAMES), choices=PIPELINE_NAMES)
+    parser.add_argument("--config", action="append", default=[], metavar="NAME=YAML",
+                        help="configuration for one pipeline (default configs/<NAME>.yaml); repeatable")
+    parser.add_argument("--module-map", default=None, help="module map for ModuleMap (default: the configuration's)")
+    parser.add_argument("--output", type=Path, default=Path("models"), help="model repository (%(default)s)")
+    parser.add_argument("--flavour", choices=["python", "libtorch"], default="python")
+    parser.add_argument("--device", choices=["gpu", "cpu"], default="gpu", help="instance kind in config.pbtxt")
+    parser.add_argument("--count", type=int, default=1, help="instances per device")
+    parser.add_argument("--gpus", type=int, nargs="*", default=None, help="GPU indices for KIND_GPU")
+    parser.add_argument("--max-spacepoints", type=int, default=None, help="default: the configuration's")
+    parser.add_argument("--warmup-event", default=None, help="event file whose spacepoints warm the models up")
+    parser.add_argument("--skip-missing", action="store_true", help="skip pipelines whose weights or map are missing")
+    parser.add_argument("--check", action="store_true", help="also run every exported file in a torch-only process")
+
+
+def export(args) -> list[str]:
+    import torch
+
+    from export.repository import write_model_repository
+    from export.torchscript import export_pipeline, run_isolated
+    from gnn4itk.pipeline import build_pipeline, load_pipeline_config
+
+    overrides = dict(item.split("=", 1) for item in args.config)
+    specs = []
+    with tempfile.TemporaryDirectory(prefix="gnn4itk-export-") as scratch:
+        for name in args.pipelines:
+            config = load_pipeline_config(overrides.get(name, name))
+            try:
+                pipeline = build_pipeline(config, module_map_path=args.module_map if name == "ModuleMap" else None, verbose=True)
+            except FileNotFoundError as error:
+                if args.skip_missing:
+                    print(f"skipping {name}: {error}")
+                    continue
+                raise
+            cuts = {k: v for k, v in config.get("track_building", {}).items() if k != "mode"}
+            spec = export_pipeline(pipeline, name, Path(scratch) / "torchscript", parameters=cuts)
+            if args.warmup_event:
+                from gnn4itk.event import select_features
+                from gnn4itk.io.load import load_event
+
+                spec.warmup_features = select_features(load_event(args.warmup_event).hits, pipeline.columns)
+            if args.check:
+                features = torch.from_numpy(spec.warmup_features) if spec.warmup_features is not None else torch.rand(500, len(pipeline.columns))
+                expected = pipeline(features)
+                out = run_isolated(spec, features, Path(scratch) / "check" / name)
+                for key in ("fused", "chained"):
+                    if not torch.equal(out[key], expected):
+                        raise RuntimeError(f"{name}: the exported {key} model differs from the eager pipeline")
+                print(f"{name}: exported files run in a torch-only process and equal the eager pipeline")
+            specs.append(spec)
+        if not specs:
+            raise FileNotFoundError("no pipeline could be exported")
+        max_spacepoints = args.max_spacepoints or min(int(load_pipeline_config(s.name).get("max_spacepoints", 1_000_000)) for s in specs)
+        names = write_model_repository(
+            args.output, specs, flavour=args.flavour, instance_kind=args.device, count=args.count,
+            gpus=args.gpus, max_spacepoints=max_spacepoints, overwrite=True,
+        )
+    print(f"model repository {args.output}: {', '.join(names)}")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        export(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        if args.verbose:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
