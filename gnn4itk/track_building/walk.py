@@ -24,6 +24,8 @@ path over unused hits. This module computes the same tracks with a constant numb
 
 from __future__ import annotations
 
+from typing import List
+
 import torch
 from torch import Tensor
 
@@ -64,24 +66,25 @@ def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tens
     start_of = torch.full((num_segments,), -1, dtype=torch.long, device=device)
     zeros = torch.zeros_like(seg_len)
     neg_order_key = -order_key
+    no_owner = torch.full((1,), -1, dtype=torch.long, device=device)
     pending = True
     while pending:  # one round: every start that no earlier start can disturb
         free = ~used
         alive = (free[seg_src] & free[seg_dst]).nonzero().squeeze(1)
         a_src, a_dst, a_score = seg_src[alive], seg_dst[alive], seg_score[alive]
-        free_len = torch.where(free, seg_len, 0)
-        # first[x]: key of the earliest free segment that reaches x (forwards over alive edges).
+        # -(key of the earliest free segment that reaches each segment), forwards over alive edges.
         # Free segments that are not starts reach only themselves, and anything a start reaches
         # comes after it in the order, so they never change the readiness test below.
-        first = torch.where(free, order_key, big)
+        neg_first = torch.where(free, neg_order_key, -big)
         for _ in range(hops):
-            first = first.scatter_reduce(0, a_dst, first[a_src], "amin")
+            neg_first = neg_first.scatter_reduce(0, a_dst, neg_first[a_src], "amax")
         # Backwards, in one scatter per hop: column 0 = height (longest path in hits from each
-        # segment), column 1 = -(earliest start reaching anything this segment reaches).
-        base = torch.stack([zeros, -first], dim=1)
-        add_len = torch.stack([free_len, zeros], dim=1)
+        # segment), 1 = -(earliest key reaching anything this segment reaches), 2 = height in
+        # segments (bounds the loops of the next round).
+        base = torch.stack([zeros, neg_first, zeros], dim=1)
+        add_len = torch.stack([torch.where(free, seg_len, 0), zeros, free.long()], dim=1)
         state = base + add_len
-        index = a_src.unsqueeze(1).expand(-1, 2)
+        index = a_src.unsqueeze(1).expand(-1, 3)
         for _ in range(hops):
             state = base.scatter_reduce(0, index, state[a_dst], "amax") + add_len
         height = state[:, 0]
@@ -96,14 +99,16 @@ def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tens
         next_seg = torch.full((num_segments + 1,), num_segments, dtype=torch.long, device=device)
         next_seg = next_seg.scatter_reduce(0, torch.where(chosen, a_src, num_segments), a_dst, "amin")
         next_seg[num_segments] = num_segments  # the spare slot collects the edges that were not chosen
-        owner = torch.full((num_segments + 1,), -1, dtype=torch.long, device=device)
-        owner[:num_segments] = torch.where(ready, segments, -1)
+        owner = torch.cat([torch.where(ready, segments, -1), no_owner])
         for _ in range(hops):  # hand the start's id down its chain of best successors
             owner = owner.scatter_reduce(0, next_seg, owner, "amax")
         taken = owner[:num_segments] >= 0
         start_of = torch.where(taken, owner[:num_segments], start_of)
         used = used | taken
-        # Starts never appear later (used only grows): done once every start was ready.
-        pending = bool((start & ~ready).any())
+        # Starts never appear later (used only grows): done once every start was ready. Paths
+        # left for the next round are no longer (in segments) than the untaken ones of this round.
+        left_hops = torch.where(used, 1, state[:, 2]).max() - 1
+        flags: List[int] = torch.stack([(start != ready).any().long(), left_hops]).tolist()
+        pending, hops = flags[0] > 0, flags[1]
     start_hit = torch.where(start_of >= 0, heads[start_of.clamp(min=0)], -1)
     return start_hit[segment_of[head]]
