@@ -112,7 +112,8 @@ def small_config(stage):
         model = {"model": "ChainedInteractionGNN2", "node_features": FEATURES, "node_scales": SCALES,
                  "edge_features": ["dr", "dphi", "dz", "deta", "phislope", "rphislope"], "hidden": 16,
                  "n_graph_iters": 2, "n_node_net_layers": 2, "n_edge_net_layers": 2, "n_edge_decoder_layers": 2,
-                 "batchnorm": True, "output_activation": "ReLU", "node_net_recurrent": False, "edge_net_recurrent": False}
+                 "batchnorm": True, "output_activation": "ReLU", "node_net_recurrent": False, "edge_net_recurrent": False,
+                 "checkpointing": True}
     elif stage == "filter":
         model = {"node_features": FEATURES, "node_scales": SCALES, "hidden": 64, "nb_layer": 2, "layernorm": True}
         training["lr"] = 0.02

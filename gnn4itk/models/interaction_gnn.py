@@ -187,6 +187,40 @@ class InteractionGNN2(nn.Module):
         return self.edge_output_transform(self.edge_decoder(e)).squeeze(-1)
 
 
+    @torch.jit.unused
+    def forward_checkpointed(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """:meth:`forward` with activation checkpointing per iteration (training of large graphs).
+
+        Equal to :meth:`forward`, trading compute for memory as acorn's ``checkpointing`` does: only
+        the inputs of each iteration are kept and the rest is recomputed in the backward pass. Not part
+        of the TorchScript model.
+        """
+        from torch.utils.checkpoint import checkpoint
+
+        src, dst = edge_index[0], edge_index[1]
+        x = checkpoint(self.node_encoder, x, use_reentrant=False)
+        if self.uses_edge_features:
+            if edge_attr is None:
+                raise ValueError("this InteractionGNN2 was built with edge_features: pass edge_attr")
+            e = checkpoint(self.edge_encoder, edge_attr, use_reentrant=False)
+        else:
+            e = checkpoint(self.edge_encoder, torch.cat([x[src], x[dst]], dim=-1), use_reentrant=False)
+        x0, e0 = x, e
+        for i in range(self.n_graph_iters):
+            x, e = checkpoint(self._iteration, x, e, x0, e0, src, dst, i, use_reentrant=False)
+        decode = lambda edges: self.edge_output_transform(self.edge_decoder(edges))  # noqa: E731
+        return checkpoint(decode, e, use_reentrant=False).squeeze(-1)
+
+    @torch.jit.unused
+    def _iteration(self, x, e, x0, e0, src, dst, i: int):
+        edge_net = self.edge_network if self.edge_net_recurrent else self.edge_network[i]
+        node_net = self.node_network if self.node_net_recurrent else self.node_network[i]
+        if self.concat:
+            x, e = torch.cat([x, x0], dim=-1), torch.cat([e, e0], dim=-1)
+        e = edge_net(self._edge_inputs(x, e, src, dst))
+        return node_net(self._node_inputs(x, e, src, dst)), e
+
+
 class ChainedInteractionGNN2(InteractionGNN2):
     """:class:`InteractionGNN2` with separate node and edge MLPs per iteration (the CTD2023 model)."""
 

@@ -159,6 +159,9 @@ class EdgeClassifierModule(_AcornLayoutModule):
     def forward(self, batch: dict) -> torch.Tensor:
         if type(self.model).__name__ == "Filter":
             return self.model(batch["x"], batch["edge_index"])
+        if self.training and self.model.hparams.get("checkpointing", False):
+            # acorn's `checkpointing`: recompute activations in the backward pass (mu=200 graphs).
+            return self.model.forward_checkpointed(batch["x"], batch["edge_index"], batch["edge_attr"])
         return self.model(batch["x"], batch["edge_index"], batch["edge_attr"])
 
     @property
