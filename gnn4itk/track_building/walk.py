@@ -105,10 +105,10 @@ def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tens
         taken = owner[:num_segments] >= 0
         start_of = torch.where(taken, owner[:num_segments], start_of)
         used = used | taken
-        # Starts never appear later (used only grows): done once every start was ready. Paths
-        # left for the next round are no longer (in segments) than the untaken ones of this round.
+        # Starts never appear later (used only grows): done once every start is used. Paths left
+        # for the next round are no longer (in segments) than the unused ones of this round.
         left_hops = torch.where(used, 1, state[:, 2]).max() - 1
-        flags: List[int] = torch.stack([(start != ready).any().long(), left_hops]).tolist()
+        flags: List[int] = torch.stack([(start > used).any().long(), left_hops]).tolist()
         pending, hops = flags[0] > 0, flags[1]
     start_hit = torch.where(start_of >= 0, heads[start_of.clamp(min=0)], -1)
     return start_hit[segment_of[head]]
