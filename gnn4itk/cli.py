@@ -19,6 +19,7 @@ COMMANDS = [
     "gnn4itk.commands.serve",
     "gnn4itk.commands.evaluate",
     "gnn4itk.commands.export",
+    "gnn4itk.commands.validate",
 ]
 
 

@@ -21,8 +21,10 @@ for phase in "$@"; do
       python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name(0))"
       nproc ;;
     sim)
-      $G simulate --pileup 200 --events ${SIM_EVENTS:-96} --jobs 16 --seed 1000 --output work/sim/train --no-progress --json "$OUT/sim_train.json" | tail -5
-      $G simulate --pileup 200 --events ${TEST_EVENTS:-4} --jobs 4 --seed 900000 --output work/sim/test --no-progress --json "$OUT/sim_test.json" | tail -5 ;;
+      # train / validation / held-out test events: distinct seeds, so the sets never overlap
+      $G simulate --pileup 200 --events ${SIM_EVENTS:-144} --jobs 16 --seed 1000 --output work/sim/train --no-progress --json "$OUT/sim_train.json" | tail -4
+      $G simulate --pileup 200 --events ${VAL_EVENTS:-8} --jobs 8 --seed 800000 --output work/sim/val --no-progress | tail -2
+      $G simulate --pileup 200 --events ${TEST_EVENTS:-8} --jobs 8 --seed 900000 --output work/sim/test --no-progress | tail -2 ;;
     map)
       $G build-module-map --events work/sim/train --output work/maps/generic --no-progress | tail -5
       ls -la work/maps ;;
@@ -31,6 +33,15 @@ for phase in "$@"; do
       if [ -f work/maps/generic.npz ]; then MAPARG="--map work/maps/generic.npz --event work/sim/test"; else MAPARG=""; fi
       $G bench module-map --device cuda $MAPARG --json "$OUT/bench_module_map.json" 2>&1 | tail -40
       $G bench radius-graph --device cuda --json "$OUT/bench_radius_graph.json" 2>&1 | tail -40 ;;
+    train)
+      # a time limit keeps the call inside the lease; the newest epoch is kept as last.ckpt either way
+      timeout ${TRAIN_SECONDS:-300} $G train gnn --config configs/train_gnn_module_map.yaml --max-epochs ${EPOCHS:-30} 2>&1 | grep -v Warning | tail -25
+      d=work/train/gnn_module_map
+      if [ -f $d/gnn.ckpt ]; then cp $d/gnn.ckpt "$OUT/module_map_gnn.ckpt"; else cp $d/checkpoints/last.ckpt "$OUT/module_map_gnn.ckpt"; fi
+      cp $d/logs/version_0/metrics.csv "$OUT/train_metrics.csv" 2>/dev/null ;;
+    validate)
+      $G validate --pipeline ModuleMap --events work/sim/test --device cuda --module-map work/maps/generic.npz \
+        --gnn "$OUT/module_map_gnn.ckpt" --json "$OUT/validate_module_map.json" 2>&1 | grep -v -i warn | tail -30 ;;
     tests)
       python3 -m pytest -q -x -p no:cacheprovider ${TEST_ARGS:-tests/test_pipeline.py tests/test_track_building.py tests/test_module_map_graph.py} 2>&1 | tail -15 ;;
   esac
