@@ -155,7 +155,8 @@ def radius_graph_grid(
     query_position = (query_key - lower) / r_max
     unclamped = torch.floor(query_position).long()
     query_cell = torch.minimum(torch.maximum(unclamped, torch.full_like(unclamped, -1)), shape.unsqueeze(0))
-    # Position inside the own cell, in cell units; 0 (no pruning) for queries clamped from outside.
+    # Position inside the own cell, in cell units. A clamped query lies r_max or more outside the box
+    # along some axis and so has no neighbours at all: any value is right for it, 0 is used.
     inner = torch.where((unclamped == query_cell).all(dim=1, keepdim=True), query_position - unclamped.to(query_key.dtype), torch.zeros_like(query_position))
     strides = torch.ones_like(shape)
     for d in range(grid_dims - 2, -1, -1):
