@@ -117,7 +117,7 @@ class ModuleMapGraphBuilder(nn.Module):
             ``last_unknown``).
 
     Returns:
-        edge_index: int64 [2, E], inner (earlier) hit -> outer hit, sorted by (doublet, source).
+        edge_index: int64 [2, E], inner (earlier) hit -> outer hit, grouped by map doublet.
         edge_attr: float32 [E, 6], :func:`gnn4itk.edge_features.edge_features`.
     """
 
