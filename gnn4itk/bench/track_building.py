@@ -22,7 +22,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--events", type=int, default=3, help="synthetic events (%(default)s)")
     parser.add_argument("--particles", type=int, default=12_500, help="particles per event (%(default)s)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls per graph and variant (%(default)s)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed calls per graph and variant (%(default)s)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per graph and variant (%(default)s)")
     parser.add_argument(
         "--reference-repeats", type=int, default=1, help="timed reference calls per graph (slow; %(default)s)"
     )

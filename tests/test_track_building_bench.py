@@ -1,0 +1,26 @@
+"""`gnn4itk bench track-building` runs end to end on a small graph and reports what it promises."""
+
+import json
+
+import pytest
+import torch
+
+from gnn4itk.cli import main
+
+
+def test_bench_track_building_runs_on_cpu(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = ["--events", "1", "--particles", "300", "--warmup", "1", "--repeats", "2", "--threads", "1"]
+    assert main(["bench", "track-building", "--device", "cpu", *args, "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["agreement"][0]["identical_fraction"] == 1.0
+    assert figures["events"][0]["hits"] > 1000
+    assert {"scripted cc_and_walk", "eager cc_and_walk", "reference (Python, CPU)"} <= set(figures["median_ms"])
+    assert figures["torch_ops_per_call"] > 10
+    assert "speedup" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
+def test_bench_track_building_refuses_missing_cuda(capsys):
+    assert main(["bench", "track-building", "--device", "cuda"]) == 2
+    assert "CUDA" in capsys.readouterr().err
