@@ -8,7 +8,8 @@ A graph source is a callable ``source(event) -> (edge_index LongTensor [2, E], e
   times as many local fakes (same phi neighbourhood, pointing outwards); the default, cheap, for tests.
 * ``{kind: module_map, path: map.root}`` -- the module-map graph (:mod:`module_map`).
 * ``{kind: metric_learning, embedding_checkpoint: ..., filter_checkpoint: ..., r_max, k_max,
-  filter_cut, method}`` -- embedding + radius graph (+ filter), edges oriented outwards in r.
+  filter_cut, method, grid_dims}`` -- embedding + radius graph (+ filter; ``filter_cut`` defaults to the
+  filter's own), edges oriented outwards in r.
 * ``{kind: callable, target: "package.module:function", kwargs: {...}}`` -- a user function
   ``function(event, **kwargs)`` with the same return value.
 """
@@ -92,8 +93,8 @@ class ModuleMapGraph:
         self.builder = ModuleMapGraphBuilder(load_map(path, verbose=False)).to(device)
 
     def __call__(self, event: Event) -> tuple[torch.Tensor, torch.Tensor]:
-        positions = torch.from_numpy(event.hits[["x", "y", "z", "r", "phi", "eta"]].to_numpy(np.float32)).to(self.device)
-        module_id = torch.from_numpy(event.hits["module_id"].to_numpy()).to(self.device)
+        positions = torch.tensor(event.hits[["x", "y", "z", "r", "phi", "eta"]].to_numpy(np.float32)).to(self.device)
+        module_id = torch.tensor(event.hits["module_id"].to_numpy()).to(self.device)
         with torch.no_grad():
             edge_index, features = self.builder(positions, module_id)
         return edge_index.cpu(), features.cpu()
@@ -112,8 +113,9 @@ class MetricLearningGraph:
         filter_checkpoint: str | None = None,
         r_max: float = 0.12,
         k_max: int = 1000,
-        filter_cut: float = 0.05,
+        filter_cut: float | None = None,
         method: str = "grid",
+        grid_dims: int = 4,
         device: str = "cpu",
     ):
         from gnn4itk.models import RadiusGraph, load_acorn_checkpoint
@@ -121,8 +123,9 @@ class MetricLearningGraph:
         self.device = device
         self.embedding = load_acorn_checkpoint(embedding_checkpoint, map_location=device)
         self.filter = load_acorn_checkpoint(filter_checkpoint, map_location=device) if filter_checkpoint else None
-        self.filter_cut = float(filter_cut)
-        self.radius_graph = RadiusGraph(r_max, k_max, method=method)
+        # None: the cut stored with the filter (its hparam ``filter_cut``, default 0.05).
+        self.filter_cut = float(filter_cut) if filter_cut is not None else getattr(self.filter, "filter_cut", 0.05)
+        self.radius_graph = RadiusGraph(r_max, k_max, method=method, grid_dims=grid_dims)
 
     def _features(self, event: Event, model) -> torch.Tensor:
         hp = model.hparams
