@@ -64,10 +64,9 @@ def _chunk_plan(cum: torch.Tensor, total: int, chunk: int) -> List[List[int]]:
     than ``chunk`` gets a range of its own).
     """
     n = cum.size(0)
-    if total > chunk:
-        targets = torch.arange(chunk, total, chunk, device=cum.device, dtype=cum.dtype)
-    else:
-        targets = torch.zeros(0, device=cum.device, dtype=cum.dtype)
+    if total <= chunk:  # one range: no device work, no sync
+        return [[0, n], [0, total]]
+    targets = torch.arange(chunk, total, chunk, device=cum.device, dtype=cum.dtype)
     cuts = torch.searchsorted(cum, targets, right=True)
     cuts = torch.unique_consecutive(cuts[(cuts > 0) & (cuts < n)])
     zero = torch.zeros(1, dtype=cuts.dtype, device=cuts.device)
