@@ -168,3 +168,20 @@ def test_shipped_configs_are_valid():
         config = load_config(path)
         assert path.name.startswith(f"train_{config['stage']}_")
         build_model(config["model"])
+
+
+def test_train_command_runs_a_config(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    config = small_config("filter")
+    config["training"]["output_dir"] = str(tmp_path / "unused")
+    path = tmp_path / "filter.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", "filter", "--config", str(path), "--output", str(tmp_path / "out"), "--max-epochs", "1"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(printed[printed.index("{\n") :])
+    assert report["checkpoint"] == str(tmp_path / "out" / "filter.ckpt")
+    assert (tmp_path / "out" / "filter.ckpt").exists() and not (tmp_path / "unused").exists()
+    assert type(load_acorn_checkpoint(tmp_path / "out" / "filter.ckpt")).__name__ == "Filter"
