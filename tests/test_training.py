@@ -12,7 +12,7 @@ from gnn4itk.metrics import TrackingCuts
 from gnn4itk.models import load_acorn_checkpoint
 from gnn4itk.training.config import load_config, run_training, tracking_cuts
 from gnn4itk.training.data import SampleSpec, prepare_sample
-from gnn4itk.training.graph_sources import TruthFakesGraph, build_graph_source, orient_outwards
+from gnn4itk.training.graph_sources import TruthFakesGraph, build_graph_source
 from gnn4itk.training.losses import hinge_loss, weighted_bce
 from gnn4itk.training.toy import toy_event
 from gnn4itk.training.truth import match_edges, target_particle_ids, truth_edges
@@ -87,10 +87,7 @@ def test_truth_fakes_graph_and_labels(event):
     assert (sample["weights"][~sample["y"]] == 1).all()
 
 
-def test_orient_outwards_and_graph_source_specs():
-    edges = torch.tensor([[0, 1, 2, 1], [1, 0, 1, 2]])
-    r = torch.tensor([10.0, 20.0, 20.0])
-    assert orient_outwards(edges, r).tolist() == [[0, 1], [1, 2]]
+def test_graph_source_specs():
     source = build_graph_source({"kind": "callable", "target": "gnn4itk.training.graph_sources:TruthFakesGraph"})
     assert source.function is TruthFakesGraph
     with pytest.raises(ValueError, match="unknown graph source kind 'knn'"):

@@ -46,9 +46,9 @@ def test_metric_learning_graph_source(tmp_path):
     with torch.no_grad():
         median = torch.sigmoid(edge_filter(x, unfiltered)).median().item()
     filtered, _ = build_graph_source({**spec, "filter_checkpoint": str(filter_path), "filter_cut": median})(event)
-    r = event.hits["r"].to_numpy()
+    r2z2 = event.hits.eval("r**2 + z**2").to_numpy()
     assert unfiltered.shape[1] > 0 and features.shape == (unfiltered.shape[1], 6)
-    assert (r[unfiltered[0]] <= r[unfiltered[1]]).all()  # oriented outwards, each pair once
+    assert (r2z2[unfiltered[0]] <= r2z2[unfiltered[1]]).all()  # oriented inner -> outer, each pair once
     assert torch.unique(unfiltered, dim=1).shape == unfiltered.shape
     assert 0 < filtered.shape[1] < unfiltered.shape[1]
     with torch.no_grad():

@@ -5,11 +5,11 @@ A graph source is a callable ``source(event) -> (edge_index LongTensor [2, E], e
 :func:`build_graph_source`:
 
 * ``{kind: truth_fakes, fake_ratio: 3, window: 20, seed: 0}`` -- every truth edge plus ``fake_ratio``
-  times as many local fakes (same phi neighbourhood, pointing outwards); the default, cheap, for tests.
+  times as many local fakes (same phi neighbourhood, pointing inner -> outer); the default, cheap, for tests.
 * ``{kind: module_map, path: map.root}`` -- the module-map graph (:mod:`module_map`).
 * ``{kind: metric_learning, embedding_checkpoint: ..., filter_checkpoint: ..., r_max, k_max,
   filter_cut, method, grid_dims}`` -- embedding + radius graph (+ filter; ``filter_cut`` defaults to the
-  filter's own), edges oriented outwards in r.
+  filter's own), edges oriented inner -> outer by r² + z² as at inference.
 * ``{kind: callable, target: "package.module:function", kwargs: {...}}`` -- a user function
   ``function(event, **kwargs)`` with the same return value.
 """
@@ -23,6 +23,7 @@ import torch
 
 from gnn4itk.edge_features import edge_features, scaled_coordinates
 from gnn4itk.event import Event, select_features
+from gnn4itk.stages import orient_inner_to_outer
 
 GRAPH_SOURCE_KINDS = ("truth_fakes", "module_map", "metric_learning", "callable")
 
@@ -35,19 +36,19 @@ def event_edge_features(event: Event, edge_index: torch.Tensor) -> torch.Tensor:
     return edge_features(nodes, edge_index)
 
 
-def orient_outwards(edge_index: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """Point every edge from smaller to larger ``r`` (row order breaks ties) and drop duplicates.
+def inner_to_outer(event: Event, edge_index: torch.Tensor) -> torch.Tensor:
+    """Edges pointing from smaller to larger ``r² + z²``, without self-loops or duplicates, exactly as the
+    inference pipeline orients metric-learning graphs (:func:`gnn4itk.stages.orient_inner_to_outer`).
 
     Args:
-        edge_index (LongTensor [2, E]); r (FloatTensor [N]).
+        event: the event whose spacepoints ``edge_index`` (LongTensor [2, E]) joins.
 
     Returns:
-        LongTensor [2, E'] with unique edges, sorted.
+        LongTensor [2, E'].
     """
-    src, dst = edge_index
-    swap = (r[src] > r[dst]) | ((r[src] == r[dst]) & (src > dst))
-    oriented = torch.stack([torch.where(swap, dst, src), torch.where(swap, src, dst)])
-    return torch.unique(oriented, dim=1)
+    r = torch.tensor(event.hits["r"].to_numpy(np.float32), device=edge_index.device)
+    z = torch.tensor(event.hits["z"].to_numpy(np.float32), device=edge_index.device)
+    return orient_inner_to_outer(edge_index, r * r + z * z)
 
 
 class TruthFakesGraph:
@@ -74,11 +75,9 @@ class TruthFakesGraph:
         position = rng.integers(0, n, n_fakes)
         step = rng.integers(1, self.window + 1, n_fakes) * rng.choice([-1, 1], n_fakes)
         fakes = np.stack([by_phi[position], by_phi[(position + step) % n]])
-        edges = torch.from_numpy(np.concatenate([true_edges, fakes], axis=1))
-        r = torch.tensor(event.hits["r"].to_numpy(np.float32))
-        # Truth edges already point outwards along the trajectory; orient the fakes the same way.
-        edges = torch.cat([edges[:, : true_edges.shape[1]], orient_outwards(edges[:, true_edges.shape[1] :], r)], dim=1)
-        edges = torch.unique(edges, dim=1)
+        # Truth edges already point outwards along the trajectory; orient the fakes as inference graphs.
+        fakes = inner_to_outer(event, torch.from_numpy(fakes))
+        edges = torch.unique(torch.cat([torch.from_numpy(true_edges), fakes], dim=1), dim=1)
         return edges, event_edge_features(event, edges)
 
 
@@ -103,8 +102,8 @@ class ModuleMapGraph:
 class MetricLearningGraph:
     """Embedding -> radius graph -> (optional) filter, from acorn-layout checkpoints.
 
-    Single-embedding graphs are symmetric; their edges are oriented outwards in r and deduplicated.
-    Double-embedding graphs are directed by construction and kept as they are.
+    Edges are then oriented inner -> outer by ``r² + z²`` and deduplicated, for both embedding forms,
+    as the inference pipeline (:class:`gnn4itk.stages.MetricLearningGraph`) does.
     """
 
     def __init__(
@@ -137,8 +136,8 @@ class MetricLearningGraph:
         if isinstance(embedded, tuple):
             edges = self.radius_graph(embedded[0], embedded[1])
         else:
-            r = torch.tensor(event.hits["r"].to_numpy(np.float32)).to(self.device)
-            edges = orient_outwards(self.radius_graph(embedded), r)
+            edges = self.radius_graph(embedded)
+        edges = inner_to_outer(event, edges)
         if self.filter is not None:
             scores = torch.sigmoid(self.filter(self._features(event, self.filter), edges))
             edges = edges[:, scores > self.filter_cut]
