@@ -17,7 +17,8 @@ Two exact methods:
   coordinates are the most spread ones and fewer candidates survive.
 * ``"brute"``: distance matrix in row blocks of ``block_rows`` queries; O(block_rows * N) memory.
 
-Both keep the nearest ``k_max`` per query by sorting (query, distance) and report edges grouped by query.
+Both keep the nearest ``k_max`` per query by sorting (query, distance) and report edges grouped by query
+(each query's edges adjacent).
 """
 
 from typing import Final, List, Optional, Tuple
@@ -134,7 +135,8 @@ def radius_graph_grid(
         rotate: bin along principal axes instead of the first coordinates.
 
     Returns:
-        (edge_index (LongTensor [2, E]), squared distances (FloatTensor [E])), grouped by query row.
+        (edge_index (LongTensor [2, E]), squared distances (FloatTensor [E])), grouped by query row (each
+        query's edges adjacent; queries in cell order, not row order).
     """
     device = query.device
     empty = (torch.zeros(2, 0, dtype=torch.long, device=device), torch.zeros(0, dtype=query.dtype, device=device))
@@ -169,6 +171,13 @@ def radius_graph_grid(
     sorted_key = database_key[order]
     counts = torch.bincount(database_id, minlength=n_cells)
     starts = torch.cumsum(counts, dim=0) - counts
+
+    # Visit queries in cell order too: consecutive queries then read the same database cells, which
+    # keeps the gathers below in cache.
+    query_id = (torch.minimum(query_cell.clamp(min=0), shape - 1) * strides).sum(dim=1)
+    query_order = torch.argsort(query_id)
+    query_cell, inner = query_cell[query_order], inner[query_order]
+    sorted_query, sorted_query_key = query[query_order], query_key[query_order]
 
     # Candidates of every (query, neighbouring cell) pair; cells outside the grid contribute none.
     offsets = _grid_offsets(grid_dims, device)
@@ -208,12 +217,12 @@ def radius_graph_grid(
             src = torch.div(owner, n_offsets, rounding_mode="floor") + begin
             # Cheap pre-check on the binned coordinates alone: their distance never exceeds the full
             # one (a projection onto orthonormal axes), so only pairs passing it can be edges.
-            near = _exact_sq_distance(query_key[src], sorted_key[position]) < r2 * 1.0001 + 1e-7
+            near = _exact_sq_distance(sorted_query_key[src], sorted_key[position]) < r2 * 1.0001 + 1e-7
             src, position = src[near], position[near]
-            dist2 = _exact_sq_distance(query[src], sorted_points[position])
+            dist2 = _exact_sq_distance(sorted_query[src], sorted_points[position])
             keep = dist2 < r2
             dst = order[position[keep]]
-            src, dist2 = src[keep], dist2[keep]
+            src, dist2 = query_order[src[keep]], dist2[keep]
             if skip_self:
                 not_self = src != dst
                 src, dst, dist2 = src[not_self], dst[not_self], dist2[not_self]
@@ -247,7 +256,8 @@ def radius_graph(
         method: ``"grid"`` or ``"brute"`` (see module doc); both give the same edges.
 
     Returns:
-        edge_index (LongTensor [2, E]): (query row, database row), grouped by query row; no self-loops.
+        edge_index (LongTensor [2, E]): (query row, database row), each query's edges adjacent; no
+        self-loops.
     """
     if database is None:
         database = query
