@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from gnn4itk.models import Filter, MetricLearning, save_acorn_checkpoint
@@ -14,6 +15,7 @@ FEATURES = ["r", "phi", "z", "eta"]
 SCALES = [1000.0, math.pi, 1000.0, 1.0]
 
 
+@pytest.mark.filterwarnings("ignore:module map graph")  # noise hits in modules the map never saw
 def test_module_map_graph_source(tmp_path):
     from module_map.build import BuildOptions, build_module_map
 
