@@ -124,10 +124,14 @@ def _node_inputs(model: nn.Module, stage: dict) -> tuple[list, list]:
 def _checkpoint(config: dict, stage: dict, override: str | None) -> nn.Module:
     from gnn4itk.models import load_acorn_checkpoint
 
-    path = override or stage.get("checkpoint")
-    if path is None:
+    from pathlib import Path
+
+    if override is not None:  # given by the user: relative to where they are
+        path = Path(override)
+    elif stage.get("checkpoint") is not None:
+        path = _resolve(config, str(stage["checkpoint"]))
+    else:
         raise ValueError(f"stage {stage.get('kind')} names no checkpoint")
-    path = _resolve(config, str(path))
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint {path}")
     return load_acorn_checkpoint(path)
@@ -165,10 +169,12 @@ def build_pipeline(
         from module_map.graph_builder import ModuleMapGraphBuilder
         from module_map.map import load_map
 
-        map_path = module_map_path or graph_cfg.get("module_map")
-        if map_path is None:
+        if module_map_path is not None:  # given by the user: relative to where they are
+            map_path = module_map_path
+        elif graph_cfg.get("module_map") is not None:
+            map_path = _resolve(config, str(graph_cfg["module_map"]))
+        else:
             raise ValueError("the module-map pipeline needs a module map (graph_construction.module_map or -mmp)")
-        map_path = _resolve(config, str(map_path))
         module_map = load_map(map_path, verbose=verbose)
         builder = ModuleMapGraphBuilder(
             module_map,

@@ -37,7 +37,10 @@ for phase in "$@"; do
       # a time limit keeps the call inside the lease; the newest epoch is kept as last.ckpt either way
       timeout ${TRAIN_SECONDS:-300} $G train gnn --config configs/train_gnn_module_map.yaml --max-epochs ${EPOCHS:-30} 2>&1 | grep -v Warning | tail -25
       d=work/train/gnn_module_map
-      if [ -f $d/gnn.ckpt ]; then cp $d/gnn.ckpt "$OUT/module_map_gnn.ckpt"; else cp $d/checkpoints/last.ckpt "$OUT/module_map_gnn.ckpt"; fi
+      src=$d/gnn.ckpt; [ -f $src ] || src=$d/checkpoints/last.ckpt
+      # keep the weights only (acorn layout), not the optimiser state
+      python3 -c "import sys; from gnn4itk.models import load_acorn_checkpoint as l, save_acorn_checkpoint as s; s(l(sys.argv[1]), sys.argv[2])" $src "$OUT/module_map_gnn.ckpt"
+      ls -la "$OUT/module_map_gnn.ckpt"
       cp $d/logs/version_0/metrics.csv "$OUT/train_metrics.csv" 2>/dev/null ;;
     validate)
       $G validate --pipeline ModuleMap --events work/sim/test --device cuda --module-map work/maps/generic.npz \
