@@ -156,6 +156,8 @@ def build_pipeline(
     Returns:
         the pipeline on the CPU in eval mode (move it with ``.to(device)``).
     """
+    from pathlib import Path
+
     from gnn4itk.models import RadiusGraph
     from gnn4itk.stages import FilterStage, GNNStage, MetricLearningGraph, ModuleMapGraph
     from gnn4itk.track_building import TrackBuilder
@@ -175,6 +177,9 @@ def build_pipeline(
             map_path = _resolve(config, str(graph_cfg["module_map"]))
         else:
             raise ValueError("the module-map pipeline needs a module map (graph_construction.module_map or -mmp)")
+        if str(map_path).endswith(".npz") and not Path(map_path).exists():
+            hint = " (build the default map with `make default-map`)" if module_map_path is None else ""
+            raise FileNotFoundError(f"no module map file {map_path}{hint}")
         module_map = load_map(map_path, verbose=verbose)
         builder = ModuleMapGraphBuilder(
             module_map,
