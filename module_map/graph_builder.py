@@ -43,7 +43,7 @@ from torch import nn
 
 from gnn4itk.edge_features import edge_features, scaled_coordinates
 from module_map.map import DOUBLET_BOUND_BRANCHES, TRIPLET_BOUND_BRANCHES, ModuleMap, bound_columns, float32_bounds
-from module_map.quantities import deta_factor, dydx_factor, pair_quantities, slope, slope_difference
+from module_map.quantities import deta_factor, dydx_factor, pair_quantities_feature_major, slope, slope_difference
 
 
 def map_windows(module_map: ModuleMap, table: str) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +98,24 @@ def _dphi_offset(dphi: torch.Tensor) -> torch.Tensor:
 
 
 def _inside(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    return ((values >= low) & (values <= high)).all(dim=1)
+    """bool [R]: every feature of ``values`` [F, R] inside ``[low, high]`` [F, R] (feature-major)."""
+    return ((values >= low) & (values <= high)).all(dim=0)
+
+
+def _columns(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[:, index]`` [F, R] of a feature-major table [F, K].
+
+    Tables are kept feature-major on purpose: gathering rows of a [K, F] table whose rows are 16 bytes
+    (``table[index]``, also ``index_select``) takes a vectorised slice-gather kernel on CUDA that ran
+    ~50x slower than this element gather (H100, torch 2.11: 3.3 ms for 4M rows).
+    """
+    return table[:, index]
+
+
+CPU_CHUNK = 1 << 22
+"""Default chunk rows on the CPU (cache-sized work per step)."""
+CUDA_CHUNK = 1 << 24
+"""Default chunk rows on CUDA: one step per stage for mu=200 (each step costs host syncs), ~1.4 GB peak."""
 
 
 class ModuleMapGraphBuilder(nn.Module):
@@ -106,8 +123,9 @@ class ModuleMapGraphBuilder(nn.Module):
 
     Args:
         module_map: the :class:`ModuleMap`.
-        pair_chunk: candidate hit pairs examined at once (memory knob).
-        triplet_chunk: candidate (edge, triplet) rows examined at once (memory knob).
+        pair_chunk: candidate hit pairs examined at once (memory knob); 0 (default): ``CPU_CHUNK`` or
+            ``CUDA_CHUNK`` by the device of the input.
+        triplet_chunk: candidate (edge, triplet) rows examined at once (memory knob); 0: as above.
 
     Forward:
         positions: float32 [N, 6], spacepoint ``x, y, z, r, phi, eta`` (mm, rad).
@@ -120,10 +138,11 @@ class ModuleMapGraphBuilder(nn.Module):
         edge_attr: float32 [E, 6], :func:`gnn4itk.edge_features.edge_features`.
     """
 
-    def __init__(self, module_map: ModuleMap, pair_chunk: int = 1 << 22, triplet_chunk: int = 1 << 22):
+    def __init__(self, module_map: ModuleMap, pair_chunk: int = 0, triplet_chunk: int = 0):
         super().__init__()
         self.pair_chunk = int(pair_chunk)
         self.triplet_chunk = int(triplet_chunk)
+        self.cpu_chunk, self.cuda_chunk = CPU_CHUNK, CUDA_CHUNK  # attributes: TorchScript reads no globals
         self.deta_sign = deta_factor(module_map.attributes["deta_sign"])
         self.dydx_sign = dydx_factor(module_map.attributes["dydx_convention"])
         self.last_unknown = 0
@@ -164,16 +183,26 @@ class ModuleMapGraphBuilder(nn.Module):
         buffer("known", known)
         buffer("d_m1", d_m1)
         buffer("d_m2", d_m2)
-        buffer("d_low", d_low[d_order])
-        buffer("d_high", d_high[d_order])
+        buffer("d_low", d_low[d_order].T)  # feature-major [4, D], see _columns
+        buffer("d_high", d_high[d_order].T)
+        # the eta range of a doublet's second hit, relative to the first hit's eta (float64, exact):
+        # eta_b in [eta_a + d_eta_from, eta_a + d_eta_to]; and the doublet's block of the sort key
+        deta_low, deta_high = d_low[d_order][:, 3].astype(np.float64), d_high[d_order][:, 3].astype(np.float64)
+        if self.deta_sign > 0:  # deta = eta_a - eta_b
+            buffer("d_eta_from", -deta_high)
+            buffer("d_eta_to", -deta_low)
+        else:
+            buffer("d_eta_from", deta_low)
+            buffer("d_eta_to", deta_high)
+        buffer("d_block", d_m2.astype(np.float64) * _KEY_BLOCK)
         buffer("t_d12", d12.astype(np.int64))
         buffer("t_d23", d23.astype(np.int64))
-        buffer("t_low12", t_low[:, 0:4])
-        buffer("t_high12", t_high[:, 0:4])
-        buffer("t_low23", t_low[:, 4:8])
-        buffer("t_high23", t_high[:, 4:8])
-        buffer("t_lowx", t_low[:, 8:10])
-        buffer("t_highx", t_high[:, 8:10])
+        buffer("t_low12", t_low[:, 0:4].T)  # feature-major [F, T]
+        buffer("t_high12", t_high[:, 0:4].T)
+        buffer("t_low23", t_low[:, 4:8].T)
+        buffer("t_high23", t_high[:, 4:8].T)
+        buffer("t_lowx", t_low[:, 8:10].T)
+        buffer("t_highx", t_high[:, 8:10].T)
 
     # ------------------------------------------------------------------ steps
     def dense_module(self, module_id: torch.Tensor) -> torch.Tensor:
@@ -190,8 +219,10 @@ class ModuleMapGraphBuilder(nn.Module):
         return torch.where(valid, index, torch.full_like(index, self.num_dense))
 
     def doublet_edges(self, pos: torch.Tensor, sort_key: torch.Tensor, counts: torch.Tensor,
-                      starts: torch.Tensor) -> List[torch.Tensor]:
-        """Pairs passing their doublet windows: [src, dst, doublet, quantities [E, 4]] in sorted-hit space.
+                      starts: torch.Tensor, chunk: int) -> List[torch.Tensor]:
+        """Pairs passing their doublet windows: [src, dst, doublet, quantities [4, E]] in sorted-hit space.
+
+        ``pos`` is feature-major float32 [6, N] (``x, y, z, r, phi, eta`` rows), hits sorted by ``sort_key``.
 
         Hits are sorted by (module, eta). For each doublet and each hit a of its first module, the hits b
         of the second module whose eta can satisfy the deta window form a contiguous range, found by
@@ -204,9 +235,10 @@ class ModuleMapGraphBuilder(nn.Module):
         cum = torch.cumsum(nrows, 0)
         total = int(cum[-1]) if cum.numel() > 0 else 0
         if total == 0:
-            return [empty, empty, empty, torch.zeros((0, 4), dtype=torch.float32, device=device)]
+            return [empty, empty, empty, torch.zeros((4, 0), dtype=torch.float32, device=device)]
         excl = cum - nrows
-        plan = _chunk_plan(cum, total, self.pair_chunk)
+        first_hit = starts[self.d_m1]
+        plan = _chunk_plan(cum, total, chunk)
         bounds, sizes = plan[0], plan[1]
         srcs: List[torch.Tensor] = []
         dsts: List[torch.Tensor] = []
@@ -217,15 +249,11 @@ class ModuleMapGraphBuilder(nn.Module):
             if size == 0:
                 continue
             dbl, rank = _expand(nrows, bounds[k], bounds[k + 1], excl, size)
-            a = starts[self.d_m1[dbl]] + rank
-            eta = pos[a, 5].to(torch.float64)
-            if self.deta_sign > 0:  # deta = eta_a - eta_b
-                low = eta - self.d_high[dbl, 3].to(torch.float64)
-                high = eta - self.d_low[dbl, 3].to(torch.float64)
-            else:
-                low = eta + self.d_low[dbl, 3].to(torch.float64)
-                high = eta + self.d_high[dbl, 3].to(torch.float64)
-            block = self.d_m2[dbl].to(torch.float64) * 64.0  # _KEY_BLOCK
+            a = first_hit[dbl] + rank
+            eta = pos[5][a].to(torch.float64)
+            low = eta + self.d_eta_from[dbl]
+            high = eta + self.d_eta_to[dbl]
+            block = self.d_block[dbl]
             first = torch.searchsorted(sort_key, block + _key_offset(low - 1e-6))
             last = torch.searchsorted(sort_key, block + _key_offset(high + 1e-6), right=True)
             nb = torch.clamp(last - first, min=0)
@@ -234,7 +262,7 @@ class ModuleMapGraphBuilder(nn.Module):
             if total2 == 0:
                 continue
             excl2 = cum2 - nb
-            plan2 = _chunk_plan(cum2, total2, self.pair_chunk)
+            plan2 = _chunk_plan(cum2, total2, chunk)
             bounds2, sizes2 = plan2[0], plan2[1]
             for m in range(len(bounds2) - 1):
                 size2 = sizes2[m + 1] - sizes2[m]
@@ -244,71 +272,86 @@ class ModuleMapGraphBuilder(nn.Module):
                 pa = a[row]
                 pb = first[row] + rank2
                 pd = dbl[row]
-                q = pair_quantities(pos[pa], pos[pb], self.deta_sign)
-                keep = torch.nonzero(_inside(q, self.d_low[pd], self.d_high[pd])).squeeze(1)
+                zrpe = pos[2:6]  # z, r, phi, eta: all that the pair quantities read
+                q = pair_quantities_feature_major(_columns(zrpe, pa), _columns(zrpe, pb), self.deta_sign)
+                keep = torch.nonzero(_inside(q, _columns(self.d_low, pd), _columns(self.d_high, pd))).squeeze(1)
                 srcs.append(pa[keep])
                 dsts.append(pb[keep])
                 dbls.append(pd[keep])
-                qs.append(q[keep])
+                qs.append(q[:, keep])
         if len(srcs) == 0:
-            return [empty, empty, empty, torch.zeros((0, 4), dtype=torch.float32, device=device)]
-        return [torch.cat(srcs), torch.cat(dsts), torch.cat(dbls), torch.cat(qs)]
+            return [empty, empty, empty, torch.zeros((4, 0), dtype=torch.float32, device=device)]
+        if len(srcs) == 1:  # one chunk: no copy
+            return [srcs[0], dsts[0], dbls[0], qs[0]]
+        return [torch.cat(srcs), torch.cat(dsts), torch.cat(dbls), torch.cat(qs, dim=1)]
 
-    def _pair_side(self, q: torch.Tensor, sorted_key: torch.Tensor, by_dphi: torch.Tensor,
-                   doublet: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> List[torch.Tensor]:
+    def _pair_side(self, q_sorted: torch.Tensor, sorted_key: torch.Tensor, by_dphi: torch.Tensor,
+                   doublet: torch.Tensor, low: torch.Tensor, high: torch.Tensor, chunk: int) -> List[torch.Tensor]:
         """(edge, triplet) pairs where the edge is in the triplet's ``doublet`` and inside its ``low``/``high``
-        pair windows [T, 4]. Edges of a doublet are found by binary search on their dphi (``sorted_key``,
-        widened by 1e-6), then every window is tested exactly."""
-        device = q.device
+        pair windows [4, T]. Edges are in (doublet, dphi) order: ``sorted_key`` [E], their quantities
+        ``q_sorted`` [4, E] and edge ids ``by_dphi`` [E]. A triplet's candidates are found by binary search
+        on dphi (widened by 1e-6), then every window is tested exactly."""
+        device = q_sorted.device
         block = doublet.to(torch.float64) * 8.0
-        first = torch.searchsorted(sorted_key, block + _dphi_offset(low[:, 1].to(torch.float64) - 1e-6))
-        last = torch.searchsorted(sorted_key, block + _dphi_offset(high[:, 1].to(torch.float64) + 1e-6), right=True)
+        first = torch.searchsorted(sorted_key, block + _dphi_offset(low[1].to(torch.float64) - 1e-6))
+        last = torch.searchsorted(sorted_key, block + _dphi_offset(high[1].to(torch.float64) + 1e-6), right=True)
         count = torch.clamp(last - first, min=0)
         cum = torch.cumsum(count, 0)
         total = int(cum[-1]) if cum.numel() > 0 else 0
-        edges: List[torch.Tensor] = [torch.zeros(0, dtype=torch.int64, device=device)]
-        trips: List[torch.Tensor] = [torch.zeros(0, dtype=torch.int64, device=device)]
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        edges: List[torch.Tensor] = []
+        trips: List[torch.Tensor] = []
         if total == 0:
-            return [edges[0], trips[0]]
+            return [empty, empty]
         excl = cum - count
-        plan = _chunk_plan(cum, total, self.triplet_chunk)
+        plan = _chunk_plan(cum, total, chunk)
         bounds, sizes = plan[0], plan[1]
         for k in range(len(bounds) - 1):
             size = sizes[k + 1] - sizes[k]
             if size == 0:
                 continue
             trip, rank = _expand(count, bounds[k], bounds[k + 1], excl, size)
-            edge = by_dphi[first[trip] + rank]
-            keep = torch.nonzero(_inside(q[edge], low[trip], high[trip])).squeeze(1)
-            edges.append(edge[keep])
+            slot = first[trip] + rank
+            keep = torch.nonzero(_inside(_columns(q_sorted, slot), _columns(low, trip), _columns(high, trip))).squeeze(1)
+            edges.append(by_dphi[slot[keep]])
             trips.append(trip[keep])
+        if len(edges) == 0:
+            return [empty, empty]
+        if len(edges) == 1:  # one chunk: no copy
+            return [edges[0], trips[0]]
         return [torch.cat(edges), torch.cat(trips)]
 
     def triplet_support(self, pos: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, dbl: torch.Tensor,
-                        q: torch.Tensor) -> torch.Tensor:
+                        q: torch.Tensor, chunk: int) -> torch.Tensor:
         """bool [E]: edges that are the first or second pair of a triplet passing all its windows.
 
         Both pairs are matched to triplets separately ((a -> b, t) inside t's 12 windows, (b -> c, t) inside
         its 23 windows), then joined on (t, b) by sorting and binary search; ``diff_dydx`` and
         ``diff_dzdr`` are computed only for the joined rows.
         """
-        n = pos.size(0)
+        n = pos.size(1)  # hits (pos is feature-major [6, N])
         support = torch.zeros(src.size(0), dtype=torch.int32, device=pos.device)
         if src.numel() == 0 or self.t_d12.numel() == 0:
             return support > 0
-        sorted_key, by_dphi = torch.sort(dbl.to(torch.float64) * 8.0 + _dphi_offset(q[:, 1].to(torch.float64)))
-        side_a = self._pair_side(q, sorted_key, by_dphi, self.t_d12, self.t_low12, self.t_high12)
-        side_b = self._pair_side(q, sorted_key, by_dphi, self.t_d23, self.t_low23, self.t_high23)
+        sorted_key, by_dphi = torch.sort(dbl.to(torch.float64) * 8.0 + _dphi_offset(q[1].to(torch.float64)))
+        q_sorted = _columns(q, by_dphi)
+        side_a = self._pair_side(q_sorted, sorted_key, by_dphi, self.t_d12, self.t_low12, self.t_high12, chunk)
+        side_b = self._pair_side(q_sorted, sorted_key, by_dphi, self.t_d23, self.t_low23, self.t_high23, chunk)
         e1, t1, e2, t2 = side_a[0], side_a[1], side_b[0], side_b[1]
         if e1.numel() == 0 or e2.numel() == 0:
             return support > 0
         # per-edge slopes: the triplet differences then need no positions (bit-identical to
         # triplet_quantities, which forms the same quotients; MMG's dx12 = x1 - x2 is an exact negation)
-        p_src = pos[src]
-        p_dst = pos[dst]
-        sxy, hxy = slope(p_dst[:, 1] - p_src[:, 1], p_dst[:, 0] - p_src[:, 0])
-        srz, hrz = slope(p_dst[:, 2] - p_src[:, 2], p_dst[:, 3] - p_src[:, 3])
+        p_src = _columns(pos, src)
+        p_dst = _columns(pos, dst)
+        sxy, hxy = slope(p_dst[1] - p_src[1], p_dst[0] - p_src[0])
+        srz, hrz = slope(p_dst[2] - p_src[2], p_dst[3] - p_src[3])
+        # [2, E] tables (dydx row, dzdr row): one gather and one slope_difference serve both quantities
+        slope_first = torch.stack([sxy * self.dydx_sign, srz])
+        slope_second = torch.stack([sxy, srz])
+        has_slope = torch.stack([hxy, hrz])
         key_b, order_b = torch.sort(t2 * n + src[e2])
+        e2 = e2[order_b]  # side b in join-key order
         key_a = t1 * n + dst[e1]
         first = torch.searchsorted(key_b, key_a)
         count = torch.searchsorted(key_b, key_a, right=True) - first
@@ -317,7 +360,7 @@ class ModuleMapGraphBuilder(nn.Module):
         if total == 0:
             return support > 0
         excl = cum - count
-        plan = _chunk_plan(cum, total, self.triplet_chunk)
+        plan = _chunk_plan(cum, total, chunk)
         bounds, sizes = plan[0], plan[1]
         for k in range(len(bounds) - 1):
             size = sizes[k + 1] - sizes[k]
@@ -325,12 +368,11 @@ class ModuleMapGraphBuilder(nn.Module):
                 continue
             row, rank = _expand(count, bounds[k], bounds[k + 1], excl, size)
             a_edge = e1[row]
-            b_edge = e2[order_b[first[row] + rank]]
+            b_edge = e2[first[row] + rank]
             t = t1[row]
-            dydx = slope_difference(sxy[a_edge] * self.dydx_sign, hxy[a_edge], sxy[b_edge], hxy[b_edge])
-            dzdr = slope_difference(srz[a_edge], hrz[a_edge], srz[b_edge], hrz[b_edge])
-            x = torch.stack([dydx, dzdr], dim=1)
-            hits = _inside(x, self.t_lowx[t], self.t_highx[t]).to(torch.int32)
+            x = slope_difference(_columns(slope_first, a_edge), _columns(has_slope, a_edge),
+                                 _columns(slope_second, b_edge), _columns(has_slope, b_edge))  # [2, R]
+            hits = _inside(x, _columns(self.t_lowx, t), _columns(self.t_highx, t)).to(torch.int32)
             support.index_add_(0, a_edge, hits)
             support.index_add_(0, b_edge, hits)
         return support > 0
@@ -350,10 +392,13 @@ class ModuleMapGraphBuilder(nn.Module):
         key, order = torch.sort(key)
         counts = torch.bincount(module, minlength=self.num_dense + 1)
         starts = torch.cumsum(counts, 0) - counts
-        pos = positions[order]
-        found = self.doublet_edges(pos, key, counts, starts)
+        default_chunk = self.cuda_chunk if positions.is_cuda else self.cpu_chunk
+        pair_chunk = self.pair_chunk if self.pair_chunk > 0 else default_chunk
+        triplet_chunk = self.triplet_chunk if self.triplet_chunk > 0 else default_chunk
+        pos = _columns(positions.t(), order)  # feature-major [6, N], hits in key order
+        found = self.doublet_edges(pos, key, counts, starts, pair_chunk)
         src, dst, dbl, q = found[0], found[1], found[2], found[3]
-        keep = self.triplet_support(pos, src, dst, dbl, q)
+        keep = self.triplet_support(pos, src, dst, dbl, q, triplet_chunk)
         edge_index = torch.stack([order[src[keep]], order[dst[keep]]])
         nodes = scaled_coordinates(positions[:, 3], positions[:, 4], positions[:, 2], positions[:, 5])
         return edge_index, edge_features(nodes, edge_index)

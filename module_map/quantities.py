@@ -122,12 +122,25 @@ def np_triplet_quantities(p1: np.ndarray, p2: np.ndarray, p3: np.ndarray, dydx_s
 
 def pair_quantities(p1: torch.Tensor, p2: torch.Tensor, deta_sign: float) -> torch.Tensor:
     """Torch twin of :func:`np_pair_quantities` (scriptable): float32 [P, 6] x2 -> float32 [P, 4]."""
+    return pair_quantities_feature_major(p1[:, 2:6].t(), p2[:, 2:6].t(), deta_sign).t()
+
+
+def pair_quantities_feature_major(p1: torch.Tensor, p2: torch.Tensor, deta_sign: float) -> torch.Tensor:
+    """:func:`pair_quantities` on feature-major inputs (the GPU graph builder's layout).
+
+    Args:
+        p1, p2: float32 [4, P], rows ``z, r, phi, eta`` of the inner and outer hits.
+        deta_sign: +1 for ``eta1 - eta2``, -1 for ``eta2 - eta1``.
+
+    Returns:
+        float32 [4, P]: rows ``z0, dphi, phi_slope, deta``.
+    """
     pi = torch.tensor(math.pi, dtype=torch.float32, device=p1.device)
     two_pi = torch.tensor(2 * math.pi, dtype=torch.float32, device=p1.device)
     big = torch.tensor(3.4028234663852886e38, dtype=torch.float32, device=p1.device)  # FLT_MAX
     one = torch.ones((), dtype=torch.float32, device=p1.device)
-    z1, r1, phi1, eta1 = p1[:, 2], p1[:, 3], p1[:, 4], p1[:, 5]
-    z2, r2, phi2, eta2 = p2[:, 2], p2[:, 3], p2[:, 4], p2[:, 5]
+    z1, r1, phi1, eta1 = p1[0], p1[1], p1[2], p1[3]
+    z2, r2, phi2, eta2 = p2[0], p2[1], p2[2], p2[3]
     dphi = phi2 - phi1
     dphi = torch.where(dphi > pi, dphi - two_pi, torch.where(dphi < -pi, dphi + two_pi, dphi))
     dr = r2 - r1
@@ -140,7 +153,7 @@ def pair_quantities(p1: torch.Tensor, p2: torch.Tensor, deta_sign: float) -> tor
         deta = eta1 - eta2
     else:
         deta = eta2 - eta1
-    return torch.stack([z0, dphi, phi_slope, deta], dim=1)
+    return torch.stack([z0, dphi, phi_slope, deta])
 
 
 def slope(num: torch.Tensor, den: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -119,3 +119,17 @@ def test_empty_and_trivial_inputs(synthetic_map):
     assert edge_index.shape == (2, 0) and edge_attr.shape == (0, 6)
     with pytest.raises(Exception, match="positions must be float32"):
         builder(torch.zeros((3, 4)), torch.zeros(3, dtype=torch.int64))
+
+
+def test_wide_windows_equal_reference():
+    """Windows widened by a tolerance: many more candidate triplet rows, so a wrong join of the two pair
+    sides (e.g. a join key that mixes up middle hits) shows up as extra edges."""
+    events = synthetic_events(20, n_particles=1000, seed=200)
+    module_map, _ = build_module_map(events, BuildOptions(tolerance=0.02), progress=False)
+    event = with_noise(synthetic_event(n_particles=600, seed=9), fraction=1.0, seed=4)
+    positions, module = _inputs(event)
+    with pytest.warns(UserWarning, match="unknown to the map"):
+        got = _edges(torch.jit.script(ModuleMapGraphBuilder(module_map, 4096, 4096)), positions, module)
+    want = reference_edges(module_map, positions, module)
+    assert len(want) > 1000
+    assert got == want
