@@ -34,11 +34,11 @@ $(DEFAULT_MAP): | $(STAMP)
 	$(VENV)/bin/gnn4itk simulate --pileup 200 --events $(MAP_EVENTS) --seed 1000 --jobs $(JOBS) --output $(WORK)/map_events --no-progress
 	$(VENV)/bin/gnn4itk build-module-map --events $(WORK)/map_events --output $(basename $@) --no-progress
 
-# The main job on the embedded default: held-out mu=200 events through the ModuleMap pipeline, first with
+# The main job on the embedded default: a held-out mu=200 event through the ModuleMap pipeline, first with
 # the inference CLI, then served by tritonserver to the client as Athena sends them; truth metrics for both.
 demo: $(STAMP) $(DEFAULT_MAP)
-	$(VENV)/bin/gnn4itk simulate --pileup 200 --events 2 --seed 900000 --jobs $(JOBS) --output $(WORK)/demo/events --no-progress
-	$(PY) -m gnn4itk.inference -i $(WORK)/demo/events/event000000000 -t --repeats 3 -o $(WORK)/demo/tracks.parquet
+	$(VENV)/bin/gnn4itk simulate --pileup 200 --events 1 --seed 900000 --jobs $(JOBS) --output $(WORK)/demo/events --no-progress
+	$(PY) -m gnn4itk.inference -i $(WORK)/demo/events/event000000000 -o $(WORK)/demo/tracks.parquet
 	$(PY) scripts/demo_serving.py --events $(WORK)/demo/events --models $(WORK)/demo/models
 
 serve: $(STAMP)
