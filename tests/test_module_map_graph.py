@@ -15,8 +15,8 @@ def _inputs(event):
     return positions, event.hits["module_id"].to_numpy().copy()
 
 
-def _edges(builder, positions, module):
-    edge_index, edge_attr = builder(torch.from_numpy(positions), torch.from_numpy(module))
+def _edges(builder, positions, module, device="cpu"):
+    edge_index, edge_attr = builder(torch.from_numpy(positions).to(device), torch.from_numpy(module).to(device))
     assert edge_index.dtype == torch.int64 and edge_attr.dtype == torch.float32
     assert edge_attr.shape == (edge_index.shape[1], 6)
     pairs = set(zip(edge_index[0].tolist(), edge_index[1].tolist()))
@@ -30,13 +30,13 @@ def synthetic_map():
     return module_map
 
 
-@pytest.mark.parametrize("chunks", [(1 << 22, 1 << 21), (64, 32)])
-def test_builder_equals_reference_on_noisy_synthetic_event(synthetic_map, chunks):
+@pytest.mark.parametrize("chunks", [(0, 0), (1 << 22, 1 << 21), (64, 32)])
+def test_builder_equals_reference_on_noisy_synthetic_event(synthetic_map, chunks, device):
     event = with_noise(synthetic_event(n_particles=400, seed=7), fraction=0.5, seed=3)
     positions, module = _inputs(event)
-    builder = ModuleMapGraphBuilder(synthetic_map, pair_chunk=chunks[0], triplet_chunk=chunks[1])
+    builder = ModuleMapGraphBuilder(synthetic_map, pair_chunk=chunks[0], triplet_chunk=chunks[1]).to(device)
     with pytest.warns(UserWarning, match="unknown to the map"):
-        got = _edges(builder, positions, module)
+        got = _edges(builder, positions, module, device)
     want = reference_edges(synthetic_map, positions, module)
     assert len(want) > 500
     assert got == want
@@ -121,7 +121,7 @@ def test_empty_and_trivial_inputs(synthetic_map):
         builder(torch.zeros((3, 4)), torch.zeros(3, dtype=torch.int64))
 
 
-def test_wide_windows_equal_reference():
+def test_wide_windows_equal_reference(device):
     """Windows widened by a tolerance: many more candidate triplet rows, so a wrong join of the two pair
     sides (e.g. a join key that mixes up middle hits) shows up as extra edges."""
     events = synthetic_events(20, n_particles=1000, seed=200)
@@ -129,7 +129,7 @@ def test_wide_windows_equal_reference():
     event = with_noise(synthetic_event(n_particles=600, seed=9), fraction=1.0, seed=4)
     positions, module = _inputs(event)
     with pytest.warns(UserWarning, match="unknown to the map"):
-        got = _edges(torch.jit.script(ModuleMapGraphBuilder(module_map, 4096, 4096)), positions, module)
+        got = _edges(torch.jit.script(ModuleMapGraphBuilder(module_map, 4096, 4096).to(device)), positions, module, device)
     want = reference_edges(module_map, positions, module)
     assert len(want) > 1000
     assert got == want
