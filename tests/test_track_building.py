@@ -164,5 +164,22 @@ def test_a_directed_cycle_of_simple_links_is_an_error(mode):
     edges = torch.tensor([[0, 1, 2], [1, 2, 0]])
     with pytest.raises(RuntimeError, match="cycle"):
         TrackBuilder(mode=mode).build(edges, torch.full((3,), 0.9), torch.arange(3.0))
+    # A cycle whose length is a power of two: pointer jumping returns to the start node itself.
+    four = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 0]])
+    with pytest.raises(RuntimeError, match="cycle"):
+        TrackBuilder(mode=mode).build(four, torch.full((4,), 0.9), torch.arange(4.0))
     with pytest.raises(ValueError, match="cycle"):
         build_tracks_reference(edges.numpy(), np.full(3, 0.9), np.arange(3.0), mode=mode)
+
+
+def test_positive_float_key_orders_like_the_scores():
+    from gnn4itk.track_building.walk import positive_float_key
+
+    special = [1e-45, 3e-39, 0.01, float(np.nextafter(np.float32(0.01), np.float32(1))), 0.5, 1.0, 3e38, np.inf]
+    values = torch.cat([torch.tensor(special, dtype=torch.float32), torch.rand(5000).clamp(min=1e-45) ** 4])
+    values = torch.cat([values, values[:100]])  # ties
+    key = torch.jit.script(positive_float_key)(values)
+    order = torch.sort(values, stable=True)[1]
+    assert torch.equal(torch.sort(key, stable=True)[1], order)
+    ordered_values, ordered_keys = values[order], key[order]
+    assert torch.equal(ordered_keys[1:] > ordered_keys[:-1], ordered_values[1:] > ordered_values[:-1])

@@ -12,7 +12,7 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
-from gnn4itk.track_building.ops import best_edges, count, split_components
+from gnn4itk.track_building.ops import best_edges, count, split_components, take
 from gnn4itk.track_building.reference import MODES
 from gnn4itk.track_building.walk import walk_tracks
 
@@ -86,7 +86,7 @@ class TrackBuilder(nn.Module):
             kept = (best_out & best_in).nonzero().squeeze(1)
             src, dst, score = src[kept], dst[kept], score[kept]
 
-        track_of, walk_hit = split_components(src, dst, num_hits)
+        track_of, walk_hit = split_components(src, dst, num_hits, self.mode == "cc_and_walk")
         if self.mode == "cc_and_walk":
             track_of = self._walk(src, dst, score, walk_hit, track_of)
         return labels_from_track_of(track_of, r2z2)
@@ -115,24 +115,20 @@ class TrackBuilder(nn.Module):
         return src, dst, score
 
     def _walk(self, src: Tensor, dst: Tensor, score: Tensor, walk_hit: Tensor, track_of: Tensor) -> Tensor:
-        """Prune the walk components' edges and run the walkthrough; fills ``track_of`` for them."""
-        hits = walk_hit.nonzero().squeeze(1)
-        if hits.numel() == 0:
-            return track_of
-        local = torch.full_like(track_of, -1)
-        local[hits] = torch.arange(hits.numel(), device=hits.device)
-        inside = walk_hit[src].nonzero().squeeze(1)
-        w_src, w_dst, w_score = local[src[inside]], local[dst[inside]], score[inside]
-        num_local = hits.numel()
-        best_out, best_in = best_edges(w_src, w_dst, w_score, num_local)
-        has_incoming = count(w_dst, num_local) > 0
-        strong = (best_out & (w_score >= self.walk_min)) | (w_score > self.walk_max)
-        kept = (strong & (has_incoming[w_src] | best_in)).nonzero().squeeze(1)
-        start = walk_tracks(w_src[kept], w_dst[kept], w_score[kept], num_local)
-        walked = torch.where(start >= 0, hits[start.clamp(min=0)], torch.full_like(start, -1))
-        track_of[hits] = walked
-        return track_of
+        """Prune the walk components' edges and run the walkthrough; fills ``track_of`` for them.
 
+        Works on all spacepoints: a hit's edges all lie in its component, so its best edges are the
+        same over all edges as over its component's, and hits outside the walk components keep no
+        edge. No compaction of hits is needed, only one of the kept edges.
+        """
+        num_hits = track_of.numel()
+        best_out, best_in = best_edges(src, dst, score, num_hits)
+        has_incoming = count(dst, num_hits) > 0
+        strong = (best_out & (score >= self.walk_min)) | (score > self.walk_max)
+        keep = take(walk_hit, src) & strong & (take(has_incoming, src) | best_in)
+        kept = keep.nonzero().squeeze(1)
+        start = walk_tracks(take(src, kept), take(dst, kept), take(score, kept), num_hits)
+        return torch.where(walk_hit, start, track_of)
 
 def labels_from_track_of(track_of: Tensor, r2z2: Tensor) -> Tuple[Tensor, Tensor]:
     """LABELS and dense track ids from arbitrary per-hit track keys.

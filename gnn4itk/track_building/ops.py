@@ -2,11 +2,16 @@
 
 Every function works on CPU and CUDA tensors and launches a number of kernels that depends on the
 graph's *depth* (path lengths), never on its number of hits, edges or components.
+
+On the GPU these graphs are small enough that the host's cost per op, not the kernels, sets the
+latency, hence the habits here: ``index_select`` rather than ``tensor[index]`` (advanced indexing
+costs about twice as much on the host), in-place scatters into fresh tensors (no copy of the input)
+and few host syncs (each convergence check is one).
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 from torch import Tensor
@@ -25,6 +30,19 @@ def count(index: Tensor, size: int) -> Tensor:
     """
     counts = torch.zeros(size, dtype=torch.long, device=index.device)
     return counts.scatter_add_(0, index, torch.ones_like(index))
+
+
+def take(values: Tensor, index: Tensor) -> Tensor:
+    """``values[index]`` along dim 0 via ``index_select`` (cheaper on the host than advanced indexing).
+
+    Args:
+        values: Tensor [N, ...].
+        index: LongTensor [M], entries in [0, N).
+
+    Returns:
+        Tensor [M, ...].
+    """
+    return values.index_select(0, index)
 
 
 def best_edges(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
@@ -47,44 +65,40 @@ def best_edges(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tuple
     other = torch.cat([dst, src])
     doubled = torch.cat([score, score])
     top = torch.full((2 * num_nodes,), -1.0, dtype=score.dtype, device=score.device)
-    top = top.scatter_reduce(0, node, doubled, "amax")
-    candidate = doubled == top[node]
+    top.scatter_reduce_(0, node, doubled, "amax")
+    candidate = doubled == take(top, node)
     position = torch.arange(num_edges, device=src.device).repeat(2)
     tie_key = torch.where(candidate, other * num_edges + position, big_key())
     best = torch.full((2 * num_nodes,), big_key(), dtype=torch.long, device=src.device)
-    best = best.scatter_reduce(0, node, tie_key, "amin")
-    chosen = candidate & (tie_key == best[node])
+    best.scatter_reduce_(0, node, tie_key, "amin")
+    chosen = candidate & (tie_key == take(best, node))
     return chosen[:num_edges], chosen[num_edges:]
 
 
-def list_heads(prev: Tensor) -> Tuple[Tensor, Tensor]:
-    """Head and position of every node in linked lists given by predecessor pointers (-1 = head).
+def list_heads(prev: Tensor) -> Tensor:
+    """Head of every node in linked lists given by predecessor pointers (-1 = head).
 
-    Pointer jumping: O(log(longest list)) rounds.
+    Pointer jumping: O(log(longest list)) rounds of one gather each.
 
     Args:
         prev: LongTensor [N], predecessor of each node or -1.
 
     Returns:
-        ``head`` LongTensor [N] and ``position`` LongTensor [N] (0 at the head).
+        ``head`` LongTensor [N].
 
     Raises:
         RuntimeError: if the pointers form a cycle.
     """
     has_prev = prev >= 0
     pointer = torch.where(has_prev, prev, torch.arange(prev.numel(), device=prev.device))
-    distance = has_prev.long()
     for step in range(64):  # 2**64 exceeds any list length: more rounds mean a cycle
-        jumped = pointer[pointer]
-        # Track segments are longer than 4 hits: the first checks would only cost host syncs
-        # (extra rounds after convergence change nothing).
-        if step >= 2 and torch.equal(jumped, pointer):
-            break
-        distance = distance + distance[pointer]
-        pointer = jumped
-    if not torch.equal(pointer[pointer], pointer):
-        raise RuntimeError("the graph has a directed cycle; orient the edges (orient=True)")
-    return pointer, distance
+        # Converged once every pointer is a head (on a cycle none ever is). Five unchecked rounds
+        # cover lists of 32 hits, longer than tracks: checking earlier would only cost host syncs,
+        # and rounds after convergence change nothing.
+        if step >= 5 and not bool(take(has_prev, pointer).any()):
+            return pointer
+        pointer = take(pointer, pointer)
+    raise RuntimeError("the graph has a directed cycle; orient the edges (orient=True)")
 
 
 def build_segments(src: Tensor, dst: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor, Tensor]:
@@ -106,16 +120,17 @@ def build_segments(src: Tensor, dst: Tensor, num_nodes: int) -> Tuple[Tensor, Te
     """
     out_deg = count(src, num_nodes)
     in_deg = count(dst, num_nodes)
-    link = (out_deg[src] == 1) & (in_deg[dst] == 1)
-    prev = torch.full((num_nodes + 1,), -1, dtype=torch.long, device=src.device)
-    prev.scatter_(0, torch.where(link, dst, num_nodes), src)
-    head, position = list_heads(prev[:num_nodes])
-    seg_len = torch.zeros(num_nodes, dtype=torch.long, device=src.device)
-    seg_len = seg_len.scatter_reduce(0, head, position + 1, "amax")
+    link = (take(out_deg, src) == 1) & (take(in_deg, dst) == 1)
+    # A target has at most one incoming link; other edges offer -1 to their own target (not to one
+    # shared spare slot, whose writes would serialise on the GPU).
+    prev = torch.full((num_nodes,), -1, dtype=torch.long, device=src.device)
+    prev.scatter_reduce_(0, dst, torch.where(link, src, -1), "amax")
+    head = list_heads(prev)
+    seg_len = count(head, num_nodes)  # hits of each segment, at its head
     return head, seg_len, link
 
 
-def split_components(src: Tensor, dst: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
+def split_components(src: Tensor, dst: Tensor, num_nodes: int, find_walk: bool = True) -> Tuple[Tensor, Tensor]:
     """Weakly connected components that are simple paths, and those that need the walk.
 
     A component is a simple path (all in- and out-degrees <= 1) exactly when it is one segment that
@@ -126,26 +141,32 @@ def split_components(src: Tensor, dst: Tensor, num_nodes: int) -> Tuple[Tensor, 
     Args:
         src, dst: LongTensor [E], directed edges (no self-loops) over ``num_nodes`` nodes.
         num_nodes: N.
+        find_walk: tell the small branching components apart (not needed without the walk).
 
     Returns:
         ``track_of`` LongTensor [N]: head of the simple path (>= 3 hits) of each hit, -1 elsewhere;
-        ``walk_hit`` BoolTensor [N]: hit of a branching component with >= 3 hits.
+        ``walk_hit`` BoolTensor [N]: hit of a branching component with >= 3 hits (with
+        ``find_walk=False``: of any branching component).
     """
     head, seg_len, link = build_segments(src, dst, num_nodes)
-    spare = torch.full_like(src, num_nodes)
-    between = ~link
-    touching = torch.cat([torch.where(between, head[src], spare), torch.where(between, dst, spare)])
-    branching = (count(touching, num_nodes + 1) > 0)[head]
-    track_of = torch.where(~branching & (seg_len[head] >= 3), head, -1)
+    # Non-link edges touching each segment (a weighted count: links add 0 where they are, rather
+    # than 1 to a shared spare slot, whose atomics would serialise on the GPU).
+    touching = torch.cat([take(head, src), dst])
+    weight = (~link).long().repeat(2)
+    touched = torch.zeros(num_nodes, dtype=torch.long, device=src.device).scatter_add_(0, touching, weight)
+    branching = take(touched > 0, head)
+    track_of = torch.where(~branching & (take(seg_len, head) >= 3), head, -1)
+    if not find_walk:
+        return track_of, branching
     ends, others = torch.cat([src, dst]), torch.cat([dst, src])
-    lowest = torch.full((num_nodes,), num_nodes, dtype=torch.long, device=src.device)
-    lowest = lowest.scatter_reduce(0, ends, others, "amin")
-    highest = torch.full((num_nodes,), -1, dtype=torch.long, device=src.device)
-    highest = highest.scatter_reduce(0, ends, others, "amax")
+    # Lowest and highest neighbour in one scatter: column 1 holds -neighbour.
+    extremes = torch.full((num_nodes, 2), -num_nodes, dtype=torch.long, device=src.device)
+    extremes.scatter_reduce_(0, ends.unsqueeze(1).expand(-1, 2), torch.stack([others, -others], dim=1), "amax")
+    highest, lowest = extremes[:, 0], -extremes[:, 1]
     partner = torch.where(lowest == highest, lowest, num_nodes)  # the only neighbour, if one
     partner_ext = torch.cat([partner, torch.full((1,), -1, dtype=torch.long, device=src.device)])
     nodes = torch.arange(num_nodes, device=src.device)
-    in_pair = partner_ext[partner] == nodes
+    in_pair = take(partner_ext, partner) == nodes
     return track_of, branching & ~in_pair
 
 
@@ -153,9 +174,10 @@ def segment_depths(seg_src: Tensor, seg_dst: Tensor, seg_len: Tensor, num_heads:
     """Topological depth of segment heads and the largest number of segment hops on any path.
 
     Args:
-        seg_src, seg_dst: LongTensor [S_E], segment edges between head indices.
+        seg_src, seg_dst: LongTensor [S_E], segment edges between head indices; self-loops on an
+            index with ``seg_len`` 0 are ignored (a spare slot for masked-out edges).
         seg_len: LongTensor [N], hits per segment at head indices (0 elsewhere).
-        num_heads: number of segments (bounds the hop count of an acyclic graph).
+        num_heads: at least the number of segments (bounds the hop count of an acyclic graph).
 
     Returns:
         ``depth`` LongTensor [N]: longest path in hits from a source to the head (0 for sources),
@@ -164,17 +186,26 @@ def segment_depths(seg_src: Tensor, seg_dst: Tensor, seg_len: Tensor, num_heads:
     Raises:
         RuntimeError: if the segment graph has a directed cycle.
     """
+    if seg_len.numel() == 0:
+        return seg_len, 0
     # Column 0: depth in hits, column 1: depth in segment hops; one scatter per round for both.
     state = torch.zeros((seg_len.numel(), 2), dtype=torch.long, device=seg_len.device)
-    step = torch.stack([seg_len[seg_src], torch.ones_like(seg_src)], dim=1)
+    # A self-loop adds no hop: masked-out edges parked as self-loops on nodes with seg_len 0 change
+    # nothing (a real self-loop of a segment still raises: its seg_len grows the depth every round).
+    step = torch.stack([take(seg_len, seg_src), (seg_src != seg_dst).long()], dim=1)
     index = seg_dst.unsqueeze(1).expand(-1, 2)
-    hops = 0
-    while True:
-        new_state = state.scatter_reduce(0, index, state[seg_src] + step, "amax")
-        if torch.equal(new_state, state):
-            break
-        state = new_state
-        hops += 1
-        if hops > num_heads:  # an acyclic graph has fewer hops than segments
-            raise RuntimeError("the walk graph has a directed cycle; orient the edges (orient=True)")
-    return state[:, 0], hops
+    total = state[0, 0]  # placeholder for TorchScript's types: set after round 2, before it is read
+    for rounds in range(num_heads + 4):  # an acyclic graph has fewer hops than segments
+        state.scatter_reduce_(0, index, take(state, seg_src) + step, "amax")
+        # The first rounds always change something on real graphs: checking them would only cost
+        # host syncs (a round without change leaves the state as it is). The state only grows, so
+        # an unchanged sum means an unchanged state; one sync reads that and the longest path.
+        if rounds >= 3:
+            new_total = state.sum()
+            flags: List[int] = torch.stack([new_total - total, state[:, 1].max()]).tolist()
+            if flags[0] == 0:
+                return state[:, 0], flags[1]
+            total = new_total
+        elif rounds == 2:
+            total = state.sum()
+    raise RuntimeError("the walk graph has a directed cycle; orient the edges (orient=True)")

@@ -24,19 +24,35 @@ path over unused hits. This module computes the same tracks with a constant numb
 
 from __future__ import annotations
 
-from typing import List
-
 import torch
 from torch import Tensor
 
-from gnn4itk.track_building.ops import big_key, build_segments, segment_depths
+from gnn4itk.track_building.ops import big_key, build_segments, segment_depths, take
+
+
+def positive_float_key(values: Tensor) -> Tensor:
+    """An integer key that orders like the values, for positive float32 values (scores > cc_cut >= 0).
+
+    Exponent and 24-bit mantissa from ``frexp`` (TorchScript cannot reinterpret the bits); +inf gets
+    the largest key.
+
+    Args:
+        values: FloatTensor [E], positive.
+
+    Returns:
+        LongTensor [E] in [2**24, 2**33).
+    """
+    mantissa, exponent = torch.frexp(values)
+    key = ((exponent.long() + 149) << 24) | (mantissa * 16777216.0).long()
+    return torch.where(torch.isinf(values), 8_589_934_591, key)  # 2**33 - 1
 
 
 def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tensor:
     """Walkthrough over a pruned DAG.
 
     Node indices must be ordered like the spacepoint rows (compaction with ``nonzero`` keeps that),
-    since rows break ties.
+    since rows break ties. Nodes without an edge are simply never part of a track, so the graph can
+    be given over all spacepoints.
 
     Args:
         src, dst: LongTensor [E], pruned walk edges.
@@ -47,68 +63,76 @@ def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tens
         LongTensor [N]: for every node, the node that started its track, or -1.
     """
     device = src.device
-    nodes = torch.arange(num_nodes, device=device)
+    if num_nodes > 1_073_741_824:
+        raise ValueError(f"the walk packs rows into 30 bits: {num_nodes} spacepoints are too many")
+    if num_nodes == 0:
+        return torch.zeros(0, dtype=torch.long, device=device)
     head, seg_len, link = build_segments(src, dst, num_nodes)
-    # From here on one entry per segment, numbered in the order of their head rows (rows break ties).
-    heads = (head == nodes).nonzero().squeeze(1)
-    num_segments = heads.numel()
-    segments = torch.arange(num_segments, device=device)
-    segment_of = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
-    segment_of[heads] = segments
-    seg_len = seg_len[heads]
-    between = (~link).nonzero().squeeze(1)
-    seg_src, seg_dst, seg_score = segment_of[head[src[between]]], segment_of[dst[between]], score[between]
-    depth, hops = segment_depths(seg_src, seg_dst, seg_len, num_segments)
-    order_key = depth * num_segments + segments  # topological order of the starts: depth, then row
+    # From here on a segment is represented by its head node, so ties by segment number are ties by
+    # row, and nothing needs compacting (no host syncs). Edges that do not count (links, and later
+    # edges with a used end) become self-loops on a used node, where they change nothing. (Not on
+    # one shared spare slot: a million atomics on one address serialise the scatters on the GPU.)
+    nodes = torch.arange(num_nodes, device=device)
+    # The target of a link is no head: its seg_len is 0, so its self-loop adds no depth.
+    seg_edges = torch.stack([torch.where(link, dst, take(head, src)), dst])
+    depth, hops = segment_depths(seg_edges[0], seg_edges[1], seg_len, num_nodes)
+    neg_order_key = -(depth * num_nodes + nodes)  # topological order of the starts: depth, then row
     big = big_key()
 
-    used = torch.zeros(num_segments, dtype=torch.bool, device=device)
-    start_of = torch.full((num_segments,), -1, dtype=torch.long, device=device)
+    # Only heads take part; every other node counts as used from the start.
+    used = head != nodes
+    start_of = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
+    # Best successor in one scatter-min of a packed key: descending score, then the target's row.
+    successor_key = ((8_589_934_591 - positive_float_key(score)) << 30) | seg_edges[1]
+    no_successor = 9_223_372_036_854_775_807  # 2**63 - 1, above every packed key
+    row_mask = 1_073_741_823  # 2**30 - 1 (literal: ** gives a float in TorchScript)
     zeros = torch.zeros_like(seg_len)
-    neg_order_key = -order_key
-    no_owner = torch.full((1,), -1, dtype=torch.long, device=device)
+    # What a free segment adds to the backward state below: its hits, nothing, one segment.
+    own = torch.stack([seg_len, zeros, torch.ones_like(seg_len)], dim=1)
     pending = True
     while pending:  # one round: every start that no earlier start can disturb
         free = ~used
-        alive = (free[seg_src] & free[seg_dst]).nonzero().squeeze(1)
-        a_src, a_dst, a_score = seg_src[alive], seg_dst[alive], seg_score[alive]
+        free_ends = take(free, seg_edges.reshape(-1)).reshape(2, -1)
+        used_end = torch.where(free_ends[1], seg_edges[0], seg_edges[1])
+        a_edges = torch.where(free_ends.all(0), seg_edges, used_end)
+        a_src, a_dst = a_edges[0], a_edges[1]
         # -(key of the earliest free segment that reaches each segment), forwards over alive edges.
         # Free segments that are not starts reach only themselves, and anything a start reaches
         # comes after it in the order, so they never change the readiness test below.
         neg_first = torch.where(free, neg_order_key, -big)
         for _ in range(hops):
-            neg_first = neg_first.scatter_reduce(0, a_dst, neg_first[a_src], "amax")
+            neg_first.scatter_reduce_(0, a_dst, take(neg_first, a_src), "amax")
         # Backwards, in one scatter per hop: column 0 = height (longest path in hits from each
         # segment), 1 = -(earliest key reaching anything this segment reaches), 2 = height in
-        # segments (bounds the loops of the next round).
-        base = torch.stack([zeros, neg_first, zeros], dim=1)
-        add_len = torch.stack([torch.where(free, seg_len, 0), zeros, free.long()], dim=1)
-        state = base + add_len
+        # segments (bounds the loops of the next round). ``reach`` is the state without the
+        # segment's own contribution ``add`` (zero on used nodes); it only grows, so updating it in
+        # place is exact.
+        add = own * free.long().unsqueeze(1)
+        reach = torch.stack([zeros, neg_first, zeros], dim=1)
         index = a_src.unsqueeze(1).expand(-1, 3)
         for _ in range(hops):
-            state = base.scatter_reduce(0, index, state[a_dst], "amax") + add_len
+            reach.scatter_reduce_(0, index, take(reach + add, a_dst), "amax")
+        state = reach + add
         height = state[:, 0]
         start = free & (height >= 2)  # its best path has at least two hits
         ready = start & (state[:, 1] == neg_order_key)
 
-        # Best successor: keeps the path longest, then highest score, then lowest row.
-        keeps_longest = height[a_dst] == (height - seg_len)[a_src]
-        top = torch.full((num_segments,), -2.0, dtype=a_score.dtype, device=device)
-        top = top.scatter_reduce(0, a_src, torch.where(keeps_longest, a_score, -1.0), "amax")
-        chosen = keeps_longest & (a_score == top[a_src])
-        next_seg = torch.full((num_segments + 1,), num_segments, dtype=torch.long, device=device)
-        next_seg = next_seg.scatter_reduce(0, torch.where(chosen, a_src, num_segments), a_dst, "amin")
-        next_seg[num_segments] = num_segments  # the spare slot collects the edges that were not chosen
-        owner = torch.cat([torch.where(ready, segments, -1), no_owner])
+        # Best successor: keeps the path longest, then highest score, then lowest row. Nodes
+        # without one point to themselves (a no-op in the hand-down below). Edges parked as
+        # self-loops on used nodes only ever point a used node to itself.
+        keeps_longest = take(height, a_dst) == take(reach[:, 0], a_src)  # reach = height - own length
+        best = torch.full((num_nodes,), no_successor, dtype=torch.long, device=device)
+        best.scatter_reduce_(0, a_src, torch.where(keeps_longest, successor_key, no_successor), "amin")
+        next_seg = torch.where(best < no_successor, best & row_mask, nodes)
+        owner = torch.where(ready, nodes, -1)
         for _ in range(hops):  # hand the start's id down its chain of best successors
             owner = owner.scatter_reduce(0, next_seg, owner, "amax")
-        taken = owner[:num_segments] >= 0
-        start_of = torch.where(taken, owner[:num_segments], start_of)
+        taken = owner >= 0
+        start_of = torch.where(taken, owner, start_of)
         used = used | taken
-        # Starts never appear later (used only grows): done once every start is used. Paths left
-        # for the next round are no longer (in segments) than the unused ones of this round.
-        left_hops = torch.where(used, 1, state[:, 2]).max() - 1
-        flags: List[int] = torch.stack([(start > used).any().long(), left_hops]).tolist()
-        pending, hops = flags[0] > 0, flags[1]
-    start_hit = torch.where(start_of >= 0, heads[start_of.clamp(min=0)], -1)
-    return start_hit[segment_of[head]]
+        # Starts never appear later (used only grows): done once every start is used. Every free
+        # path of two or more segments begins at a start, and paths only shrink, so the longest
+        # unused start (in segments) bounds the loops of the next round. One sync reads both.
+        longest_left = int(torch.where(start > used, state[:, 2], 0).max())
+        pending, hops = longest_left > 0, longest_left - 1
+    return take(start_of, head)
