@@ -46,13 +46,16 @@ def edge_features(nodes: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor
         ``dphi`` wrapped, ``phislope = dphi / dr`` clamped to +-100 and 0 where ``dr = 0``, and
         ``rphislope = (r_source + r_target) / 2 * phislope``.
     """
-    src = nodes[edge_index[0]]
-    dst = nodes[edge_index[1]]
+    # Feature-major gathers ([4, N][:, idx]): on CUDA, gathering whole rows of a narrow [N, 4] table
+    # takes a much slower kernel than gathering along the last dimension.
+    coords = nodes.t()
+    src = coords[:, edge_index[0]]
+    dst = coords[:, edge_index[1]]
     delta = dst - src
-    dr = delta[:, 0]
-    dphi = wrap_scaled_angle(delta[:, 1])
+    dr = delta[0]
+    dphi = wrap_scaled_angle(delta[1])
     safe_dr = torch.where(dr != 0, dr, torch.ones_like(dr))
     phislope = torch.where(dr != 0, dphi / safe_dr, torch.zeros_like(dr))
     phislope = torch.clamp(phislope, -100.0, 100.0)  # PHISLOPE_LIMIT (TorchScript takes no float globals)
-    rphislope = 0.5 * (src[:, 0] + dst[:, 0]) * phislope
-    return torch.stack([dr, dphi, delta[:, 2], delta[:, 3], phislope, rphislope], dim=1)
+    rphislope = 0.5 * (src[0] + dst[0]) * phislope
+    return torch.stack([dr, dphi, delta[2], delta[3], phislope, rphislope], dim=1)
