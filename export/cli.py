@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", type=int, nargs="*", default=None, help="GPU indices for KIND_GPU")
     parser.add_argument("--max-spacepoints", type=int, default=None, help="default: the configuration's")
     parser.add_argument("--warmup-event", default=None, help="event file whose spacepoints warm the models up")
+    parser.add_argument("--warmup-rows", type=int, default=20000,
+                        help="warm up with at most this many of the event's spacepoints (%(default)s; keeps CPU start-up short)")
     parser.add_argument("--skip-missing", action="store_true", help="skip pipelines whose weights or map are missing")
     parser.add_argument("--check", action="store_true", help="also run every exported file in a torch-only process")
 
@@ -55,7 +57,10 @@ def export(args) -> list[str]:
                 from gnn4itk.event import select_features
                 from gnn4itk.io.load import load_event
 
-                spec.warmup_features = select_features(load_event(args.warmup_event).hits, pipeline.columns)
+                rows = select_features(load_event(args.warmup_event).hits, pipeline.columns)
+                # every k-th spacepoint: a thinned event spread over the whole detector
+                step = max(1, -(-len(rows) // max(1, args.warmup_rows)))
+                spec.warmup_features = rows[::step]
             if args.check:
                 features = torch.from_numpy(spec.warmup_features) if spec.warmup_features is not None else torch.rand(500, len(pipeline.columns))
                 expected = pipeline(features)
