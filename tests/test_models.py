@@ -158,7 +158,7 @@ def sphere(n, dim, seed):
     return F.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)), dim=1)
 
 
-@pytest.mark.parametrize("method,rotate,grid_dims", [("grid", False, 3), ("grid", True, 3), ("grid", False, 1), ("grid", True, 4), ("brute", False, 3)])
+@pytest.mark.parametrize("method,rotate,grid_dims", [("tree", True, 3), ("tree", False, 3), ("grid", False, 3), ("grid", True, 3), ("grid", False, 1), ("grid", True, 4), ("brute", False, 3)])
 @pytest.mark.parametrize("double", [False, True])
 @pytest.mark.parametrize("n,dim,r,k", [(300, 3, 0.3, 4), (250, 8, 0.6, 1000), (200, 12, 0.8, 7)])
 def test_radius_graph_matches_brute_force(method, rotate, grid_dims, double, n, dim, r, k):

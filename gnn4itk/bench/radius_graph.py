@@ -8,8 +8,9 @@ The embeddings are synthetic, 140k points on the unit sphere in 12 dimensions by
   edges per node at r_max 0.12;
 * ``uniform``: points uniform on the sphere, the worst case for binning (almost no edges).
 
-Variants timed in the same run on the same points (:data:`VARIANTS`): a grid on the first 3
-coordinates, grids on the 3, 4 or 5 principal axes, and the blocked distance matrix (``brute``). Before timing,
+Variants timed in the same run on the same points (:data:`VARIANTS`): k-d tree leaves of 16, 32 or
+64 points with dense leaf-pair blocks, a grid on the first 3 coordinates, grids on the 3, 4 or 5
+principal axes, and the blocked distance matrix (``brute``). Before timing,
 every variant's edges are checked equal to the brute-force edges. Reported: median and min time, edges
 per node, and, on CUDA, the peak memory of one call.
 """
@@ -18,16 +19,20 @@ from __future__ import annotations
 
 import time
 
-HELP = "radius graph in the embedding space (grids on 3-5 axes vs blocked brute force), 140k x 12-d points"
+HELP = "radius graph in the embedding space (k-d tree leaves, grids on 3-5 axes, blocked brute force), 140k x 12-d points"
 
 VARIANTS = {
+    "tree16": {"method": "tree", "rotate": True, "leaf_size": 16},
+    "tree32": {"method": "tree", "rotate": True, "leaf_size": 32},
+    "tree64": {"method": "tree", "rotate": True, "leaf_size": 64},
     "grid3": {"method": "grid", "rotate": False, "grid_dims": 3},
     "pca3": {"method": "grid", "rotate": True, "grid_dims": 3},
     "pca4": {"method": "grid", "rotate": True, "grid_dims": 4},
     "pca5": {"method": "grid", "rotate": True, "grid_dims": 5},
     "brute": {"method": "brute", "rotate": False, "grid_dims": 3},
 }
-"""grid<G>: grid on the first G coordinates; pca<G>: on the G principal axes; brute: blocked cdist."""
+"""tree<L>: k-d tree leaves of about L points (principal axes) with dense leaf-pair blocks;
+grid<G>: grid on the first G coordinates; pca<G>: on the G principal axes; brute: blocked cdist."""
 
 
 def add_arguments(parser) -> None:
@@ -37,12 +42,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", choices=["tracks", "uniform"], default="tracks", help="synthetic embedding (%(default)s)")
     parser.add_argument("--r-max", type=float, default=0.12, help="radius (%(default)s)")
     parser.add_argument("--k-max", type=int, default=1000, help="neighbour cap (%(default)s)")
-    parser.add_argument("--max-candidates", type=int, default=1 << 24, help="grid candidate pairs per chunk (%(default)s)")
+    parser.add_argument("--max-candidates", type=int, default=1 << 24, help="grid candidate pairs per chunk, tree point pairs per batched product (%(default)s)")
     parser.add_argument("--block-rows", type=int, default=4096, help="brute-force rows per block (%(default)s)")
+    parser.add_argument("--max-candidates-tree", type=int, default=None, help="tree: point pairs per batched product (default: --max-candidates)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of %(default)s")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per variant (%(default)s)")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per variant (%(default)s)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--script", action="store_true", help="time the TorchScript RadiusGraph module instead of the eager function")
+    parser.add_argument("--profile", action="store_true", help="print the torch profiler's top kernels for the first variant")
 
 
 def synthetic_embedding(kind: str, points: int, dim: int, r_max: float, seed: int):
@@ -76,6 +84,22 @@ def _timed_calls(call, sync, warmup: int, repeats: int) -> list[float]:
     return times
 
 
+def _print_profile(call, sync) -> None:
+    """Operator and kernel totals of one call (after a warm-up), sorted by device time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    call()
+    sync()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        call()
+        sync()
+    sort_by = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort_by, row_limit=20))
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by=sort_by, row_limit=20, max_name_column_width=30, max_shapes_column_width=70))
+
+
 def run(args) -> dict:
     import statistics
 
@@ -84,7 +108,7 @@ def run(args) -> dict:
     from rich.table import Table
 
     from gnn4itk.cli import UserError
-    from gnn4itk.models.radius_graph import radius_graph
+    from gnn4itk.models.radius_graph import RadiusGraph, radius_graph
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but torch sees no CUDA device")
@@ -101,17 +125,26 @@ def run(args) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    def settings(name):
+        tree = VARIANTS[name]["method"] == "tree"
+        chunk = args.max_candidates_tree if tree and args.max_candidates_tree else args.max_candidates
+        return dict(max_candidates=chunk, block_rows=args.block_rows, **VARIANTS[name])
+
+    # --script: the TorchScript module, as served (no Python between the torch calls).
+    scripted = {name: torch.jit.script(RadiusGraph(args.r_max, args.k_max, **settings(name))) for name in names} if args.script else {}
+
     def call(name):
-        return radius_graph(
-            points, None, args.r_max, args.k_max, max_candidates=args.max_candidates,
-            block_rows=args.block_rows, **VARIANTS[name],
-        )
+        if args.script:
+            return scripted[name](points)
+        return radius_graph(points, None, args.r_max, args.k_max, **settings(name))
 
     def edge_set(edges):
         key = edges[0] * args.points + edges[1]
         return torch.sort(key)[0]
 
-    reference = edge_set(call("brute" if "brute" in names else names[0]))
+    reference = edge_set(radius_graph(points, None, args.r_max, args.k_max, **settings("brute")))  # timed or not
+    if args.profile:
+        _print_profile(lambda: call(names[0]), sync)
     results = {}
     for name in names:
         if not torch.equal(edge_set(call(name)), reference):

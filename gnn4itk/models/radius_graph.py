@@ -52,12 +52,13 @@ def _keep_nearest(src: torch.Tensor, dst: torch.Tensor, dist2: torch.Tensor, k_m
 
 
 def _principal_rotation(points: torch.Tensor) -> torch.Tensor:
-    """Orthogonal matrix [D, D] whose columns are the principal axes of ``points``, largest first."""
-    centred = points - points.mean(dim=0, keepdim=True)
-    # A D x D eigenproblem: solved on the host, where it takes microseconds.
-    covariance = centred.t().mm(centred).double().cpu()
+    """Orthogonal matrix (DoubleTensor [D, D]) whose columns are the principal axes of ``points``, largest first."""
+    centred = points.double() - points.double().mean(dim=0, keepdim=True)
+    # A D x D eigenproblem: solved on the host, where it takes microseconds. float64 throughout, so
+    # a float32 matmul mode (tf32, bf16) cannot blur the axes.
+    covariance = centred.t().mm(centred).cpu()
     _, vectors = torch.linalg.eigh(covariance)
-    return vectors.flip(1).to(dtype=points.dtype, device=points.device)
+    return vectors.flip(1).to(device=points.device)
 
 
 def radius_graph_brute_force(
@@ -86,9 +87,10 @@ def radius_graph_brute_force(
     distances: List[torch.Tensor] = []
     for start in range(0, query.shape[0], block_rows):
         block = query[start : start + block_rows]
-        approx = torch.cdist(block, database).pow(2)
-        # cdist uses a matrix product whose rounding can move a pair across r: take a small margin
-        # and decide with the exact difference below, so the edges never depend on that rounding.
+        # Direct differences, not the matrix-product form: that one rounds to the float32 matmul mode
+        # (tf32 or bf16 inputs when allowed), far beyond any fixed margin. The small margin covers the
+        # sqrt/square round trip; the exact difference below decides.
+        approx = torch.cdist(block, database, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
         pairs = torch.nonzero(approx < r2 * 1.0001 + 1e-6)
         rows, cols = pairs[:, 0] + start, pairs[:, 1]
         dist2 = _exact_sq_distance(query[rows], database[cols])
@@ -145,7 +147,7 @@ def radius_graph_grid(
     grid_dims = min(grid_dims, query.shape[1])
     if rotate:
         axes = _principal_rotation(database)[:, :grid_dims]
-        query_key, database_key = query.mm(axes), database.mm(axes)
+        query_key, database_key = query.double().mm(axes).to(query.dtype), database.double().mm(axes).to(database.dtype)
     else:
         query_key, database_key = query[:, :grid_dims], database[:, :grid_dims]
 
@@ -236,16 +238,294 @@ def radius_graph_grid(
     return torch.stack([torch.cat(sources), torch.cat(targets)]), torch.cat(distances)
 
 
+# --------------------------------------------------------------------------------------------------
+# "tree": k-d tree leaves, near leaf pairs, dense distance blocks
+
+def _take_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[index]`` for an index on the first dimension (LongTensor [K]) -> [K, *x.shape[1:]].
+
+    Float rows of even length are gathered as complex numbers (pairs of values): torch's CUDA gather
+    kernel costs per element (seen on an H100), so 12 floats move as 6 elements, 12 doubles as 6.
+    """
+    row = 1
+    for size in x.shape[1:]:
+        row *= size
+    if x.dim() > 1 and row % 2 == 0 and x.is_contiguous() and x.storage_offset() % 2 == 0 and x.dtype in (torch.float32, torch.float64):
+        pairs = torch.view_as_complex(x.reshape(x.shape[0], row // 2, 2))[index]
+        return torch.view_as_real(pairs).reshape([index.numel()] + list(x.shape[1:]))
+    return x[index]
+
+
+def _tree_levels(n: int, leaf_size: int) -> int:
+    """Halvings of ``n`` points that leave leaves of ``0.75 * leaf_size`` to ``1.5 * leaf_size`` points."""
+    levels = 0
+    while 2 * n > 3 * leaf_size * (1 << levels):
+        levels += 1
+    return levels
+
+
+def _kd_order(points: torch.Tensor, levels: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Balanced k-d tree as a permutation: every tree node is a contiguous run of the returned slots.
+
+    The points are padded to ``2**levels * leaf`` slots; at each level every node is sorted along its
+    widest coordinate, so its lower and upper halves become its two children.
+
+    Args:
+        points (FloatTensor [N, D]).
+        levels: tree depth (``2**levels`` leaves).
+
+    Returns:
+        (order (LongTensor [S]) row of ``points`` in each slot, 0 in padding slots;
+        valid (BoolTensor [S]) False in padding slots), ``S = 2**levels * ceil(N / 2**levels)``.
+    """
+    n, d = points.shape[0], points.shape[1]
+    leaves = 1 << levels
+    n_slots = leaves * ((n + leaves - 1) // leaves)
+    slot = torch.arange(n_slots, device=points.device)
+    valid = slot < n
+    order = torch.where(valid, slot, torch.zeros_like(slot))
+    inf = torch.full([1], float("inf"), dtype=points.dtype, device=points.device)
+    for level in range(levels):
+        nodes = 1 << level
+        coords = _take_rows(points, order).view(nodes, n_slots // nodes, d)
+        inside = valid.view(nodes, -1, 1)
+        spread = torch.where(inside, coords, -inf).amax(dim=1) - torch.where(inside, coords, inf).amin(dim=1)
+        widest = spread.argmax(dim=1).view(nodes, 1, 1).expand(nodes, coords.shape[1], 1)
+        # Padding sorts last: it collects in the last leaves and never unbalances a real split.
+        key = torch.where(inside, coords.gather(2, widest), inf).squeeze(2)
+        within = torch.argsort(key, dim=1)
+        order = order.view(nodes, -1).gather(1, within).view(-1)
+        valid = valid.view(nodes, -1).gather(1, within).view(-1)
+    return order, valid
+
+
+def _node_boxes(leaf_points: torch.Tensor, leaf_valid: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """Bounding boxes of the tree's nodes per level, root first: (lower, upper) (FloatTensor [2**l, D]).
+
+    Args:
+        leaf_points (FloatTensor [L, T, D]), leaf_valid (BoolTensor [L, T]): the leaves in tree order.
+
+    A leaf of padding only gets lower = +inf, upper = -inf, which no box test passes."""
+    inf = torch.full([1], float("inf"), dtype=leaf_points.dtype, device=leaf_points.device)
+    inside = leaf_valid.unsqueeze(2)
+    lower = torch.where(inside, leaf_points, inf).amin(dim=1)
+    upper = torch.where(inside, leaf_points, -inf).amax(dim=1)
+    boxes = [(lower, upper)]
+    while lower.shape[0] > 1:
+        lower = lower.view(-1, 2, lower.shape[1]).amin(dim=1)
+        upper = upper.view(-1, 2, upper.shape[1]).amax(dim=1)
+        boxes.insert(0, (lower, upper))
+    return boxes
+
+
+def _near_leaf_pairs(
+    query_boxes: List[Tuple[torch.Tensor, torch.Tensor]],
+    database_boxes: List[Tuple[torch.Tensor, torch.Tensor]],
+    reach2: torch.Tensor,
+    symmetric: bool,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Leaf pairs whose boxes are closer than ``sqrt(reach2)``, found by descending both trees together.
+
+    A node pair is split into its child pairs only while its boxes are near, so the work follows the
+    number of near pairs, not leaves^2. The first step goes straight to level 8 (at most 65536 node
+    pairs, all tested), then one level per step (one host sync each). ``symmetric`` (the two trees
+    are one) keeps only pairs a <= b.
+
+    Returns:
+        (query leaf (LongTensor [P]), database leaf (LongTensor [P])).
+    """
+    device = reach2.device
+    a = torch.zeros(1, dtype=torch.long, device=device)
+    b = torch.zeros(1, dtype=torch.long, device=device)
+    level_a, level_b = 0, 0
+    depth_a, depth_b = len(query_boxes) - 1, len(database_boxes) - 1
+    jump = 8
+    while level_a < depth_a or level_b < depth_b:
+        step_a, step_b = min(jump, depth_a - level_a), min(jump, depth_b - level_b)
+        jump = 1
+        level_a, level_b = level_a + step_a, level_b + step_b
+        child_a = torch.arange(1 << step_a, device=device).view(1, -1, 1)
+        child_b = torch.arange(1 << step_b, device=device).view(1, 1, -1)
+        a = ((a << step_a).view(-1, 1, 1) + child_a).expand(-1, child_a.shape[1], child_b.shape[2]).reshape(-1)
+        b = ((b << step_b).view(-1, 1, 1) + child_b).expand(-1, child_a.shape[1], child_b.shape[2]).reshape(-1)
+        lower_a, upper_a = query_boxes[level_a]
+        lower_b, upper_b = database_boxes[level_b]
+        lower_a, upper_a, lower_b, upper_b = _take_rows(lower_a, a), _take_rows(upper_a, a), _take_rows(lower_b, b), _take_rows(upper_b, b)
+        gap = torch.maximum(lower_b - upper_a, lower_a - upper_b).clamp_min(0.0)
+        near = (gap * gap).sum(dim=1) < reach2
+        if symmetric:
+            near = near & (a <= b)
+        kept = torch.nonzero(near).squeeze(1)
+        a, b = a[kept], b[kept]
+    return a, b
+
+
+class _Tree:
+    """One point set in k-d leaf order (L leaves of T slots, S = L * T; padding slots are marked).
+
+    Attributes:
+        rows (LongTensor [S]): original row of each slot.
+        boxes: per-level node boxes (:func:`_node_boxes`, float32 tree frame).
+        centre (DoubleTensor [L, D]): leaf box centres.
+        leaf_points (DoubleTensor [L, T, D]): tree-frame coordinates; padding sits on its leaf's centre.
+        padding (DoubleTensor [L, T]): 0, or +inf on padding slots (added to a squared norm, it puts
+            padding infinitely far away).
+        lhs (DoubleTensor [L, T, D + 2]): ``[a', |a'|^2 + padding, 1]`` with ``a' = a - centre``, the
+            query-side operand of :func:`_leaf_pair_candidates`.
+        original (FloatTensor [S, D]): the given coordinates in slot order.
+    """
+
+    def __init__(self, frame: torch.Tensor, original: torch.Tensor, leaf_size: int):
+        """frame (DoubleTensor [N, D]): tree-frame coordinates; original (FloatTensor [N, D])."""
+        levels = _tree_levels(frame.shape[0], leaf_size)
+        frame32 = frame.to(original.dtype)
+        rows, valid = _kd_order(frame32, levels)
+        leaves = 1 << levels
+        self.rows = rows
+        valid = valid.view(leaves, -1)
+        self.boxes = _node_boxes(_take_rows(frame32, rows).view(leaves, -1, frame.shape[1]), valid)
+        lower, upper = self.boxes[-1]
+        centre = ((lower + upper) / 2).double()
+        self.centre = torch.where(torch.isfinite(centre), centre, torch.zeros_like(centre))
+        coords = _take_rows(frame, rows).view(leaves, -1, frame.shape[1])
+        self.leaf_points = torch.where(valid.unsqueeze(2), coords, self.centre.unsqueeze(1))
+        zero = torch.zeros([1], dtype=frame.dtype, device=frame.device)
+        self.padding = torch.where(valid, zero, torch.full([1], float("inf"), dtype=frame.dtype, device=frame.device))
+        local = self.leaf_points - self.centre.unsqueeze(1)
+        norm = (local * local).sum(dim=2)
+        self.lhs = torch.cat([local, (norm + self.padding).unsqueeze(2), torch.ones_like(norm).unsqueeze(2)], dim=2)
+        self.original = _take_rows(original, rows)
+
+
+def _leaf_pair_candidates(
+    query_tree: _Tree, database_tree: _Tree, leaf_a: torch.Tensor, leaf_b: torch.Tensor, threshold: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Point pairs of the leaf pairs ``(leaf_a[p], leaf_b[p])`` with squared distance below ``threshold``.
+
+    The distances come from one batched float64 product ``[a', |a'|^2, 1] . [-2 b', 1, |b'|^2]``,
+    both points taken relative to the query leaf's centre (small terms, small rounding). float64
+    because float32 products may run in tf32 or bf16 (torch.set_float32_matmul_precision), whose
+    rounding would need a wide margin and many more exact re-checks.
+
+    Returns:
+        (query slot (LongTensor [H]), database slot (LongTensor [H]), squared distance (DoubleTensor [H])).
+    """
+    lhs = _take_rows(query_tree.lhs, leaf_a)  # [P, Tq, D + 2]
+    b = _take_rows(database_tree.leaf_points, leaf_b) - _take_rows(query_tree.centre, leaf_a).unsqueeze(1)  # [P, Td, D]
+    norm_b = (b * b).sum(dim=2) + _take_rows(database_tree.padding, leaf_b)
+    rhs = torch.cat([-2.0 * b, torch.ones_like(norm_b).unsqueeze(2), norm_b.unsqueeze(2)], dim=2)
+    approx = torch.bmm(lhs, rhs.transpose(1, 2)).view(-1)  # [P * Tq * Td]
+    hits = torch.nonzero(approx < threshold).squeeze(1)
+    tq, td = lhs.shape[1], b.shape[1]
+    pair = torch.div(hits, tq * td, rounding_mode="floor")
+    within = hits - pair * (tq * td)
+    i = torch.div(within, td, rounding_mode="floor")
+    return leaf_a[pair] * tq + i, leaf_b[pair] * td + (within - i * td), approx[hits]
+
+
+def radius_graph_tree(
+    query: torch.Tensor,
+    database: torch.Tensor,
+    r_max: float,
+    k_max: int,
+    leaf_size: int = 32,
+    max_candidates: int = 1 << 24,
+    rotate: bool = True,
+    symmetric: bool = False,
+    skip_self: bool = True,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Radius graph from k-d tree leaves: dense distance blocks between leaves whose boxes are near.
+
+    Both point sets are sorted into balanced k-d trees (leaves of about ``leaf_size`` points); the
+    trees are descended together to the leaf pairs whose bounding boxes are closer than ``r_max``;
+    each such pair's ``Tq x Td`` distances come from one batched matrix product, and the pairs it
+    passes are decided with the exact float32 difference on the given coordinates.
+
+    Args:
+        query (FloatTensor [Q, D]), database (FloatTensor [N, D]): points.
+        r_max, k_max, skip_self: as in :func:`radius_graph_brute_force`.
+        leaf_size: points per leaf (leaves hold 0.75x to 1.5x that many).
+        max_candidates: point pairs in one batched product (bounds memory).
+        rotate: build the trees on the database's principal axes (tighter leaves).
+        symmetric: ``database`` is ``query``: only leaf pairs a <= b are computed, the rest mirrored.
+
+    Returns:
+        (edge_index (LongTensor [2, E]) sorted by query row, squared distances (FloatTensor [E]); exact
+        within 1e-3 of r_max^2 or when the k_max cap applies, else from the float64 frame).
+    """
+    device = query.device
+    empty = (torch.zeros(2, 0, dtype=torch.long, device=device), torch.zeros(0, dtype=query.dtype, device=device))
+    if query.shape[0] == 0 or database.shape[0] == 0:
+        return empty
+    # The trees live in a centred (optionally rotated) float64 frame; it only orders, prunes and
+    # pre-decides, and every pair whose frame distance is within `slack` of r_max is decided again
+    # with the float32 difference of the given coordinates, as the brute force does.
+    origin = database.double().mean(dim=0, keepdim=True)
+    frame = _principal_rotation(database) if rotate else torch.eye(query.shape[1], dtype=torch.float64, device=device)
+    query_frame = (query.double() - origin).mm(frame)
+    query_tree = _Tree(query_frame, query, leaf_size)
+    database_tree = query_tree if symmetric else _Tree((database.double() - origin).mm(frame), database, leaf_size)
+    r2 = r_max * r_max
+    scale = query_frame.abs().max() + r_max
+    # Rounding of the float32 tree frame (boxes) and of the float32 exact distance: far below this.
+    slack = r2 * 1e-3 + 1e-5 * r_max * scale * scale
+    threshold = r2 + slack
+    leaf_a, leaf_b = _near_leaf_pairs(query_tree.boxes, database_tree.boxes, threshold.to(query.dtype), symmetric)
+
+    leaf_q, leaf_d = query_tree.leaf_points.shape[1], database_tree.leaf_points.shape[1]
+    pairs_per_product = max(1, max_candidates // (leaf_q * leaf_d))
+    candidates_q: List[torch.Tensor] = []
+    candidates_d: List[torch.Tensor] = []
+    candidates_dist: List[torch.Tensor] = []
+    for start in range(0, leaf_a.numel(), pairs_per_product):
+        a, b = leaf_a[start : start + pairs_per_product], leaf_b[start : start + pairs_per_product]
+        slot_q, slot_d, approx = _leaf_pair_candidates(query_tree, database_tree, a, b, threshold)
+        candidates_q.append(slot_q)
+        candidates_d.append(slot_d)
+        candidates_dist.append(approx)
+    if len(candidates_q) == 0:
+        return empty
+    slot_q, slot_d, approx = torch.cat(candidates_q), torch.cat(candidates_d), torch.cat(candidates_dist)
+    rows, cols = query_tree.rows[slot_q], database_tree.rows[slot_d]
+    # Pairs near r_max: the float32 difference of the given coordinates decides, as in the brute force.
+    dist2 = approx.to(query.dtype)
+    near_edge = torch.nonzero(approx > r2 - slack).squeeze(1)
+    dist2[near_edge] = _exact_sq_distance(
+        _take_rows(query_tree.original, slot_q[near_edge]), _take_rows(database_tree.original, slot_d[near_edge])
+    )
+    keep = dist2 < r2
+    if skip_self:
+        keep = keep & (rows != cols)
+    if symmetric:
+        # Leaf pairs a < b were computed one way only (a == b blocks hold both): add their mirror.
+        mirror = keep & (slot_q // leaf_q != slot_d // leaf_d)
+        rows, cols = torch.cat([rows, cols]), torch.cat([cols, rows])
+        dist2, keep = torch.cat([dist2, dist2]), torch.cat([keep, mirror])
+    kept = torch.nonzero(keep).squeeze(1)
+    rows, cols, dist2 = rows[kept], cols[kept], dist2[kept]
+    # Group by query row: a stable 32-bit sort (half the passes of a 64-bit one).
+    order = torch.sort(rows.to(torch.int32), stable=True)[1]
+    src, dst = rows[order], cols[order]
+    if src.numel() > 0 and int(torch.bincount(src).max().item()) > k_max:
+        # The cap picks the nearest: rank by the exact distances, like the brute force.
+        dist2 = _exact_sq_distance(query[src], database[dst])
+    else:
+        dist2 = dist2[order]
+    src, dst, dist2 = _keep_nearest(src, dst, dist2, k_max)
+    return torch.stack([src, dst]), dist2
+
+
 def radius_graph(
     query: torch.Tensor,
     database: Optional[torch.Tensor],
     r_max: float,
     k_max: int,
-    method: str = "grid",
+    method: str = "tree",
     grid_dims: int = 3,
     max_candidates: int = 1 << 24,
     block_rows: int = 4096,
-    rotate: bool = False,
+    rotate: bool = True,
+    leaf_size: int = 32,
 ) -> torch.Tensor:
     """Edges ``query_i -> database_j`` with distance < ``r_max``, at most ``k_max`` nearest per ``i``.
 
@@ -253,30 +533,37 @@ def radius_graph(
         query (FloatTensor [N, D]): embeddings (source embeddings for the double form).
         database (FloatTensor [N, D] or None): target embeddings; None uses ``query`` (single form).
         r_max, k_max: radius and neighbour cap (GNN4ITk defaults 0.12 and 1000).
-        method: ``"grid"`` or ``"brute"`` (see module doc); both give the same edges.
+        method: ``"tree"``, ``"grid"`` or ``"brute"`` (see module doc); all give the same edges.
+        grid_dims ("grid"), max_candidates ("tree", "grid"), block_rows ("brute"), rotate ("tree",
+        "grid"), leaf_size ("tree"): see the method's function.
 
     Returns:
         edge_index (LongTensor [2, E]): (query row, database row), each query's edges adjacent; no
         self-loops.
     """
+    symmetric = database is None
     if database is None:
         database = query
     if query.dim() != 2 or database.dim() != 2 or query.shape[1] != database.shape[1]:
         raise ValueError("query and database must be 2-d tensors [N, D] with the same D")
     if r_max <= 0 or k_max <= 0:
         raise ValueError("r_max and k_max must be positive")
+    if method == "tree":
+        if leaf_size < 1:
+            raise ValueError("leaf_size must be positive")
+        return radius_graph_tree(query, database, r_max, k_max, leaf_size, max_candidates, rotate, symmetric)[0]
     if method == "grid":
         return radius_graph_grid(query, database, r_max, k_max, grid_dims, max_candidates, rotate)[0]
     if method == "brute":
         return radius_graph_brute_force(query, database, r_max, k_max, block_rows)[0]
-    raise ValueError("unknown radius-graph method " + method + ": expected 'grid' or 'brute'")
+    raise ValueError("unknown radius-graph method " + method + ": expected 'tree', 'grid' or 'brute'")
 
 
 class RadiusGraph(nn.Module):
     """Scriptable module form of :func:`radius_graph` with the settings fixed at construction.
 
-    Defaults: GNN4ITk's ``r_max`` 0.12 and ``k_max`` 1000, a grid on the 4 principal axes (the fewest
-    candidates on track-like 12-d embeddings among 3-5 axes with or without rotation).
+    Defaults: GNN4ITk's ``r_max`` 0.12 and ``k_max`` 1000, the ``"tree"`` method with leaves of about
+    32 points on the principal axes (the fastest on track-like 12-d embeddings, CPU and GPU).
 
     Args (forward):
         query (FloatTensor [N, D]), database (FloatTensor [N, D] or None).
@@ -292,25 +579,30 @@ class RadiusGraph(nn.Module):
     max_candidates: Final[int]
     block_rows: Final[int]
     rotate: Final[bool]
+    leaf_size: Final[int]
 
     def __init__(
         self,
         r_max: float = 0.12,
         k_max: int = 1000,
-        method: str = "grid",
+        method: str = "tree",
         grid_dims: int = 4,
         max_candidates: int = 1 << 24,
         block_rows: int = 4096,
         rotate: bool = True,
+        leaf_size: int = 32,
     ):
         super().__init__()
-        if method not in ("grid", "brute"):
-            raise ValueError(f"unknown radius-graph method {method!r}: expected 'grid' or 'brute'")
+        if method not in ("tree", "grid", "brute"):
+            raise ValueError(f"unknown radius-graph method {method!r}: expected 'tree', 'grid' or 'brute'")
+        if leaf_size < 1:
+            raise ValueError("leaf_size must be positive")
         self.r_max, self.k_max, self.method = float(r_max), int(k_max), method
         self.grid_dims, self.max_candidates = int(grid_dims), int(max_candidates)
-        self.block_rows, self.rotate = int(block_rows), bool(rotate)
+        self.block_rows, self.rotate, self.leaf_size = int(block_rows), bool(rotate), int(leaf_size)
 
     def forward(self, query: torch.Tensor, database: Optional[torch.Tensor] = None) -> torch.Tensor:
         return radius_graph(
-            query, database, self.r_max, self.k_max, self.method, self.grid_dims, self.max_candidates, self.block_rows, self.rotate
+            query, database, self.r_max, self.k_max, self.method, self.grid_dims, self.max_candidates, self.block_rows,
+            self.rotate, self.leaf_size,
         )
