@@ -51,6 +51,22 @@ def test_scripted_builder_matches_eager_on_random_graphs():
             assert torch.equal(got, want)
 
 
+def test_walk_gives_the_same_tracks_with_and_without_compaction():
+    # The GPU path (no compaction, masked edges as self-loops) must equal the CPU path; both run here.
+    from gnn4itk.track_building.walk import walk_tracks
+
+    walk = torch.jit.script(walk_tracks)
+    graphs = [random_graph(seed)[:3] for seed in range(0, 60, 2)]
+    big = synthetic_graph(num_particles=800, seed=7)
+    graphs.append((big.edge_index, big.scores, big.hit_r2z2))
+    for edge_index, scores, r2z2 in graphs:
+        src, dst = torch.from_numpy(edge_index)
+        num_nodes = len(r2z2)
+        compacted = walk(src, dst, torch.from_numpy(scores), num_nodes, True)
+        assert torch.equal(walk(src, dst, torch.from_numpy(scores), num_nodes, False), compacted)
+    assert (compacted >= 0).sum() > 1000  # the synthetic event has walk tracks
+
+
 def agreement_on(graph):
     inputs = (torch.from_numpy(graph.edge_index), torch.from_numpy(graph.scores), torch.from_numpy(graph.hit_r2z2))
     reference, _ = build_tracks_reference(graph.edge_index, graph.scores, graph.hit_r2z2)

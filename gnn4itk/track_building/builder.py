@@ -127,7 +127,8 @@ class TrackBuilder(nn.Module):
         strong = (best_out & (score >= self.walk_min)) | (score > self.walk_max)
         keep = take(walk_hit, src) & strong & (take(has_incoming, src) | best_in)
         kept = keep.nonzero().squeeze(1)
-        start = walk_tracks(take(src, kept), take(dst, kept), take(score, kept), num_hits)
+        # Compact segments on the CPU (work there grows with array sizes); none on the GPU (syncs).
+        start = walk_tracks(take(src, kept), take(dst, kept), take(score, kept), num_hits, not src.is_cuda)
         return torch.where(walk_hit, start, track_of)
 
 def labels_from_track_of(track_of: Tensor, r2z2: Tensor) -> Tuple[Tensor, Tensor]:

@@ -47,7 +47,7 @@ def positive_float_key(values: Tensor) -> Tensor:
     return torch.where(torch.isinf(values), 8_589_934_591, key)  # 2**33 - 1
 
 
-def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tensor:
+def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int, compact: bool = False) -> Tensor:
     """Walkthrough over a pruned DAG.
 
     Node indices must be ordered like the spacepoint rows (compaction with ``nonzero`` keeps that),
@@ -58,6 +58,11 @@ def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tens
         src, dst: LongTensor [E], pruned walk edges.
         score: FloatTensor [E].
         num_nodes: N.
+        compact: number the segments 0..S-1 and keep only the edges between them (two ``nonzero``,
+            i.e. host syncs: the better choice on the CPU, where the work grows with the array
+            sizes); otherwise a segment is its head node and masked edges become self-loops (no
+            syncs, arrays of size N and E: the better choice on the GPU, where the host's cost per
+            op sets the time). Both give identical results.
 
     Returns:
         LongTensor [N]: for every node, the node that started its track, or -1.
@@ -68,19 +73,47 @@ def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tens
     if num_nodes == 0:
         return torch.zeros(0, dtype=torch.long, device=device)
     head, seg_len, link = build_segments(src, dst, num_nodes)
-    # From here on a segment is represented by its head node, so ties by segment number are ties by
-    # row, and nothing needs compacting (no host syncs). Edges that do not count (links, and later
-    # edges with a used end) become self-loops on a used node, where they change nothing. (Not on
-    # one shared spare slot: a million atomics on one address serialise the scatters on the GPU.)
     nodes = torch.arange(num_nodes, device=device)
-    # The target of a link is no head: its seg_len is 0, so its self-loop adds no depth.
+    if compact:
+        heads = (head == nodes).nonzero().squeeze(1)
+        num_segments = heads.numel()
+        segment_of = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
+        segment_of.index_copy_(0, heads, torch.arange(num_segments, device=device))
+        between = (~link).nonzero().squeeze(1)
+        seg_edges = torch.stack([take(segment_of, take(head, take(src, between))), take(segment_of, take(dst, between))])
+        used = torch.zeros(num_segments, dtype=torch.bool, device=device)
+        start_of = _walk_rounds(seg_edges, take(score, between), take(seg_len, heads), used)
+        start_row = torch.where(start_of >= 0, take(heads, start_of.clamp(min=0)), -1)
+        return take(start_row, take(segment_of, head))
+    # A segment is represented by its head node, so ties by segment number are ties by row, and
+    # nothing needs compacting (no host syncs). Edges that do not count (links, and later edges
+    # with a used end) become self-loops on a used node, where they change nothing. (Not on one
+    # shared spare slot: a million atomics on one address serialise the scatters on the GPU.)
+    # The target of a link is no head: its seg_len is 0, so its self-loop adds no depth. Only heads
+    # take part; every other node counts as used from the start.
     seg_edges = torch.stack([torch.where(link, dst, take(head, src)), dst])
+    return take(_walk_rounds(seg_edges, score, seg_len, head != nodes), head)
+
+
+def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor) -> Tensor:
+    """The rounds of the walk on the segment graph (see the module docstring).
+
+    Args:
+        seg_edges: LongTensor [2, E], segment edges; self-loops only on nodes that are used from
+            the start and have ``seg_len`` 0 (they change nothing).
+        score: FloatTensor [E].
+        seg_len: LongTensor [S], hits per segment (0 on nodes that are no segment).
+        used: BoolTensor [S], nodes that take no part.
+
+    Returns:
+        LongTensor [S]: the segment that started each segment's track, or -1.
+    """
+    device = seg_len.device
+    num_nodes = seg_len.numel()
+    nodes = torch.arange(num_nodes, device=device)
     depth, hops = segment_depths(seg_edges[0], seg_edges[1], seg_len, num_nodes)
     neg_order_key = -(depth * num_nodes + nodes)  # topological order of the starts: depth, then row
     big = big_key()
-
-    # Only heads take part; every other node counts as used from the start.
-    used = head != nodes
     start_of = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
     # Best successor in one scatter-min of a packed key: descending score, then the target's row.
     successor_key = ((8_589_934_591 - positive_float_key(score)) << 30) | seg_edges[1]
@@ -135,4 +168,4 @@ def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tens
         # unused start (in segments) bounds the loops of the next round. One sync reads both.
         longest_left = int(torch.where(start > used, state[:, 2], 0).max())
         pending, hops = longest_left > 0, longest_left - 1
-    return take(start_of, head)
+    return start_of
