@@ -41,7 +41,8 @@ def main() -> int:
         check=True,
     )
     print("== start tritonserver", flush=True)
-    with TritonServer(args.models, 0, 0, 0, device=args.device) as server:
+    # warm-up of every model on CPU takes a while: wait longer than the interactive default
+    with TritonServer(args.models, 0, 0, 0, device=args.device, ready_timeout=900) as server:
         print(f"server ready: gRPC {server.url_grpc}, HTTP {server.url_http}, metrics {server.url_metrics}", flush=True)
         for prefix in events:
             print(f"== {prefix.name}: FEATURES to {args.pipeline} over gRPC, as Athena sends them", flush=True)
