@@ -185,13 +185,15 @@ def test_radius_graph_k_max_keeps_nearest():
 
 def test_radius_graph_module_scripts_and_validates():
     query = sphere(200, 6, seed=5)
-    for method in ("grid", "brute"):
-        module = RadiusGraph(0.5, 20, method=method, rotate=True)
+    for method in ("tree", "grid", "brute"):
+        module = RadiusGraph(0.5, 20, method=method, rotate=True, leaf_size=8)
         scripted = torch.jit.script(module)
         assert torch.equal(scripted(query), module(query))
         assert torch.equal(scripted(query, query.flip(0)), module(query, query.flip(0)))
     with pytest.raises(ValueError, match="method"):
         RadiusGraph(method="kdtree")
+    with pytest.raises(ValueError, match="leaf_size"):
+        RadiusGraph(leaf_size=0)
     with pytest.raises(ValueError, match="same D"):
         radius_graph(query, query[:, :3], 0.1, 5)
 
@@ -200,5 +202,20 @@ def test_radius_graph_empty_inputs():
     empty = torch.zeros(0, 4)
     assert radius_graph(empty, None, 0.1, 5).shape == (2, 0)
     far = torch.eye(4)  # pairwise distance sqrt(2)
-    for method in ("grid", "brute"):
+    for method in ("tree", "grid", "brute"):
         assert radius_graph(far, None, 0.5, 5, method=method).shape == (2, 0)
+        assert radius_graph(far, empty, 0.5, 5, method=method).shape == (2, 0)
+
+
+def test_radius_graph_tree_many_leaves_and_coarse_matmul_mode():
+    """Leaves of ~4 points (deep trees, padding leaves) and bf16-allowed float32 matmuls: still exact."""
+    query, database = sphere(500, 6, seed=11), sphere(470, 6, seed=12)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        for db in (None, database):
+            expected = reference_radius_graph(query, query if db is None else db, 0.5, 6)
+            edges = radius_graph(query, db, 0.5, 6, method="tree", leaf_size=4, max_candidates=64)
+            assert as_pairs(edges) == expected
+    finally:
+        torch.set_float32_matmul_precision(previous)

@@ -5,8 +5,15 @@
 Give the same tensor twice for the single metric-learning graph, or the source and target embeddings
 for the double (directed) one.
 
-Two exact methods:
+Three exact methods:
 
+* ``"tree"`` (default): both point sets are sorted into balanced k-d trees (leaves of ~``leaf_size``
+  points, on the principal axes); the two trees are descended together to the leaf pairs whose
+  bounding boxes are closer than ``r_max``; each leaf pair's distances come from one batched float64
+  matrix product (points relative to the query leaf's centre), and pairs within 1e-3 of ``r_max^2``
+  are decided with the float32 difference of the given coordinates, like the brute force. For the
+  single form only leaf pairs a <= b are computed and mirrored. A few host syncs in all (one per
+  tree level below 8, one per product chunk), memory O(``max_candidates``).
 * ``"grid"``: bin the database on its first ``grid_dims`` coordinates with cells of side ``r_max``.
   Since ``|a_d - b_d| <= ||a - b||``, every neighbour of a query lies in the ``3**grid_dims`` cells around
   the query's cell. Points are sorted by cell; for each query the candidates of its neighbouring cells
@@ -17,7 +24,7 @@ Two exact methods:
   coordinates are the most spread ones and fewer candidates survive.
 * ``"brute"``: distance matrix in row blocks of ``block_rows`` queries; O(block_rows * N) memory.
 
-Both keep the nearest ``k_max`` per query by sorting (query, distance) and report edges grouped by query
+All keep the nearest ``k_max`` per query by sorting (query, distance) and report edges grouped by query
 (each query's edges adjacent).
 """
 
@@ -241,21 +248,6 @@ def radius_graph_grid(
 # --------------------------------------------------------------------------------------------------
 # "tree": k-d tree leaves, near leaf pairs, dense distance blocks
 
-def _take_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``x[index]`` for an index on the first dimension (LongTensor [K]) -> [K, *x.shape[1:]].
-
-    Float rows of even length are gathered as complex numbers (pairs of values): torch's CUDA gather
-    kernel costs per element (seen on an H100), so 12 floats move as 6 elements, 12 doubles as 6.
-    """
-    row = 1
-    for size in x.shape[1:]:
-        row *= size
-    if x.dim() > 1 and row % 2 == 0 and x.is_contiguous() and x.storage_offset() % 2 == 0 and x.dtype in (torch.float32, torch.float64):
-        pairs = torch.view_as_complex(x.reshape(x.shape[0], row // 2, 2))[index]
-        return torch.view_as_real(pairs).reshape([index.numel()] + list(x.shape[1:]))
-    return x[index]
-
-
 def _tree_levels(n: int, leaf_size: int) -> int:
     """Halvings of ``n`` points that leave leaves of ``0.75 * leaf_size`` to ``1.5 * leaf_size`` points."""
     levels = 0
@@ -287,7 +279,7 @@ def _kd_order(points: torch.Tensor, levels: int) -> Tuple[torch.Tensor, torch.Te
     inf = torch.full([1], float("inf"), dtype=points.dtype, device=points.device)
     for level in range(levels):
         nodes = 1 << level
-        coords = _take_rows(points, order).view(nodes, n_slots // nodes, d)
+        coords = points[order].view(nodes, n_slots // nodes, d)
         inside = valid.view(nodes, -1, 1)
         spread = torch.where(inside, coords, -inf).amax(dim=1) - torch.where(inside, coords, inf).amin(dim=1)
         widest = spread.argmax(dim=1).view(nodes, 1, 1).expand(nodes, coords.shape[1], 1)
@@ -350,8 +342,7 @@ def _near_leaf_pairs(
         b = ((b << step_b).view(-1, 1, 1) + child_b).expand(-1, child_a.shape[1], child_b.shape[2]).reshape(-1)
         lower_a, upper_a = query_boxes[level_a]
         lower_b, upper_b = database_boxes[level_b]
-        lower_a, upper_a, lower_b, upper_b = _take_rows(lower_a, a), _take_rows(upper_a, a), _take_rows(lower_b, b), _take_rows(upper_b, b)
-        gap = torch.maximum(lower_b - upper_a, lower_a - upper_b).clamp_min(0.0)
+        gap = torch.maximum(lower_b[b] - upper_a[a], lower_a[a] - upper_b[b]).clamp_min(0.0)
         near = (gap * gap).sum(dim=1) < reach2
         if symmetric:
             near = near & (a <= b)
@@ -383,18 +374,18 @@ class _Tree:
         leaves = 1 << levels
         self.rows = rows
         valid = valid.view(leaves, -1)
-        self.boxes = _node_boxes(_take_rows(frame32, rows).view(leaves, -1, frame.shape[1]), valid)
+        self.boxes = _node_boxes(frame32[rows].view(leaves, -1, frame.shape[1]), valid)
         lower, upper = self.boxes[-1]
         centre = ((lower + upper) / 2).double()
         self.centre = torch.where(torch.isfinite(centre), centre, torch.zeros_like(centre))
-        coords = _take_rows(frame, rows).view(leaves, -1, frame.shape[1])
+        coords = frame[rows].view(leaves, -1, frame.shape[1])
         self.leaf_points = torch.where(valid.unsqueeze(2), coords, self.centre.unsqueeze(1))
         zero = torch.zeros([1], dtype=frame.dtype, device=frame.device)
         self.padding = torch.where(valid, zero, torch.full([1], float("inf"), dtype=frame.dtype, device=frame.device))
         local = self.leaf_points - self.centre.unsqueeze(1)
         norm = (local * local).sum(dim=2)
         self.lhs = torch.cat([local, (norm + self.padding).unsqueeze(2), torch.ones_like(norm).unsqueeze(2)], dim=2)
-        self.original = _take_rows(original, rows)
+        self.original = original[rows]
 
 
 def _leaf_pair_candidates(
@@ -410,9 +401,9 @@ def _leaf_pair_candidates(
     Returns:
         (query slot (LongTensor [H]), database slot (LongTensor [H]), squared distance (DoubleTensor [H])).
     """
-    lhs = _take_rows(query_tree.lhs, leaf_a)  # [P, Tq, D + 2]
-    b = _take_rows(database_tree.leaf_points, leaf_b) - _take_rows(query_tree.centre, leaf_a).unsqueeze(1)  # [P, Td, D]
-    norm_b = (b * b).sum(dim=2) + _take_rows(database_tree.padding, leaf_b)
+    lhs = query_tree.lhs[leaf_a]  # [P, Tq, D + 2]
+    b = database_tree.leaf_points[leaf_b] - query_tree.centre[leaf_a].unsqueeze(1)  # [P, Td, D]
+    norm_b = (b * b).sum(dim=2) + database_tree.padding[leaf_b]
     rhs = torch.cat([-2.0 * b, torch.ones_like(norm_b).unsqueeze(2), norm_b.unsqueeze(2)], dim=2)
     approx = torch.bmm(lhs, rhs.transpose(1, 2)).view(-1)  # [P * Tq * Td]
     hits = torch.nonzero(approx < threshold).squeeze(1)
@@ -491,7 +482,7 @@ def radius_graph_tree(
     dist2 = approx.to(query.dtype)
     near_edge = torch.nonzero(approx > r2 - slack).squeeze(1)
     dist2[near_edge] = _exact_sq_distance(
-        _take_rows(query_tree.original, slot_q[near_edge]), _take_rows(database_tree.original, slot_d[near_edge])
+        query_tree.original[slot_q[near_edge]], database_tree.original[slot_d[near_edge]]
     )
     keep = dist2 < r2
     if skip_self:
