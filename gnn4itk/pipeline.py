@@ -192,7 +192,7 @@ def build_pipeline(
         radius = RadiusGraph(
             r_max=float(graph_cfg.get("r_max", 0.12)),
             k_max=int(graph_cfg.get("k_max", 1000)),
-            method=str(graph_cfg.get("method", "grid")),
+            method=str(graph_cfg.get("method", "tree")),
         )
         double = type(embedding).__name__ == "DoubleMetricLearning"
         graph = MetricLearningGraph(embedding, radius, columns, names, scales, double=double)

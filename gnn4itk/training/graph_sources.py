@@ -113,7 +113,7 @@ class MetricLearningGraph:
         r_max: float = 0.12,
         k_max: int = 1000,
         filter_cut: float | None = None,
-        method: str = "grid",
+        method: str = "tree",
         grid_dims: int = 4,
         device: str = "cpu",
     ):

@@ -91,7 +91,7 @@ class MetricLearningModule(_AcornLayoutModule):
 
     def _radius_graph(self, query: torch.Tensor, database: torch.Tensor, k_max: int) -> torch.Tensor:
         settings = self.training_settings
-        method = str(settings.get("radius_method", "grid"))
+        method = str(settings.get("radius_method", "tree"))
         grid_dims = int(settings.get("radius_grid_dims", 4))
         return radius_graph(query, database, float(settings.get("r_train", 0.1)), k_max, method=method, grid_dims=grid_dims, rotate=True)
 
