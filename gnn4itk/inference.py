@@ -189,6 +189,8 @@ def run(args) -> int:
     print(f"configuration: {printable}")
     device = resolve_device(args.device)
     torch.set_float32_matmul_precision(args.precision)
+    if args.auto_cast and device.type != "cuda":
+        print(f"auto_cast applies on CUDA only: the GNN runs in float32 on {device}")
     pipeline = build_pipeline(
         config,
         module_map_path=args.module_map_pattern_path,

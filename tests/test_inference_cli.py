@@ -128,3 +128,29 @@ def test_cli_on_the_real_trackml_event(trackml_dir, tmp_path):
     assert (track_ids >= 0).sum() > 0
     features = torch.from_numpy(event.hits[INFERENCE_COLUMNS].to_numpy(np.float32))
     torch.testing.assert_close(labels, build_pipeline(config)(features), rtol=0, atol=0)
+
+
+@pytest.mark.sim
+def test_cli_on_a_pyacts_simulated_event(tmp_path):
+    """A small event from `gnn4itk simulate` (pyacts Fatras) through the CLI, with truth metrics."""
+    pytest.importorskip("acts", reason="pyacts (the 'sim' extra) is not installed")
+    from gnn4itk.event import read_event
+
+    result = subprocess.run(
+        [sys.executable, "-m", "gnn4itk", "simulate", "--pileup", "3", "--events", "1", "--seed", "4",
+         "--generator", "gun", "--output", str(tmp_path / "events"), "--no-progress"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    prefix = tmp_path / "events" / "event000000000"
+    event = read_event(prefix)
+    config = write_tiny_module_map_pipeline(tmp_path / "pipe", [event])
+    config_path = tmp_path / "ModuleMap.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    result = run_cli("--config", config_path, "-i", prefix, "-d", "cpu", "-o", tmp_path / "labels.pt")
+    assert result.returncode == 0, result.stderr
+    assert "efficiency" in result.stdout and "total tracks" in result.stdout
+    labels = torch.load(tmp_path / "labels.pt", weights_only=True)
+    features = torch.from_numpy(event.hits[INFERENCE_COLUMNS].to_numpy(np.float32))
+    torch.testing.assert_close(labels, build_pipeline(config)(features), rtol=0, atol=0)
+    assert (labels == -1).sum() > 1

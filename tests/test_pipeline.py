@@ -110,3 +110,18 @@ def test_tracks_follow_truth_on_a_perfect_graph(tmp_path):
 class _AllOnes(torch.nn.Module):
     def forward(self, features, edge_index, edge_attr):
         return edge_index, edge_attr, torch.ones(edge_index.shape[1])
+
+
+def test_autocast_runs_and_scripts(module_map_pipeline, event_features, device):
+    """float16 autocast of the GNN (CUDA only; a no-op on the CPU) gives valid LABELS, eager == scripted."""
+    gnn = module_map_pipeline.edge_classifiers[0]
+    gnn.auto_cast = True
+    try:
+        pipeline = module_map_pipeline.to(device)
+        eager = pipeline(event_features.to(device)).cpu()
+        check_labels(eager, len(event_features))
+        scripted = torch.jit.script(pipeline)
+        torch.testing.assert_close(scripted(event_features.to(device)).cpu(), eager, rtol=0, atol=0)
+    finally:
+        gnn.auto_cast = False
+        module_map_pipeline.to("cpu")
