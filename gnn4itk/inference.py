@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--compiling", action="store_true", help="run the TorchScript-compiled pipeline (what Triton serves)")
     p.add_argument("-s", "--save-data-for-debug", action="store_true", help=f"save graph, scores and tracks to {DEBUG_FILE}")
     p.add_argument("--pipeline", default="ModuleMap", choices=PIPELINE_NAMES, help="which pipeline (configs/<name>.yaml)")
-    p.add_argument("--config", default=None, help="pipeline configuration YAML (overrides --pipeline's default)")
+    p.add_argument("--config", default=None, help="pipeline configuration YAML (wins over --pipeline)")
     p.add_argument("--repeats", type=int, default=10, help="timed runs for -t (default 10)")
     p.add_argument("-o", "--output", default=None, help="write tracks: .pt (LABELS) or .parquet (hit_id, track_id)")
     return p
@@ -182,9 +182,7 @@ def write_output(path: str, labels: np.ndarray, features: torch.Tensor, columns:
 
 
 def run(args) -> int:
-    config = load_pipeline_config(args.config or args.pipeline)
-    if args.config is None and args.pipeline != config["pipeline"]:
-        raise InputError(f"{args.config} describes {config['pipeline']}, not {args.pipeline}")
+    config = load_pipeline_config(args.config or args.pipeline)  # --config wins over --pipeline
     printable = {k: v for k, v in config.items() if not k.startswith("_")}
     print(f"configuration: {printable}")
     device = resolve_device(args.device)
