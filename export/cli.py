@@ -40,7 +40,7 @@ def export(args) -> list[str]:
     from gnn4itk.pipeline import build_pipeline, load_pipeline_config
 
     overrides = dict(item.split("=", 1) for item in args.config)
-    specs = []
+    specs, limits = [], []
     with tempfile.TemporaryDirectory(prefix="gnn4itk-export-") as scratch:
         for name in args.pipelines:
             config = load_pipeline_config(overrides.get(name, name))
@@ -70,9 +70,10 @@ def export(args) -> list[str]:
                         raise RuntimeError(f"{name}: the exported {key} model differs from the eager pipeline")
                 print(f"{name}: exported files run in a torch-only process and equal the eager pipeline")
             specs.append(spec)
+            limits.append(int(config.get("max_spacepoints", 1_000_000)))
         if not specs:
             raise FileNotFoundError("no pipeline could be exported")
-        max_spacepoints = args.max_spacepoints or min(int(load_pipeline_config(s.name).get("max_spacepoints", 1_000_000)) for s in specs)
+        max_spacepoints = args.max_spacepoints or min(limits)
         names = write_model_repository(
             args.output, specs, flavour=args.flavour, instance_kind=args.device, count=args.count,
             gpus=args.gpus, max_spacepoints=max_spacepoints, overwrite=True,

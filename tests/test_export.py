@@ -106,3 +106,28 @@ def test_served_labels_equal_in_process_for_every_pipeline(pipelines, specs, fea
         finally:
             grpc.close()
             http.close()
+
+
+def test_export_command_writes_a_checked_repository(tmp_path):
+    """`python -m export` end to end: a configured pipeline, the torch-only check, a valid repository;
+    a pipeline without weights is skipped loudly with --skip-missing and is an error without it."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient (the 'serve' extra) is not installed")
+    config = write_tiny_module_map_pipeline(tmp_path / "mm", synthetic_events(1, n_particles=200, seed=3))
+    (tmp_path / "mm.yaml").write_text(yaml.safe_dump(config))
+    base = [sys.executable, "-m", "export", "--config", f"ModuleMap={tmp_path / 'mm.yaml'}", "--device", "cpu"]
+    result = subprocess.run(
+        base + ["--pipelines", "ModuleMap", "MetricLearning", "--skip-missing", "--check", "--output", str(tmp_path / "models")],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "skipping MetricLearning" in result.stdout
+    assert "ModuleMap: exported files run in a torch-only process and equal the eager pipeline" in result.stdout
+    assert {"ModuleMap", "ModuleMap_fused"} <= set(validate_model_repository(tmp_path / "models"))
+    result = subprocess.run(base + ["--pipelines", "MetricLearning", "--output", str(tmp_path / "m2")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "error:" in result.stderr and "checkpoint" in result.stderr
