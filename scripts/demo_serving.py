@@ -24,6 +24,7 @@ def main() -> int:
     parser.add_argument("--events", type=Path, required=True, help="folder of Parquet events with truth")
     parser.add_argument("--models", type=Path, default=Path("work/demo/models"))
     parser.add_argument("--pipeline", default="ModuleMap")
+    parser.add_argument("--config", default=None, help="pipeline configuration YAML (default configs/<pipeline>.yaml)")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     args = parser.parse_args()
 
@@ -37,7 +38,8 @@ def main() -> int:
     print(f"== export {args.pipeline} to {args.models}", flush=True)
     subprocess.run(
         [sys.executable, "-m", "export", "--pipelines", args.pipeline, "--output", str(args.models),
-         "--device", args.device, "--warmup-event", str(events[0])],
+         "--device", args.device, "--warmup-event", str(events[0]),
+         *(["--config", f"{args.pipeline}={args.config}"] if args.config else [])],
         check=True,
     )
     print("== start tritonserver", flush=True)
