@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from gnn4itk.timing import timed_calls
 
 HELP = "module-map graph building (time, peak GPU memory, coverage) and map creation speed"
 
@@ -56,22 +57,8 @@ def _inputs(event, device):
     return positions, module_id
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def _median_ms(fn, device: str, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times)
+    return 1e3 * statistics.median(timed_calls(fn, device, warmup, repeats))
 
 
 def _get_map(args, figures: dict):

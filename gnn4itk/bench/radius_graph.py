@@ -17,7 +17,7 @@ per node, and, on CUDA, the peak memory of one call.
 
 from __future__ import annotations
 
-import time
+from gnn4itk.timing import synchronize, timed_calls
 
 HELP = "radius graph in the embedding space (k-d tree leaves, grids on 3-5 axes, blocked brute force), 140k x 12-d points"
 
@@ -71,19 +71,6 @@ def synthetic_embedding(kind: str, points: int, dim: int, r_max: float, seed: in
     return F.normalize((centres[:, None, :] + noise).reshape(-1, dim)[:points], dim=1)
 
 
-def _timed_calls(call, sync, warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        call()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        sync()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def _print_profile(call, sync) -> None:
     """Operator and kernel totals of one call (after a warm-up), sorted by device time."""
     import torch
@@ -121,10 +108,6 @@ def run(args) -> dict:
     device = torch.device(args.device)
     points = synthetic_embedding(args.data, args.points, args.dim, args.r_max, args.seed).to(device)
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     def settings(name):
         tree = VARIANTS[name]["method"] == "tree"
         chunk = args.max_candidates_tree if tree and args.max_candidates_tree else args.max_candidates
@@ -144,7 +127,7 @@ def run(args) -> dict:
 
     reference = edge_set(radius_graph(points, None, args.r_max, args.k_max, **settings("brute")))  # timed or not
     if args.profile:
-        _print_profile(lambda: call(names[0]), sync)
+        _print_profile(lambda: call(names[0]), lambda: synchronize(device))
     results = {}
     for name in names:
         if not torch.equal(edge_set(call(name)), reference):
@@ -153,9 +136,9 @@ def run(args) -> dict:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             call(name)
-            sync()
+            synchronize(device)
             peak = torch.cuda.max_memory_allocated(device) / 2**30
-        times = _timed_calls(lambda: call(name), sync, args.warmup, args.repeats)
+        times = timed_calls(lambda: call(name), device, args.warmup, args.repeats)
         results[name] = {
             "median_ms": 1e3 * statistics.median(times),
             "min_ms": 1e3 * min(times),

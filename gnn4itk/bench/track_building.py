@@ -10,9 +10,9 @@ checked against the reference before timing.
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
+from gnn4itk.timing import timed_calls
 
 HELP = "track building (CC + walkthrough) on mu=200-like graphs: scripted torch vs the CPU reference"
 
@@ -27,26 +27,6 @@ def add_arguments(parser) -> None:
         "--reference-repeats", type=int, default=1, help="timed reference calls per graph (slow; %(default)s)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-
-
-def _time_calls(function, device, warmup: int, repeats: int) -> list[float]:
-    """Wall times [s] of ``repeats`` calls after ``warmup`` calls, synchronising the device."""
-    import torch
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(warmup):
-        function()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        sync()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def _unoptimised(module, inputs):
@@ -114,7 +94,7 @@ def run(args) -> dict:
         variants["scripted cc_and_walk, JIT optimisation off"] = lambda: _unoptimised(scripted["cc_and_walk"], inputs)
         variants["eager cc_and_walk"] = lambda: eager(*inputs)
         for name, function in variants.items():
-            times.setdefault(name, []).extend(_time_calls(function, device, args.warmup, args.repeats))
+            times.setdefault(name, []).extend(timed_calls(function, device, args.warmup, args.repeats))
         if ops is None:
             ops = _top_level_ops(variants["scripted cc_and_walk"])
         if build_tracks_numba is not None:
@@ -123,11 +103,11 @@ def run(args) -> dict:
                 raise RuntimeError("the numba walkthrough disagrees with the reference")
             numba_call = lambda: build_tracks_numba(graph.edge_index, graph.scores, graph.hit_r2z2)  # noqa: E731
             times.setdefault("numba walkthrough (CPU)", []).extend(
-                _time_calls(numba_call, torch.device("cpu"), 1, max(3, args.repeats // 4))
+                timed_calls(numba_call, torch.device("cpu"), 1, max(3, args.repeats // 4))
             )
         reference_call = lambda: build_tracks_reference(graph.edge_index, graph.scores, graph.hit_r2z2)  # noqa: E731
         times.setdefault("reference (Python, CPU)", []).extend(
-            _time_calls(reference_call, torch.device("cpu"), 0, args.reference_repeats)
+            timed_calls(reference_call, torch.device("cpu"), 0, args.reference_repeats)
         )
 
     medians = {name: float(np.median(values)) * 1e3 for name, values in times.items()}
