@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from gnn4itk.pipeline import PIPELINE_NAMES, build_pipeline, load_pipeline_config
+from gnn4itk.timing import synchronize
 
 DEBUG_FILE = "debug_data.pt"
 
@@ -97,20 +98,17 @@ class StageTimer:
             self.handles.append(module.register_forward_hook(self._stop(name)))
         self._open: dict[str, float] = {}
 
-    def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
     def _start(self, name):
         def hook(module, inputs):
-            self._sync()
+            synchronize(self.device)
             self._open[name] = time.perf_counter()
 
         return hook
 
     def _stop(self, name):
         def hook(module, inputs, output):
-            self._sync()
+            synchronize(self.device)
             self.times.setdefault(name, []).append(time.perf_counter() - self._open.pop(name))
 
         return hook
@@ -216,12 +214,10 @@ def run(args) -> int:
             timer = None if args.compiling else StageTimer(pipeline, device)
             totals = []
             for _ in range(max(1, args.repeats)):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
+                synchronize(device)
                 start = time.perf_counter()
                 runner(features)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
+                synchronize(device)
                 totals.append(time.perf_counter() - start)
             if timer is not None:
                 timer.remove()

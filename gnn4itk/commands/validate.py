@@ -51,6 +51,7 @@ def run(args) -> int:
     from gnn4itk.event import iter_events, select_features
     from gnn4itk.metrics import evaluate_tracking
     from gnn4itk.pipeline import build_pipeline
+    from gnn4itk.timing import synchronize
 
     device = torch.device(args.device)
     pipeline = build_pipeline(args.pipeline, module_map_path=args.module_map, gnn_checkpoint=args.gnn, verbose=True).to(device)
@@ -59,12 +60,10 @@ def run(args) -> int:
         for event in iter_events(args.events, limit=args.max_events):
             features = torch.from_numpy(select_features(event.hits, pipeline.columns)).to(device)
             pipeline(features)  # warm-up on this event's shapes
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            synchronize(device)
             start = time.perf_counter()
             labels = pipeline(features)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            synchronize(device)
             seconds.append(time.perf_counter() - start)
             results.append(evaluate_tracking(event, labels.cpu().numpy()))
             r = results[-1]
