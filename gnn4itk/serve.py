@@ -1,7 +1,8 @@
 """Start and stop a Triton Inference Server for a gnn4itk model repository.
 
-The ``tritonserver`` binary comes from ``PATH`` (the NGC container, which has the libtorch and python
-backends in ``/opt/tritonserver/backends``) or, failing that, from the ``nvidia-pytriton`` wheel, which
+The ``tritonserver`` binary comes from an unpacked tree named by ``$GNN4ITK_TRITONSERVER``, from ``PATH``
+(the NGC container, which has the libtorch and python backends in ``/opt/tritonserver/backends``) or,
+failing both, from the ``nvidia-pytriton`` wheel, which
 bundles tritonserver 2.51 with the python backend only. The wheel's backends folder lacks the python
 backend stub, which depends on the Python version; it is assembled once in a cache folder
 (``$XDG_CACHE_HOME/gnn4itk/tritonserver-<version>-py<X.Y>``).
@@ -14,6 +15,7 @@ group, python-backend stubs included.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import re
 import shutil
@@ -31,6 +33,8 @@ from importlib import metadata
 from pathlib import Path
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+TRITONSERVER_ENV = "GNN4ITK_TRITONSERVER"  # root of an unpacked tritonserver tree
+SERVER_PYTHONPATH_ENV = "GNN4ITK_TRITONSERVER_PYTHONPATH"  # first on the server's (and stubs') PYTHONPATH
 PR_SET_PDEATHSIG = 1
 
 
@@ -46,7 +50,7 @@ class Installation:
         binary: the ``tritonserver`` executable.
         backend_dir: folder of backends to pass as ``--backend-directory``, or None for the built-in default.
         env: extra environment (LD_LIBRARY_PATH, PATH) for the server process.
-        source: ``"PATH"`` or ``"nvidia-pytriton <version>"``.
+        source: ``"PATH"``, ``"nvidia-pytriton <version>"`` or ``"GNN4ITK_TRITONSERVER=<root>"``.
     """
 
     binary: Path
@@ -55,37 +59,82 @@ class Installation:
     source: str
 
 
-def find_tritonserver(cache_dir: str | Path | None = None) -> Installation:
-    """Locate tritonserver: ``PATH`` first, then the ``nvidia-pytriton`` wheel.
+def find_tritonserver(cache_dir: str | Path | None = None, root: str | Path | None = None) -> Installation:
+    """Locate tritonserver: an unpacked tree, then ``PATH``, then the ``nvidia-pytriton`` wheel.
+
+    Args:
+        cache_dir: where backends with the python stub are assembled (default ``$XDG_CACHE_HOME`` or ``~/.cache``).
+        root: root of an unpacked tritonserver tree (``bin/tritonserver``, ``backends/``); default
+            ``$GNN4ITK_TRITONSERVER``. Both the NGC layout (``/opt/tritonserver``) and the wheel's
+            ``pytriton/tritonserver`` folder (unpacked anywhere, with ``nvidia_pytriton.libs`` two levels up)
+            work.
+
+    ``$GNN4ITK_TRITONSERVER_PYTHONPATH``, when set, goes first on the server's ``PYTHONPATH`` and so on the
+    python-backend stubs' ``sys.path``: tritonserver 2.51's stub (pybind11 2.10) breaks on numpy 2, and a
+    host whose Python has numpy 2 can point it at a folder with numpy<2 while its own processes keep numpy 2.
 
     Raises:
-        ServerError: when neither is there, or the wheel has no stub for this Python version.
+        ServerError: when none is found, the tree lacks the server, or there is no stub for this Python.
     """
-    on_path = shutil.which("tritonserver")
-    if on_path:
-        return Installation(Path(on_path), None, {}, "PATH")
-    try:
-        import pytriton
-    except ModuleNotFoundError:
-        raise ServerError(
-            "tritonserver is not on PATH and the nvidia-pytriton wheel is not installed: "
-            "pip install 'gnn4itk[serve]' or use the NGC tritonserver container"
-        ) from None
-    root = Path(pytriton.__file__).parent / "tritonserver"
-    version = metadata.version("nvidia-pytriton")
+    root = root or os.environ.get(TRITONSERVER_ENV)
+    if root:
+        root = Path(root).resolve()
+        key = hashlib.sha1(str(root).encode()).hexdigest()[:12]
+        found = tritonserver_tree(root, cache_dir, source=f"{TRITONSERVER_ENV}={root}", cache_key=f"tree-{key}")
+    elif on_path := shutil.which("tritonserver"):
+        found = Installation(Path(on_path), None, {}, "PATH")
+    else:
+        try:
+            import pytriton
+        except ModuleNotFoundError:
+            raise ServerError(
+                "tritonserver is not on PATH, $GNN4ITK_TRITONSERVER is not set and the nvidia-pytriton wheel is not "
+                "installed: pip install 'gnn4itk[serve]' or use the NGC tritonserver container"
+            ) from None
+        version = metadata.version("nvidia-pytriton")
+        wheel_root = Path(pytriton.__file__).parent / "tritonserver"
+        found = tritonserver_tree(wheel_root, cache_dir, source=f"nvidia-pytriton {version}", cache_key=version)
+    return _with_server_pythonpath(found)
+
+
+def tritonserver_tree(root: Path, cache_dir: str | Path | None, source: str, cache_key: str) -> Installation:
+    """The installation of an unpacked tritonserver folder (``bin/tritonserver``, ``backends/``).
+
+    The python backend needs ``backends/python/triton_python_backend_stub``; a tree without it (the wheel's)
+    must hold ``python_backend_stubs/<X.Y>/`` for the running Python, and its backends are then assembled
+    once, with that stub, under ``cache_dir/gnn4itk/tritonserver-<cache_key>-py<X.Y>``.
+    """
+    binary = root / "bin" / "tritonserver"
+    if not binary.is_file():
+        raise ServerError(f"{source}: no tritonserver executable at {binary}")
+    backends = root / "backends"
+    if not backends.is_dir():
+        raise ServerError(f"{source}: no backends folder at {backends}")
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = root / "python_backend_stubs" / python / "triton_python_backend_stub"
-    if not stub.is_file():
-        raise ServerError(f"nvidia-pytriton {version} has no python backend stub for Python {python} ({stub})")
-    cache = Path(cache_dir or os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gnn4itk"
-    backends = _assemble_backends(root / "backends", stub, cache / f"tritonserver-{version}-py{python}")
-    libs = [root.parent.parent / "nvidia_pytriton.libs", Path(sysconfig.get_config_var("LIBDIR") or "")]
+    python_backend = backends / "python"
+    if python_backend.is_dir() and not (python_backend / "triton_python_backend_stub").is_file():
+        stub = root / "python_backend_stubs" / python / "triton_python_backend_stub"
+        if not stub.is_file():
+            raise ServerError(f"{source}: no python backend stub for Python {python} (neither "
+                              f"{python_backend / 'triton_python_backend_stub'} nor {stub})")
+        cache = Path(cache_dir or os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gnn4itk"
+        backends = _assemble_backends(backends, stub, cache / f"tritonserver-{cache_key}-py{python}")
+    # The wheel's libraries sit two levels above its tritonserver folder; the NGC layout has lib/.
+    libs = [root.parent.parent / "nvidia_pytriton.libs", root / "lib", Path(sysconfig.get_config_var("LIBDIR") or "")]
     env = {
         # The stub embeds libpython: take the running interpreter's, and its PATH so that it finds this venv.
         "LD_LIBRARY_PATH": _join_paths([str(p) for p in libs if p.is_dir()], os.environ.get("LD_LIBRARY_PATH")),
         "PATH": _join_paths([str(Path(sys.executable).parent)], os.environ.get("PATH")),
     }
-    return Installation(root / "bin" / "tritonserver", backends, env, f"nvidia-pytriton {version}")
+    return Installation(binary, backends, env, source)
+
+
+def _with_server_pythonpath(found: Installation) -> Installation:
+    extra = os.environ.get(SERVER_PYTHONPATH_ENV)
+    if not extra:
+        return found
+    env = {**found.env, "PYTHONPATH": _join_paths([extra], os.environ.get("PYTHONPATH"))}
+    return Installation(found.binary, found.backend_dir, env, f"{found.source}, {SERVER_PYTHONPATH_ENV}={extra}")
 
 
 def _join_paths(first: list[str], rest: str | None) -> str:

@@ -226,6 +226,7 @@ def test_tritonserver_on_path_is_preferred(tmp_path, monkeypatch):
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    monkeypatch.delenv("GNN4ITK_TRITONSERVER", raising=False)
     found = find_tritonserver(cache_dir=tmp_path / "cache")
     assert found.source == "PATH" and found.binary == fake and found.backend_dir is None
     assert not (tmp_path / "cache").exists()  # the NGC install has its own backends
@@ -240,6 +241,7 @@ def test_wheel_backends_get_the_stub_of_this_python(tmp_path, monkeypatch):
 
     if shutil.which("tritonserver"):
         monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    monkeypatch.delenv("GNN4ITK_TRITONSERVER", raising=False)
     found = find_tritonserver(cache_dir=tmp_path)
     stub = found.backend_dir / "python" / "triton_python_backend_stub"
     assert found.source.startswith("nvidia-pytriton") and stub.is_file()
@@ -247,3 +249,74 @@ def test_wheel_backends_get_the_stub_of_this_python(tmp_path, monkeypatch):
     assert f"py{sys.version_info.major}.{sys.version_info.minor}" in str(found.backend_dir)
     assert found.env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
     assert find_tritonserver(cache_dir=tmp_path).backend_dir == found.backend_dir  # assembled once, reused
+
+
+def _fake_tree(root: Path, with_stub_in_backend: bool) -> Path:
+    """A tritonserver folder laid out like the wheel's (stubs per Python) or the NGC one (stub in the backend)."""
+    import sys
+
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "tritonserver").write_text("#!/bin/sh\n")
+    (root / "backends" / "python").mkdir(parents=True)
+    (root / "backends" / "python" / "libtriton_python.so").write_bytes(b"so")
+    if with_stub_in_backend:
+        (root / "backends" / "python" / "triton_python_backend_stub").write_bytes(b"stub")
+    else:
+        stubs = root / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}"
+        stubs.mkdir(parents=True)
+        (stubs / "triton_python_backend_stub").write_bytes(b"stub of this python")
+    return root
+
+
+def test_tritonserver_tree_from_the_environment_wins_over_path(tmp_path, monkeypatch):
+    from gnn4itk.serve import find_tritonserver
+
+    tree = _fake_tree(tmp_path / "unpacked" / "pytriton" / "tritonserver", with_stub_in_backend=False)
+    (tmp_path / "unpacked" / "nvidia_pytriton.libs").mkdir()
+    on_path = _fake_tree(tmp_path / "other", with_stub_in_backend=True)
+    monkeypatch.setenv("PATH", f"{on_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("GNN4ITK_TRITONSERVER", str(tree))
+    monkeypatch.delenv("GNN4ITK_TRITONSERVER_PYTHONPATH", raising=False)
+    found = find_tritonserver(cache_dir=tmp_path / "cache")
+    assert found.binary == tree / "bin" / "tritonserver"
+    assert found.source == f"GNN4ITK_TRITONSERVER={tree}"
+    # the stub of this Python is assembled into a cached copy of the tree's backends
+    assert (found.backend_dir / "python" / "triton_python_backend_stub").read_bytes() == b"stub of this python"
+    assert (found.backend_dir / "python" / "libtriton_python.so").is_file()
+    assert str(tmp_path / "cache") in str(found.backend_dir)
+    assert found.env["LD_LIBRARY_PATH"].split(":")[0] == str(tmp_path / "unpacked" / "nvidia_pytriton.libs")
+    assert "PYTHONPATH" not in found.env
+
+
+def test_tritonserver_tree_with_its_stub_is_used_in_place(tmp_path, monkeypatch):
+    from gnn4itk.serve import find_tritonserver
+
+    tree = _fake_tree(tmp_path / "opt" / "tritonserver", with_stub_in_backend=True)
+    (tree / "lib").mkdir()
+    monkeypatch.setenv("GNN4ITK_TRITONSERVER_PYTHONPATH", "/opt/numpy1")
+    monkeypatch.setenv("PYTHONPATH", "/somewhere")
+    found = find_tritonserver(cache_dir=tmp_path / "cache", root=tree)
+    assert found.backend_dir == tree / "backends" and not (tmp_path / "cache").exists()
+    assert str(tree / "lib") in found.env["LD_LIBRARY_PATH"].split(":")
+    assert found.env["PYTHONPATH"] == "/opt/numpy1:/somewhere"
+    assert found.source.endswith("GNN4ITK_TRITONSERVER_PYTHONPATH=/opt/numpy1")
+
+
+@pytest.mark.parametrize("remove", ["bin/tritonserver", "stub", "backends"])
+def test_incomplete_tritonserver_tree_is_named(tmp_path, remove):
+    import shutil
+
+    from gnn4itk.serve import ServerError, find_tritonserver
+
+    tree = _fake_tree(tmp_path / "tree", with_stub_in_backend=False)
+    if remove == "stub":
+        shutil.rmtree(tree / "python_backend_stubs")
+        expected = "no python backend stub for Python"
+    elif remove == "backends":
+        shutil.rmtree(tree / "backends")
+        expected = "no backends folder"
+    else:
+        (tree / remove).unlink()
+        expected = "no tritonserver executable"
+    with pytest.raises(ServerError, match=expected):
+        find_tritonserver(cache_dir=tmp_path / "cache", root=tree)

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -298,3 +299,24 @@ def test_bench_serving_smoke(tmp_path):
     assert set(figures["median_ms"]) == {
         "in-process (torch, to device and back)", "served fused, gRPC", "served fused, HTTP", "served ensemble, gRPC"
     }
+
+
+def test_unpacked_tritonserver_tree_serves(small_repository, tmp_path, monkeypatch):
+    """The wheel's files copied elsewhere (as carried to a machine without pip) and named by $GNN4ITK_TRITONSERVER."""
+    pytriton = pytest.importorskip("pytriton", reason="nvidia-pytriton (the 'serve' extra) is not installed")
+    from gnn4itk.serve import find_tritonserver
+
+    wheel = Path(pytriton.__file__).parent / "tritonserver"
+    tree = tmp_path / "unpacked" / "pytriton" / "tritonserver"
+    for part in ("bin", "backends", "caches"):
+        shutil.copytree(wheel / part, tree / part)
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    shutil.copytree(wheel / "python_backend_stubs" / python, tree / "python_backend_stubs" / python)
+    (tmp_path / "unpacked" / "nvidia_pytriton.libs").symlink_to(wheel.parent.parent / "nvidia_pytriton.libs")
+    monkeypatch.setenv("GNN4ITK_TRITONSERVER", str(tree))
+    installation = find_tritonserver(cache_dir=tmp_path / "cache")
+    assert installation.binary == tree / "bin" / "tritonserver"
+    features = event(300, seed=9)
+    with TritonServer(small_repository, 0, 0, 0, device="cpu", installation=installation) as server:
+        labels = grpc_infer(server.url_grpc, "MetricLearning_fused", features)
+    np.testing.assert_array_equal(labels, reference_labels(features))
