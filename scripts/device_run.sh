@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One batched run on the lent GPU machine (see docs/benchmarks.md). Usage: scripts/device_run.sh PHASE...
-# Phases: env, sim, map, bench, tests. Results go to $OUT (device tool) or ./work/device-out.
+# Phases: env, sim, mapsim, map, coverage, train, validate, train-embedding, train-edges, validate-ml, bench,
+# tests. Results go to $OUT (device tool) or ./work/device-out. Times are bounded by environment variables
+# (*_MINUTES, *_SECONDS) so that one call stays inside the device's 10-minute limit.
 set -uo pipefail
 OUT=${OUT:-work/device-out}; mkdir -p "$OUT" work
 export PYTHONUNBUFFERED=1
@@ -26,9 +28,21 @@ for phase in "$@"; do
       $G simulate --pileup 200 --events ${SIM_EVENTS:-144} --jobs 16 --seed 1000 --output work/sim/train --no-progress --json "$OUT/sim_train.json" | tail -4
       $G simulate --pileup 200 --events ${VAL_EVENTS:-8} --jobs 8 --seed 800000 --output work/sim/val --no-progress | tail -2
       $G simulate --pileup 200 --events ${TEST_EVENTS:-8} --jobs 8 --seed 900000 --output work/sim/test --no-progress | tail -2 ;;
+    mapsim)
+      # module-map statistics: hard-spectrum gun particles (pT >= 0.9 GeV), cheap per target-like particle
+      timeout ${MAPSIM_SECONDS:-150} $G simulate --pileup 200 --events ${MAPSIM_EVENTS:-2000} --generator gun \
+        --gun-pt-min 0.9 --jobs 16 --seed 5000000 --output work/sim/mapgun --no-progress | tail -3
+      ls work/sim/mapgun | grep -c hits ;;
     map)
-      $G build-module-map --events work/sim/train --output work/maps/generic --no-progress | tail -5
+      # particles of pT >= 0.9 GeV only: the map serves target particles (pT >= 1 GeV); soft tracks' rare
+      # module combinations would only widen the graph
+      dirs=work/sim/train; [ -d work/sim/mapgun ] && dirs="work/sim/mapgun work/sim/train"
+      $G build-module-map --events $dirs --min-pt ${MAP_MIN_PT:-0.9} --output work/maps/generic --no-progress 2>&1 | tail -5
       ls -la work/maps ;;
+    coverage)
+      $G bench module-map --coverage-study --events work/sim/mapgun --test-events-dir work/sim/test --test-events 4 \
+        --map-min-pt 0.9 --steps ${COVERAGE_STEPS:-1e5,3e5,1e6,2e6,5e6} --plot "$OUT/module_map_coverage.png" \
+        --device cuda --json "$OUT/coverage.json" 2>&1 | grep -v -i warn | tail -12 ;;
     bench)
       $G bench track-building --device cuda --json "$OUT/bench_track_building.json" 2>&1 | tail -40
       if [ -f work/maps/generic.npz ]; then MAPARG="--map work/maps/generic.npz --event work/sim/test"; else MAPARG=""; fi
@@ -36,7 +50,9 @@ for phase in "$@"; do
       $G bench radius-graph --device cuda --json "$OUT/bench_radius_graph.json" 2>&1 | tail -40 ;;
     train)
       # a time limit keeps the call inside the lease; the newest epoch is kept as last.ckpt either way
-      timeout ${TRAIN_SECONDS:-300} $G train gnn --config configs/train_gnn_module_map.yaml --max-epochs ${EPOCHS:-30} 2>&1 | grep -v Warning | tail -25
+      INIT=""; [ -n "${INIT_FROM:-}" ] && INIT="--init-from $INIT_FROM"
+      $G train gnn --config configs/train_gnn_module_map.yaml --max-epochs ${EPOCHS:-30} $INIT \
+        --max-minutes ${TRAIN_MINUTES:-5} 2>&1 | grep -v Warning | tail -25
       d=work/train/gnn_module_map
       src=$d/gnn.ckpt; [ -f $src ] || src=$d/checkpoints/last.ckpt
       # keep the weights only (acorn layout), not the optimiser state
@@ -46,6 +62,30 @@ for phase in "$@"; do
     validate)
       $G validate --pipeline ModuleMap --events work/sim/test --device cuda --module-map work/maps/generic.npz \
         --gnn "$OUT/module_map_gnn.ckpt" --json "$OUT/validate_module_map.json" 2>&1 | grep -v -i warn | tail -30 ;;
+    train-embedding)
+      # the MetricLearning and DoubleMetricLearning embeddings (weights only, acorn layout, back in $OUT)
+      for kind in metric_learning double_metric_learning; do
+        $G train $kind --config configs/train_${kind}_default.yaml --max-minutes ${EMB_MINUTES:-3} 2>&1 | grep -v Warning | tail -12
+        cp work/train/${kind}_default/${kind}.ckpt "$OUT/${kind}_embedding.ckpt"
+        cp work/train/${kind}_default/logs/version_0/metrics.csv "$OUT/train_metrics_${kind}.csv"
+      done ;;
+    train-edges)
+      # filter and GNN of the MetricLearning pipeline, on graphs of the embedding from train-embedding
+      # (carried back as gnn4itk/data/weights/metric_learning_embedding.ckpt)
+      mkdir -p work/train/metric_learning_default
+      cp gnn4itk/data/weights/metric_learning_embedding.ckpt work/train/metric_learning_default/metric_learning.ckpt
+      $G train filter --config configs/train_filter_default.yaml --max-minutes ${FILTER_MINUTES:-2.5} 2>&1 | grep -v Warning | tail -12
+      cp work/train/filter_default/filter.ckpt "$OUT/metric_learning_filter.ckpt"
+      cp work/train/filter_default/logs/version_0/metrics.csv "$OUT/train_metrics_filter.csv"
+      $G train gnn --config configs/train_gnn_metric_learning.yaml --max-minutes ${GNN_MINUTES:-3} 2>&1 | grep -v Warning | tail -12
+      cp work/train/gnn_metric_learning/gnn.ckpt "$OUT/metric_learning_gnn.ckpt"
+      cp work/train/gnn_metric_learning/logs/version_0/metrics.csv "$OUT/train_metrics_gnn_metric_learning.csv" ;;
+    validate-ml)
+      cp "$OUT"/metric_learning_filter.ckpt "$OUT"/metric_learning_gnn.ckpt gnn4itk/data/weights/
+      for p in MetricLearning DoubleMetricLearning; do
+        $G validate --pipeline $p --events work/sim/test --max-events ${VAL_MAX:-4} --device cuda \
+          --json "$OUT/validate_$p.json" 2>&1 | grep -v -i warn | tail -14
+      done ;;
     tests)
       python3 -m pytest -q -x -p no:cacheprovider ${TEST_ARGS:-tests/test_pipeline.py tests/test_track_building.py tests/test_module_map_graph.py} 2>&1 | tail -15 ;;
   esac

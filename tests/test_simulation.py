@@ -78,7 +78,22 @@ def test_particle_gun_density_and_determinism():
     assert not keys.duplicated().any()
 
 
+def test_hard_particle_gun_spectrum():
+    """--gun-pt-min: every particle above the minimum, a falling spectrum with a high-pT tail."""
+    config = GeneratorConfig(pileup=40, generator="gun", seed=5, gun_pt_min=0.9)
+    particles, info = CrossingGenerator(config)(3)
+    assert info["generator"] == "particle gun, pT >= 0.9 GeV"
+    pt = np.hypot(particles["px"], particles["py"]).to_numpy()
+    assert pt.min() >= 0.9
+    assert 1.1 < np.median(pt) < 1.8  # 0.9 * 2**(1/1.5) = 1.43 for the Pareto(1.5) median
+    assert (pt > 9.0).mean() > 0.01  # P(pT > 10 pt_min) = 10**-1.5 = 3 %
+
+
 def test_generator_config_rejects_bad_input():
+    with pytest.raises(ValueError, match="needs the particle gun"):
+        GeneratorConfig(generator="pythia8", gun_pt_min=1.0).validate()
+    with pytest.raises(ValueError, match="gun pT minimum"):
+        GeneratorConfig(generator="gun", gun_pt_min=0.0).validate()
     with pytest.raises(ValueError, match="pileup"):
         GeneratorConfig(pileup=-1).validate()
     with pytest.raises(ValueError, match="hard scatter"):

@@ -182,3 +182,27 @@ def test_train_command_runs_a_config(tmp_path, capsys):
     assert report["checkpoint"] == str(tmp_path / "out" / "filter.ckpt")
     assert (tmp_path / "out" / "filter.ckpt").exists() and not (tmp_path / "unused").exists()
     assert type(load_acorn_checkpoint(tmp_path / "out" / "filter.ckpt")).__name__ == "Filter"
+
+
+def test_init_from_starts_at_the_given_weights(tmp_path, capsys):
+    """--init-from loads a checkpoint's weights before training; a mismatched architecture is a clear error."""
+    import yaml
+
+    first = run_training("filter", small_config("filter"), output_dir=tmp_path / "a", max_epochs=1)
+    start = load_acorn_checkpoint(first["checkpoint"])
+    config = small_config("filter")
+    config["training"]["lr"] = 0.0  # weights must stay where they started
+    second = run_training("filter", config, output_dir=tmp_path / "b", max_epochs=1, init_from=first["checkpoint"])
+    after = load_acorn_checkpoint(second["checkpoint"])
+    for name, tensor in start.state_dict().items():
+        assert torch.equal(tensor, after.state_dict()[name]), name
+
+    other = small_config("filter")
+    other["model"]["hidden"] = 32
+    path = tmp_path / "other.yaml"
+    path.write_text(yaml.safe_dump(other))
+    assert main(["train", "filter", "--config", str(path), "--output", str(tmp_path / "c"),
+                 "--init-from", first["checkpoint"]]) == 2
+    assert "does not match the configured model" in capsys.readouterr().err
+    assert main(["train", "filter", "--config", str(path), "--init-from", str(tmp_path / "none.ckpt")]) == 2
+    assert "no checkpoint file" in capsys.readouterr().err

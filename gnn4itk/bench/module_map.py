@@ -28,6 +28,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--map", default=None, help="module map (.npz or ROOT base); default: build one")
     parser.add_argument("--map-events", default=None, help="build the map from this events directory")
     parser.add_argument("--map-particles", type=float, default=2e6, help="synthetic particles for the map")
+    parser.add_argument("--map-min-pt", type=float, default=0.0,
+                        help="GeV: build maps (here and in the coverage study) from particles of this pT and above")
     parser.add_argument("--save-map", default=None, help="save the map built here (.npz)")
     parser.add_argument("--event", default=None, help="event prefix or directory (first event); default synthetic")
     parser.add_argument("--mu", type=float, default=200, help="pile-up of the synthetic events")
@@ -37,6 +39,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--events", default=None, help="coverage study: events directory (default synthetic)")
     parser.add_argument("--steps", default="1e4,3e4,1e5,3e5,1e6,2e6", help="coverage study: particle counts")
     parser.add_argument("--test-events", type=int, default=2, help="coverage study: held-out events")
+    parser.add_argument("--test-events-dir", default=None, help="coverage study: take the test events from this "
+                        "directory (e.g. Pythia8 events while the maps come from particle-gun --events)")
     parser.add_argument("--test-mu", type=float, default=None, help="coverage study: pile-up of synthetic "
                         "test events (default --mu; coverage does not drop with pile-up, fewer hits are faster)")
     parser.add_argument("--plot", default="module_map_coverage.png", help="coverage study: plot file")
@@ -61,6 +65,12 @@ def _median_ms(fn, device: str, warmup: int, repeats: int) -> float:
     return 1e3 * statistics.median(timed_calls(fn, device, warmup, repeats))
 
 
+def _build_options(args):
+    from module_map.build import BuildOptions
+
+    return BuildOptions(min_pt=args.map_min_pt)
+
+
 def _get_map(args, figures: dict):
     from module_map.build import MapBuilder
     from module_map.map import load_map
@@ -70,7 +80,7 @@ def _get_map(args, figures: dict):
         module_map = load_map(args.map)
         figures["map_load_s"] = time.perf_counter() - start
         return module_map
-    builder = MapBuilder()
+    builder = MapBuilder(_build_options(args))
     target = int(args.map_particles)
     events = _events(args.map_events, args.mu, seed=1_000_000)
     for event in events:
@@ -143,7 +153,10 @@ def run_coverage(args) -> dict:
     from module_map.graph_builder import ModuleMapGraphBuilder
 
     steps = sorted(int(float(s)) for s in args.steps.split(","))
-    if args.events:  # the first events are held out for testing, the rest build the maps
+    if args.test_events_dir:  # separate test events: every event of --events builds the maps
+        tests = list(_events(args.test_events_dir, args.mu, seed=0, count=args.test_events))
+        stream = _events(args.events, args.mu, seed=0)
+    elif args.events:  # the first events are held out for testing, the rest build the maps
         stream = _events(args.events, args.mu, seed=0)
         tests = [next(stream) for _ in range(args.test_events)]
     else:
@@ -151,7 +164,7 @@ def run_coverage(args) -> dict:
         tests = list(_events(None, test_mu, seed=7_000_000, count=args.test_events))
         stream = _events(None, args.mu, seed=0)
     truths = [true_edges(e) for e in tests]
-    builder = MapBuilder()
+    builder = MapBuilder(_build_options(args))
     rows = []
     warnings.simplefilter("ignore")
     for step in steps:

@@ -20,6 +20,14 @@ def add_arguments(parser) -> None:
         help="minimum-bias generator: Pythia8 SoftQCD (pythia8mc), a parametrised particle gun, or auto "
         "(Pythia8 when importable)",
     )
+    parser.add_argument(
+        "--gun-pt-min",
+        type=float,
+        default=None,
+        metavar="GEV",
+        help="particle gun only: a hard pT spectrum above this value instead of the soft one "
+        "(module-map statistics; see docs/module_map.md)",
+    )
     parser.add_argument("--noise-fraction", type=float, default=0.0, help="noise spacepoints per real spacepoint")
     parser.add_argument("--p-min", type=float, default=0.05, help="Fatras momentum threshold [GeV]")
     parser.add_argument("--acts-csv", default=None, metavar="DIR", help="also write ACTS CSV files into DIR")
@@ -40,7 +48,11 @@ def run(args) -> int:
         raise UserError(f"--events and --jobs must be >= 1 (got {args.events}, {args.jobs})")
     config = SimulationConfig(
         generator=GeneratorConfig(
-            pileup=args.pileup, hard_scatter=args.hard_scatter, generator=args.generator, seed=args.seed
+            pileup=args.pileup,
+            hard_scatter=args.hard_scatter,
+            generator=args.generator,
+            seed=args.seed,
+            gun_pt_min=args.gun_pt_min,
         ),
         noise_fraction=args.noise_fraction,
         p_min=args.p_min,

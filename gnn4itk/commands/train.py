@@ -18,6 +18,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--accelerator", default=None, help="cpu, gpu or auto (overrides training.accelerator)")
     parser.add_argument("--train", default=None, help="training event directory (overrides data.train)")
     parser.add_argument("--val", default=None, help="validation event directory (overrides data.val)")
+    parser.add_argument("--init-from", default=None, metavar="CKPT",
+                        help="start from the weights of this acorn-layout checkpoint (same architecture)")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop training at this wall time (checked after every step); the weights are still written")
 
 
 def run(args) -> int:
@@ -35,6 +39,17 @@ def run(args) -> int:
 
         if not torch.cuda.is_available():
             raise UserError("--accelerator gpu asked for, but torch sees no CUDA device")
-    result = run_training(args.stage, config, output_dir=args.output, max_epochs=args.max_epochs, accelerator=args.accelerator)
+    try:
+        result = run_training(
+            args.stage,
+            config,
+            output_dir=args.output,
+            max_epochs=args.max_epochs,
+            accelerator=args.accelerator,
+            init_from=args.init_from,
+            max_minutes=args.max_minutes,
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from error
     print(json.dumps(result, indent=2))
     return 0

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from gnn4itk.event import Event, write_event
-from gnn4itk.simulation.generators import CrossingGenerator, GeneratorConfig, event_rng
+from gnn4itk.simulation.generators import CrossingGenerator, GeneratorConfig, describe_generator, event_rng
 
 NOISE_STREAM = 1  # event_rng stream of the noise spacepoints (stream 0 is the generator's)
 
@@ -171,7 +171,7 @@ def simulate_events(
         "events": events,
         "output": output,
         "jobs": jobs,
-        "generator": _generator_name(generator),
+        "generator": describe_generator(config.generator),
         "config": asdict(config),
         "mean_spacepoints": float(rows["spacepoints"].mean()),
         "mean_noise_spacepoints": float(rows["noise_spacepoints"].mean()),
@@ -186,10 +186,6 @@ def simulate_events(
         "wall_s_per_event": wall_s / events,
         "per_event": rows.to_dict(orient="records"),
     }
-
-
-def _generator_name(generator: CrossingGenerator) -> str:
-    return "pythia8 SoftQCD:inelastic" if generator.generator == "pythia8" else "particle gun"
 
 
 def format_summary(summary: dict) -> str:

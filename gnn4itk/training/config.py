@@ -21,6 +21,7 @@ Every run writes ``output_dir/checkpoints/{best,last}.ckpt`` (Lightning checkpoi
 from __future__ import annotations
 
 from dataclasses import fields
+from datetime import timedelta
 from pathlib import Path
 
 import yaml
@@ -70,6 +71,21 @@ def _events(source):
     return str(source)
 
 
+def _load_initial_weights(model, path: str | Path) -> None:
+    """Copy the weights of the acorn-layout checkpoint ``path`` into ``model`` (same architecture)."""
+    from gnn4itk.models import load_acorn_checkpoint
+
+    if not Path(path).is_file():
+        raise ValueError(f"init_from: no checkpoint file {path}")
+    source = load_acorn_checkpoint(path)
+    if type(source).__name__ != type(model).__name__:
+        raise ValueError(f"init_from: {path} holds a {type(source).__name__}, the config builds a {type(model).__name__}")
+    try:
+        model.load_state_dict(source.state_dict(), strict=True)
+    except RuntimeError as error:  # shape or key mismatch: a different configuration
+        raise ValueError(f"init_from: {path} does not match the configured model: {error}") from error
+
+
 def build_datamodule(stage: str, config: dict) -> EventDataModule:
     data = dict(config.get("data") or {})
     model = config["model"]
@@ -91,8 +107,21 @@ def build_datamodule(stage: str, config: dict) -> EventDataModule:
     )
 
 
-def run_training(stage: str, config: dict, output_dir: str | Path | None = None, max_epochs: int | None = None, accelerator: str | None = None) -> dict:
+def run_training(
+    stage: str,
+    config: dict,
+    output_dir: str | Path | None = None,
+    max_epochs: int | None = None,
+    accelerator: str | None = None,
+    init_from: str | Path | None = None,
+    max_minutes: float | None = None,
+) -> dict:
     """Train ``stage`` as ``config`` says; command-line values override ``training`` settings.
+
+    ``init_from`` (or ``training.init_from``) starts from the weights of an acorn-layout checkpoint of the
+    same architecture (fine-tuning, or continuing on new data with a fresh optimiser); its keys must match
+    exactly. ``max_minutes`` (or ``training.max_minutes``) stops training at that wall time (Lightning
+    checks after every step); the bare model file is still written.
 
     Returns:
         dict with ``checkpoint`` (bare model file), ``best_checkpoint``, ``last_checkpoint``,
@@ -118,6 +147,10 @@ def run_training(stage: str, config: dict, output_dir: str | Path | None = None,
 
     datamodule = build_datamodule(stage, config)
     module = module_class(model_hparams, training)
+    init_from = init_from or training.get("init_from")
+    if init_from:
+        _load_initial_weights(module.model, init_from)
+    max_minutes = max_minutes if max_minutes is not None else training.get("max_minutes")
     logger_kind = training.get("logger", "csv")
     if logger_kind == "csv":
         logger = CSVLogger(str(output_dir), name="logs")
@@ -141,6 +174,7 @@ def run_training(stage: str, config: dict, output_dir: str | Path | None = None,
         enable_progress_bar=bool(training.get("progress_bar", True)),
         enable_model_summary=False,
         deterministic=bool(training.get("deterministic", False)),
+        max_time=timedelta(minutes=float(max_minutes)) if max_minutes else None,
     )
     trainer.fit(module, datamodule=datamodule)
     bare = save_acorn_checkpoint(module.model, output_dir / f"{stage}.ckpt")
