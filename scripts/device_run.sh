@@ -6,9 +6,10 @@
 set -uo pipefail
 OUT=${OUT:-work/device-out}; mkdir -p "$OUT" work
 export PYTHONUNBUFFERED=1
-WHEELS=${WHEELS:-.whl}
-if [ -d "$WHEELS" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl || exit 1
+WHEELS=${WHEELS:-.whl}  # one or more carried wheel folders, space-separated
+wheel_files=$(for d in $WHEELS; do ls "$d"/*.whl 2>/dev/null; done)
+if [ -n "$wheel_files" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $wheel_files || exit 1
   export PYTHONPATH=/tmp/site:$PWD
   # pip --target puts the wheel's data files (Pythia8's xmldoc) under the target, not the prefix
   PYTHIA8DATA=$(find /tmp/site -type d -path '*Pythia8/xmldoc' | head -1); export PYTHIA8DATA
@@ -34,20 +35,15 @@ for phase in "$@"; do
         --gun-pt-min 0.9 --jobs 16 --seed 5000000 --output work/sim/mapgun --no-progress | tail -3
       ls work/sim/mapgun | grep -c hits ;;
     map)
-      # particles of pT >= 0.9 GeV only: the map serves target particles (pT >= 1 GeV); soft tracks' rare
-      # module combinations would only widen the graph
-      dirs=work/sim/train; [ -d work/sim/mapgun ] && dirs="work/sim/mapgun work/sim/train"
-      $G build-module-map --events $dirs --min-pt ${MAP_MIN_PT:-0.9} --output work/maps/generic --no-progress 2>&1 | tail -5
-      ls -la work/maps ;;
-    coverage)
+      # One pass over the gun events builds the map (particles of pT >= 0.9 GeV only: the map serves target
+      # particles, pT >= 1 GeV; soft tracks' rare module combinations would only widen the graph) and
+      # measures its coverage on held-out Pythia8 events at growing particle counts along the way.
       $G bench module-map --coverage-study --events work/sim/mapgun --test-events-dir work/sim/test --test-events 4 \
-        --map-min-pt 0.9 --steps ${COVERAGE_STEPS:-1e5,3e5,1e6,2e6,5e6} --plot "$OUT/module_map_coverage.png" \
-        --device cuda --json "$OUT/coverage.json" 2>&1 | grep -v -i warn | tail -12 ;;
-    bench)
-      $G bench track-building --device cuda --json "$OUT/bench_track_building.json" 2>&1 | tail -40
-      if [ -f work/maps/generic.npz ]; then MAPARG="--map work/maps/generic.npz --event work/sim/test"; else MAPARG=""; fi
-      $G bench module-map --device cuda $MAPARG --json "$OUT/bench_module_map.json" 2>&1 | tail -40
-      $G bench radius-graph --device cuda --json "$OUT/bench_radius_graph.json" 2>&1 | tail -40 ;;
+        --map-min-pt ${MAP_MIN_PT:-0.9} --steps ${COVERAGE_STEPS:-1e5,3e5,1e6,3e6,1e9} --save-map work/maps/generic.npz \
+        --plot "$OUT/module_map_coverage.png" --device cuda --json "$OUT/coverage.json" 2>&1 | grep -v -i warn | tail -12
+      ls -la work/maps
+      $G bench module-map --device cuda --map work/maps/generic.npz --event work/sim/test \
+        --json "$OUT/bench_module_map.json" 2>&1 | grep -v -i warn | tail -30 ;;
     train)
       # a time limit keeps the call inside the lease; the newest epoch is kept as last.ckpt either way
       INIT=""; [ -n "${INIT_FROM:-}" ] && INIT="--init-from $INIT_FROM"

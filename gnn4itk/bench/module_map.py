@@ -189,6 +189,8 @@ def run_coverage(args) -> dict:
         print(f"{rows[-1]['particles']:>10,} particles ({rows[-1]['events']} events): coverage "
               f"{rows[-1]['coverage_pt1']:.4f}, {rows[-1]['edges_per_hit']:.2f} edges/hit, "
               f"{rows[-1]['triplets']:,} triplets", flush=True)
+    if args.save_map:  # the last (largest) map of the study: one pass over the events gives both
+        module_map.save(args.save_map)
     _plot(rows, args.plot)
     return {"device": args.device, "source": args.events or f"synthetic mu={args.mu}", "rows": rows,
             "plot": args.plot}
