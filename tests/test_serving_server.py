@@ -317,6 +317,9 @@ def test_unpacked_tritonserver_tree_serves(small_repository, tmp_path, monkeypat
     installation = find_tritonserver(cache_dir=tmp_path / "cache")
     assert installation.binary == tree / "bin" / "tritonserver"
     features = event(300, seed=9)
-    with TritonServer(small_repository, 0, 0, 0, device="cpu", installation=installation) as server:
+    log = tmp_path / "server.log"
+    with TritonServer(small_repository, 0, 0, 0, device="cpu", installation=installation, log_file=log) as server:
         labels = grpc_infer(server.url_grpc, "MetricLearning_fused", features)
     np.testing.assert_array_equal(labels, reference_labels(features))
+    # at unload every python model logs where its inputs arrived: 2 warm-up requests + this one, on the host
+    assert re.search(r"MetricLearning_fused: unloaded; .*inputs received: FEATURES@cpu x3", log.read_text())

@@ -81,6 +81,9 @@ class TritonPythonModel:
         path = os.path.join(args["model_repository"], args["model_version"], params.get("torchscript_file", "model.pt"))
         self.module = torch.jit.load(path, map_location=self.device).eval()
         self.nonfinite_total = 0
+        # Where each input arrived (host or GPU): shows whether ensemble steps hand GPU tensors on
+        # through DLPack or Triton copied them to the host; logged at unload.
+        self.arrivals: dict = {}
         self.answers_labels = self.output_names == [LABELS]
         pb_utils.Logger.log_info(
             f"{self.name}: loaded {path} on {self.device}; inputs {self.input_names}, outputs {self.output_names}, "
@@ -114,6 +117,8 @@ class TritonPythonModel:
             if tensor is None:
                 raise RequestError(f"input {name} is missing")
             value = _to_torch(tensor)
+            where = f"{name}@{'cpu' if tensor.is_cpu() else 'gpu'}"
+            self.arrivals[where] = self.arrivals.get(where, 0) + 1
             if name == FEATURES:
                 check_features(tuple(value.shape), str(value.dtype).removeprefix("torch."), self.num_features, self.max_spacepoints)
                 if self.answers_labels and value.shape[0] < MIN_SPACEPOINTS:
@@ -143,4 +148,7 @@ class TritonPythonModel:
         return torch.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
 
     def finalize(self):
-        pb_utils.Logger.log_info(f"{self.name}: unloaded; {self.nonfinite_total} non-finite FEATURES values replaced")
+        arrivals = ", ".join(f"{k} x{v}" for k, v in sorted(self.arrivals.items())) or "none"
+        pb_utils.Logger.log_info(
+            f"{self.name}: unloaded; {self.nonfinite_total} non-finite FEATURES values replaced; inputs received: {arrivals}"
+        )
