@@ -31,6 +31,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--map-min-pt", type=float, default=0.0,
                         help="GeV: build maps (here and in the coverage study) from particles of this pT and above")
     parser.add_argument("--save-map", default=None, help="save the map built here (.npz)")
+    parser.add_argument("--map-workers", type=int, default=1, help="processes generating the synthetic map "
+                        "events (the map is the same for any number)")
+    parser.add_argument("--map-only", action="store_true", help="build (and --save-map) the map, time nothing")
+    parser.add_argument("--check-cpu", action="store_true", help="with --device cuda: also build the graph on "
+                        "the CPU and report whether the edge sets are equal")
     parser.add_argument("--event", default=None, help="event prefix or directory (first event); default synthetic")
     parser.add_argument("--mu", type=float, default=200, help="pile-up of the synthetic events")
     parser.add_argument("--repeats", type=int, default=20)
@@ -53,6 +58,25 @@ def _events(directory: str | None, mu: float, seed: int, count: int | None = Non
     if directory:
         return iter_events(directory, limit=count)
     return synthetic_events(count if count is not None else 10**9, mu=mu, seed=seed)
+
+
+def _synthetic_by_seed(mu: float, seed: int):
+    from module_map.synthetic import synthetic_event
+
+    return synthetic_event(mu=mu, seed=seed, event_id=seed)
+
+
+def _synthetic_map_events(mu: float, seed: int, particles: int, workers: int):
+    """The synthetic events that a map of ``particles`` needs (seeds from ``seed``), generated in
+    ``workers`` processes, in seed order."""
+    import multiprocessing
+    from functools import partial
+
+    from module_map.synthetic import PARTICLES_PER_MU
+
+    count = -(-particles // max(int(round(mu * PARTICLES_PER_MU)), 1))
+    with multiprocessing.get_context("fork").Pool(workers) as pool:  # the children use numpy only
+        yield from pool.imap(partial(_synthetic_by_seed, mu), range(seed, seed + count))
 
 
 def _inputs(event, device):
@@ -82,7 +106,10 @@ def _get_map(args, figures: dict):
         return module_map
     builder = MapBuilder(_build_options(args))
     target = int(args.map_particles)
-    events = _events(args.map_events, args.mu, seed=1_000_000)
+    if args.map_workers > 1 and not args.map_events:
+        events = _synthetic_map_events(args.mu, 1_000_000, target, args.map_workers)
+    else:
+        events = _events(args.map_events, args.mu, seed=1_000_000)
     for event in events:
         builder.add_event(event)
         if not args.map_events and builder.particles_seen >= target:
@@ -101,9 +128,13 @@ def run_timing(args) -> dict:
     from module_map.graph_builder import ModuleMapGraphBuilder
     from module_map.synthetic import synthetic_event
 
-    figures = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+    figures = {"device": "cpu" if args.map_only or args.device == "cpu" else torch.cuda.get_device_name(),
                "threads": torch.get_num_threads()}
     module_map = _get_map(args, figures)
+    if args.map_only:
+        figures.update(map_triplets=module_map.num_triplets, map_doublets=module_map.num_doublets)
+        _print(figures)
+        return figures
     figures.update(map_triplets=module_map.num_triplets, map_doublets=module_map.num_doublets)
     if args.event:
         path = Path(args.event)
@@ -138,6 +169,9 @@ def run_timing(args) -> dict:
                                unknown_module_hits=builder.last_unknown)
                 if event.has_truth:
                     figures["coverage_pt1"] = edge_coverage(edge_index, true_edges(event), len(positions))
+                if args.check_cpu and args.device == "cuda":
+                    on_cpu, _ = torch.jit.script(ModuleMapGraphBuilder(module_map))(positions.cpu(), module_id.cpu())
+                    figures["cpu_edges_equal"] = _edge_set(on_cpu) == _edge_set(edge_index)
             figures[f"{name}_ms"] = _median_ms(lambda: builder(positions, module_id), args.device,
                                                args.warmup, args.repeats)
             del builder
@@ -214,6 +248,10 @@ def _plot(rows, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _edge_set(edge_index: torch.Tensor) -> set:
+    return set(zip(edge_index[0].tolist(), edge_index[1].tolist()))
 
 
 def _print(figures: dict) -> None:
