@@ -160,8 +160,8 @@ def _columns(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def _wrapped_dphi(phi1: torch.Tensor, phi2: torch.Tensor) -> torch.Tensor:
     """float32 [R]: ``phi2 - phi1`` wrapped once into [-pi, pi], with the operations of
     :func:`module_map.quantities.pair_quantities_feature_major` (bit-identical), for the dphi cull."""
-    pi = torch.tensor(math.pi, dtype=torch.float32, device=phi1.device)
-    two_pi = torch.tensor(2 * math.pi, dtype=torch.float32, device=phi1.device)
+    pi = torch.full((), math.pi, dtype=torch.float32, device=phi1.device)  # fills: torch.tensor would copy (a CUDA sync)
+    two_pi = torch.full((), 2 * math.pi, dtype=torch.float32, device=phi1.device)
     dphi = phi2 - phi1
     return torch.where(dphi > pi, dphi - two_pi, torch.where(dphi < -pi, dphi + two_pi, dphi))
 

@@ -135,9 +135,9 @@ def pair_quantities_feature_major(p1: torch.Tensor, p2: torch.Tensor, deta_sign:
     Returns:
         float32 [4, P]: rows ``z0, dphi, phi_slope, deta``.
     """
-    pi = torch.tensor(math.pi, dtype=torch.float32, device=p1.device)
-    two_pi = torch.tensor(2 * math.pi, dtype=torch.float32, device=p1.device)
-    big = torch.tensor(3.4028234663852886e38, dtype=torch.float32, device=p1.device)  # FLT_MAX
+    pi = torch.full((), math.pi, dtype=torch.float32, device=p1.device)  # a fill: torch.tensor would copy (a CUDA sync)
+    two_pi = torch.full((), 2 * math.pi, dtype=torch.float32, device=p1.device)
+    big = torch.full((), 3.4028234663852886e38, dtype=torch.float32, device=p1.device)  # FLT_MAX
     one = torch.ones((), dtype=torch.float32, device=p1.device)
     z1, r1, phi1, eta1 = p1[0], p1[1], p1[2], p1[3]
     z2, r2, phi2, eta2 = p2[0], p2[1], p2[2], p2[3]
@@ -165,7 +165,7 @@ def slope(num: torch.Tensor, den: torch.Tensor) -> Tuple[torch.Tensor, torch.Ten
 
 def slope_difference(q12: torch.Tensor, has12: torch.Tensor, q23: torch.Tensor, has23: torch.Tensor) -> torch.Tensor:
     """``q12 - q23``, with MMG's finite values where a slope does not exist (see the module docstring)."""
-    big = torch.tensor(3.4028234663852886e38, dtype=torch.float32, device=q12.device)  # FLT_MAX
+    big = torch.full((), 3.4028234663852886e38, dtype=torch.float32, device=q12.device)  # FLT_MAX
     zero = torch.zeros((), dtype=torch.float32, device=q12.device)
     only12 = torch.where(q12 >= 0, big, -big)
     only23 = torch.where(q23 <= 0, big, -big)
