@@ -29,6 +29,8 @@ class TrackBuilder(nn.Module):
             the best incoming edge of its target, then components).
         orient: flip edges to point from lower to higher ``(r2z2, row)`` and merge duplicates (for
             graphs whose edges are not already inner -> outer, e.g. bidirectional ones).
+        sequential_below: CPU only: once a walk round takes fewer starts than this, finish the walk
+            one start at a time (dense graphs, where rounds stall; 0 = rounds only). Same results.
 
     ``forward(edge_index, scores, hit_r2z2)`` returns LABELS; :meth:`build` also returns track ids.
     """
@@ -40,6 +42,7 @@ class TrackBuilder(nn.Module):
         walk_max: float = 0.6,
         mode: str = "cc_and_walk",
         orient: bool = False,
+        sequential_below: int = 128,
     ):
         super().__init__()
         if mode not in MODES:
@@ -53,11 +56,14 @@ class TrackBuilder(nn.Module):
         self.walk_max = float(walk_max)
         self.mode = mode
         self.orient = bool(orient)
+        if sequential_below < 0:
+            raise ValueError(f"sequential_below must be >= 0, got {sequential_below}")
+        self.sequential_below = int(sequential_below)
 
     def extra_repr(self) -> str:
         return (
             f"cc_cut={self.cc_cut}, walk_min={self.walk_min}, walk_max={self.walk_max}, "
-            f"mode={self.mode!r}, orient={self.orient}"
+            f"mode={self.mode!r}, orient={self.orient}, sequential_below={self.sequential_below}"
         )
 
     def forward(self, edge_index: Tensor, scores: Tensor, hit_r2z2: Tensor) -> Tensor:
@@ -127,8 +133,11 @@ class TrackBuilder(nn.Module):
         strong = (best_out & (score >= self.walk_min)) | (score > self.walk_max)
         keep = take(walk_hit, src) & strong & (take(has_incoming, src) | best_in)
         kept = keep.nonzero().squeeze(1)
-        # Compact segments on the CPU (work there grows with array sizes); none on the GPU (syncs).
-        start = walk_tracks(take(src, kept), take(dst, kept), take(score, kept), num_hits, not src.is_cuda)
+        # On the CPU compact the segments (work there grows with array sizes) and finish sequentially
+        # once rounds stall (dense graphs); on the GPU neither (each costs host syncs).
+        on_cpu = not src.is_cuda
+        sequential_below = self.sequential_below if on_cpu else 0
+        start = walk_tracks(take(src, kept), take(dst, kept), take(score, kept), num_hits, on_cpu, sequential_below)
         return torch.where(walk_hit, start, track_of)
 
 def labels_from_track_of(track_of: Tensor, r2z2: Tensor) -> Tuple[Tensor, Tensor]:

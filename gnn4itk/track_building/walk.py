@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from gnn4itk.track_building.ops import big_key, build_segments, segment_depths, take
+from gnn4itk.track_building.sequential import walk_sequential
 
 
 def positive_float_key(values: Tensor) -> Tensor:
@@ -47,7 +48,9 @@ def positive_float_key(values: Tensor) -> Tensor:
     return torch.where(torch.isinf(values), 8_589_934_591, key)  # 2**33 - 1
 
 
-def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int, compact: bool = False) -> Tensor:
+def walk_tracks(
+    src: Tensor, dst: Tensor, score: Tensor, num_nodes: int, compact: bool = False, sequential_below: int = 0
+) -> Tensor:
     """Walkthrough over a pruned DAG.
 
     Node indices must be ordered like the spacepoint rows (compaction with ``nonzero`` keeps that),
@@ -63,6 +66,9 @@ def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int, compact
             sizes); otherwise a segment is its head node and masked edges become self-loops (no
             syncs, arrays of size N and E: the better choice on the GPU, where the host's cost per
             op sets the time). Both give identical results.
+        sequential_below: once a round finds fewer ready starts than this, finish the walk one start
+            at a time (:func:`~gnn4itk.track_building.sequential.walk_sequential`; CPU tensors only,
+            for dense graphs where rounds stall). 0: rounds only. Identical results either way.
 
     Returns:
         LongTensor [N]: for every node, the node that started its track, or -1.
@@ -82,7 +88,7 @@ def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int, compact
         between = (~link).nonzero().squeeze(1)
         seg_edges = torch.stack([take(segment_of, take(head, take(src, between))), take(segment_of, take(dst, between))])
         used = torch.zeros(num_segments, dtype=torch.bool, device=device)
-        start_of = _walk_rounds(seg_edges, take(score, between), take(seg_len, heads), used)
+        start_of = _walk_rounds(seg_edges, take(score, between), take(seg_len, heads), used, sequential_below)
         start_row = torch.where(start_of >= 0, take(heads, start_of.clamp(min=0)), -1)
         return take(start_row, take(segment_of, head))
     # A segment is represented by its head node, so ties by segment number are ties by row, and
@@ -92,10 +98,10 @@ def walk_tracks(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int, compact
     # The target of a link is no head: its seg_len is 0, so its self-loop adds no depth. Only heads
     # take part; every other node counts as used from the start.
     seg_edges = torch.stack([torch.where(link, dst, take(head, src)), dst])
-    return take(_walk_rounds(seg_edges, score, seg_len, head != nodes), head)
+    return take(_walk_rounds(seg_edges, score, seg_len, head != nodes, sequential_below), head)
 
 
-def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor) -> Tensor:
+def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor, sequential_below: int = 0) -> Tensor:
     """The rounds of the walk on the segment graph (see the module docstring).
 
     Args:
@@ -104,6 +110,7 @@ def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor
         score: FloatTensor [E].
         seg_len: LongTensor [S], hits per segment (0 on nodes that are no segment).
         used: BoolTensor [S], nodes that take no part.
+        sequential_below: finish sequentially once a round has fewer ready starts (0: never).
 
     Returns:
         LongTensor [S]: the segment that started each segment's track, or -1.
@@ -149,6 +156,9 @@ def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor
         height = state[:, 0]
         start = free & (height >= 2)  # its best path has at least two hits
         ready = start & (state[:, 1] == neg_order_key)
+        if sequential_below > 0 and int(ready.sum()) < sequential_below:
+            # Rounds stall (dense graphs): the rest one start at a time, from this round's state.
+            return walk_sequential(seg_edges, score, seg_len, used, height, -neg_order_key, start_of)
 
         # Best successor: keeps the path longest, then highest score, then lowest row. Nodes
         # without one point to themselves (a no-op in the hand-down below). Edges parked as
