@@ -183,3 +183,16 @@ def test_positive_float_key_orders_like_the_scores():
     assert torch.equal(torch.sort(key, stable=True)[1], order)
     ordered_values, ordered_keys = values[order], key[order]
     assert torch.equal(ordered_keys[1:] > ordered_keys[:-1], ordered_values[1:] > ordered_values[:-1])
+
+
+def test_labels_from_arbitrary_track_keys():
+    # Key 5 is the row of a hit without a track; key 0 is the row of a hit of the other track.
+    from gnn4itk.track_building import labels_from_track_of
+
+    track_of = torch.tensor([5, -1, 5, 0, 0, -1])
+    r2z2 = torch.tensor([3.0, 0.0, 1.0, 2.0, 1.0, 0.0])
+    labels, track_ids = labels_from_track_of(track_of, r2z2)
+    assert labels.tolist() == [2, 0, -1, 4, 3, -1]
+    assert track_ids.tolist() == [0, -1, 0, 1, 1, -1]
+    scripted = torch.jit.script(labels_from_track_of)
+    assert scripted(torch.full((4,), -1), torch.zeros(4))[0].tolist() == [-1]

@@ -55,4 +55,4 @@ def test_sequential_finish_takes_over_from_any_round():
 
 def test_sequential_below_must_not_be_negative():
     with pytest.raises(ValueError, match="sequential_below"):
-        TrackBuilder(sequential_below=-1)
+        TrackBuilder(sequential_below=-2)

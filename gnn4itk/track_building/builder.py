@@ -7,7 +7,7 @@ Same semantics as :func:`gnn4itk.track_building.reference.build_tracks_reference
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -29,8 +29,10 @@ class TrackBuilder(nn.Module):
             the best incoming edge of its target, then components).
         orient: flip edges to point from lower to higher ``(r2z2, row)`` and merge duplicates (for
             graphs whose edges are not already inner -> outer, e.g. bidirectional ones).
-        sequential_below: CPU only: once a walk round takes fewer starts than this, finish the walk
-            one start at a time (dense graphs, where rounds stall; 0 = rounds only). Same results.
+        sequential_below: once a walk round takes fewer starts than this, finish the walk one start
+            at a time on the host (dense graphs, where rounds stall; 0 = rounds only). Same results.
+            -1 (default): 128 on the CPU, 0 on CUDA (there the host copy and loops cost more than
+            the rounds on graphs of a trained GNN).
 
     ``forward(edge_index, scores, hit_r2z2)`` returns LABELS; :meth:`build` also returns track ids.
     """
@@ -42,7 +44,7 @@ class TrackBuilder(nn.Module):
         walk_max: float = 0.6,
         mode: str = "cc_and_walk",
         orient: bool = False,
-        sequential_below: int = 128,
+        sequential_below: int = -1,
     ):
         super().__init__()
         if mode not in MODES:
@@ -56,8 +58,8 @@ class TrackBuilder(nn.Module):
         self.walk_max = float(walk_max)
         self.mode = mode
         self.orient = bool(orient)
-        if sequential_below < 0:
-            raise ValueError(f"sequential_below must be >= 0, got {sequential_below}")
+        if sequential_below < -1:
+            raise ValueError(f"sequential_below must be >= 0 (or -1: the device's default), got {sequential_below}")
         self.sequential_below = int(sequential_below)
 
     def extra_repr(self) -> str:
@@ -134,9 +136,11 @@ class TrackBuilder(nn.Module):
         keep = take(walk_hit, src) & strong & (take(has_incoming, src) | best_in)
         kept = keep.nonzero().squeeze(1)
         # On the CPU compact the segments (work there grows with array sizes) and finish sequentially
-        # once rounds stall (dense graphs); on the GPU neither (each costs host syncs).
+        # once rounds stall (dense graphs); on the GPU neither by default (each costs host syncs).
         on_cpu = not src.is_cuda
-        sequential_below = self.sequential_below if on_cpu else 0
+        sequential_below = self.sequential_below
+        if sequential_below < 0:
+            sequential_below = 128 if on_cpu else 0
         start = walk_tracks(take(src, kept), take(dst, kept), take(score, kept), num_hits, on_cpu, sequential_below)
         return torch.where(walk_hit, start, track_of)
 
@@ -144,7 +148,8 @@ def labels_from_track_of(track_of: Tensor, r2z2: Tensor) -> Tuple[Tensor, Tensor
     """LABELS and dense track ids from arbitrary per-hit track keys.
 
     Args:
-        track_of: LongTensor [N], any non-negative key shared by the hits of a track, -1 elsewhere.
+        track_of: LongTensor [N], any key in [0, N) shared by the hits of a track (it need not be
+            one of the track's rows), -1 elsewhere.
         r2z2: Tensor [N], orders the hits inside a track (ties by row).
 
     Returns:
@@ -153,22 +158,28 @@ def labels_from_track_of(track_of: Tensor, r2z2: Tensor) -> Tuple[Tensor, Tensor
     """
     num_hits = track_of.numel()
     device = track_of.device
-    track_ids = torch.full((num_hits,), -1, dtype=torch.long, device=device)
-    rows = (track_of >= 0).nonzero().squeeze(1)
-    if rows.numel() == 0:
-        return torch.full((1,), -1, dtype=torch.long, device=device), track_ids
-    key = track_of[rows]
+    nodes = torch.arange(num_hits, device=device)
+    valid = track_of >= 0
+    # Smallest row of each track, at its key; hits without a track scatter the neutral num_hits to
+    # themselves (not to one spare slot: those atomics would serialise on the GPU).
+    slot = torch.where(valid, track_of, nodes)
     first_row = torch.full((num_hits,), num_hits, dtype=torch.long, device=device)
-    first_row = first_row.scatter_reduce(0, key, rows, "amin")[key]
-    by_radius = torch.sort(r2z2[rows], stable=True)[1]  # rows ascend, so equal r2z2 keep row order
-    rows, first_row = rows[by_radius], first_row[by_radius]
-    by_track = torch.sort(first_row, stable=True)[1]
-    rows, first_row = rows[by_track], first_row[by_track]
+    first_row.scatter_reduce_(0, slot, torch.where(valid, nodes, num_hits), "amin")
+    sizes: List[int] = torch.stack([valid.sum(), (first_row < num_hits).sum()]).tolist()  # one sync
+    num_rows, num_tracks = sizes[0], sizes[1]
+    track_ids = torch.full((num_hits,), -1, dtype=torch.long, device=device)
+    if num_rows == 0:
+        return torch.full((1,), -1, dtype=torch.long, device=device), track_ids
+    hit_first = torch.where(valid, first_row.index_select(0, slot), num_hits)  # no track: sorts last
+    # By r2z2, then (stably) by track: rows ascend first, so equal r2z2 keep row order.
+    order = torch.sort(r2z2, stable=True)[1]
+    order = order.index_select(0, torch.sort(hit_first.index_select(0, order), stable=True)[1])
+    rows = order[:num_rows]
+    first = hit_first.index_select(0, rows)
     new_track = torch.ones_like(rows, dtype=torch.bool)
-    new_track[1:] = first_row[1:] != first_row[:-1]
+    new_track[1:] = first[1:] != first[:-1]
     number = torch.cumsum(new_track.long(), 0) - 1
-    num_tracks = int(number[-1]) + 1
-    labels = torch.full((rows.numel() + num_tracks,), -1, dtype=torch.long, device=device)
-    labels[torch.arange(rows.numel(), device=device) + number] = rows
-    track_ids[rows] = number
+    labels = torch.full((num_rows + num_tracks,), -1, dtype=torch.long, device=device)
+    labels.index_copy_(0, nodes[:num_rows] + number, rows)
+    track_ids.index_copy_(0, rows, number)
     return labels, track_ids

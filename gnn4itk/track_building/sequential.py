@@ -54,7 +54,8 @@ def walk_sequential(
     order_key: Tensor,
     start_of: Tensor,
 ) -> Tensor:
-    """Finish the walk one start at a time, in the reference's order (CPU tensors).
+    """Finish the walk one start at a time, in the reference's order (on the host; tensors on any
+    device, the result on theirs).
 
     Args:
         seg_edges: LongTensor [2, E], edges between segments; segment numbers ordered like the rows of
@@ -89,7 +90,7 @@ def walk_sequential(
     # support[u]: free successors that give u its height (len[u] + H[t] == H[u]). A lowered
     # successor only matters to u when it was the last one: then u's height drops.
     gives_height = take_(h_tensor, src) == take_(seg_len, src) + take_(h_tensor, dst)
-    support_tensor = torch.zeros(num_nodes, dtype=torch.long).scatter_add_(0, src, gives_height.long())
+    support_tensor = torch.zeros(num_nodes, dtype=torch.long, device=src.device).scatter_add_(0, src, gives_height.long())
     starts = (free & (height >= 2)).nonzero().squeeze(1)
     starts = starts.index_select(0, torch.sort(order_key.index_select(0, starts))[1])
     start_list: List[int] = starts.tolist()
@@ -149,4 +150,4 @@ def walk_sequential(
                 old_heights.append(h[u])
                 h[u] = length[u] + best
                 support[u] = count if best > 0 else 0
-    return torch.tensor(owner, dtype=torch.long)
+    return torch.tensor(owner, dtype=torch.long, device=seg_len.device)

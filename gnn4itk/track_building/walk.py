@@ -67,7 +67,7 @@ def walk_tracks(
             syncs, arrays of size N and E: the better choice on the GPU, where the host's cost per
             op sets the time). Both give identical results.
         sequential_below: once a round finds fewer ready starts than this, finish the walk one start
-            at a time (:func:`~gnn4itk.track_building.sequential.walk_sequential`; CPU tensors only,
+            at a time on the host (:func:`~gnn4itk.track_building.sequential.walk_sequential`,
             for dense graphs where rounds stall). 0: rounds only. Identical results either way.
 
     Returns:
@@ -126,16 +126,17 @@ def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor
     successor_key = ((8_589_934_591 - positive_float_key(score)) << 30) | seg_edges[1]
     no_successor = 9_223_372_036_854_775_807  # 2**63 - 1, above every packed key
     row_mask = 1_073_741_823  # 2**30 - 1 (literal: ** gives a float in TorchScript)
-    zeros = torch.zeros_like(seg_len)
-    # What a free segment adds to the backward state below: its hits, nothing, one segment.
-    own = torch.stack([seg_len, zeros, torch.ones_like(seg_len)], dim=1)
+    # What a free segment adds to the backward state below: its hits, one segment.
+    own = torch.stack([seg_len, torch.ones_like(seg_len)], dim=1)
+    seg_src, seg_dst = seg_edges[0], seg_edges[1]
     pending = True
     while pending:  # one round: every start that no earlier start can disturb
         free = ~used
-        free_ends = take(free, seg_edges.reshape(-1)).reshape(2, -1)
-        used_end = torch.where(free_ends[1], seg_edges[0], seg_edges[1])
-        a_edges = torch.where(free_ends.all(0), seg_edges, used_end)
-        a_src, a_dst = a_edges[0], a_edges[1]
+        # Edges with a used end become self-loops on that end (a no-op everywhere below).
+        free_src = take(free, seg_src)
+        alive = free_src & take(free, seg_dst)
+        parked = torch.where(free_src, seg_dst, seg_src)
+        a_src, a_dst = torch.where(alive, seg_src, parked), torch.where(alive, seg_dst, parked)
         # -(key of the earliest free segment that reaches each segment), forwards over alive edges.
         # Free segments that are not starts reach only themselves, and anything a start reaches
         # comes after it in the order, so they never change the readiness test below.
@@ -143,22 +144,17 @@ def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor
         for _ in range(hops):
             neg_first.scatter_reduce_(0, a_dst, take(neg_first, a_src), "amax")
         # Backwards, in one scatter per hop: column 0 = height (longest path in hits from each
-        # segment), 1 = -(earliest key reaching anything this segment reaches), 2 = height in
-        # segments (bounds the loops of the next round). ``reach`` is the state without the
-        # segment's own contribution ``add`` (zero on used nodes); it only grows, so updating it in
-        # place is exact.
-        add = own * free.long().unsqueeze(1)
-        reach = torch.stack([zeros, neg_first, zeros], dim=1)
-        index = a_src.unsqueeze(1).expand(-1, 3)
+        # segment), 1 = height in segments (bounds the loops of the next round). ``reach`` is the
+        # state without the segment's own contribution ``own``; it only grows, so updating it in
+        # place is exact. Free segments only read free ones (alive edges); used nodes only read
+        # themselves (parked self-loops), and their values are never used.
+        reach = torch.zeros_like(own)
+        index = a_src.unsqueeze(1).expand(-1, 2)
         for _ in range(hops):
-            reach.scatter_reduce_(0, index, take(reach + add, a_dst), "amax")
-        state = reach + add
+            reach.scatter_reduce_(0, index, take(reach + own, a_dst), "amax")
+        state = reach + own
         height = state[:, 0]
         start = free & (height >= 2)  # its best path has at least two hits
-        ready = start & (state[:, 1] == neg_order_key)
-        if sequential_below > 0 and int(ready.sum()) < sequential_below:
-            # Rounds stall (dense graphs): the rest one start at a time, from this round's state.
-            return walk_sequential(seg_edges, score, seg_len, used, height, -neg_order_key, start_of)
 
         # Best successor: keeps the path longest, then highest score, then lowest row. Nodes
         # without one point to themselves (a no-op in the hand-down below). Edges parked as
@@ -167,6 +163,16 @@ def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor
         best = torch.full((num_nodes,), no_successor, dtype=torch.long, device=device)
         best.scatter_reduce_(0, a_src, torch.where(keeps_longest, successor_key, no_successor), "amin")
         next_seg = torch.where(best < no_successor, best & row_mask, nodes)
+        # A start is ready when no earlier start reaches any segment of its best path: the earlier
+        # starts' paths then never touch it, so it stays the best path in the sequential order.
+        # (-earliest key reaching anything on the path from each segment, gathered up the chain.)
+        on_path = neg_first
+        for _ in range(hops):
+            on_path = torch.maximum(on_path, take(on_path, next_seg))
+        ready = start & (on_path == neg_order_key)
+        if sequential_below > 0 and int(ready.sum()) < sequential_below:
+            # Rounds stall (dense graphs): the rest one start at a time, from this round's state.
+            return walk_sequential(seg_edges, score, seg_len, used, height, -neg_order_key, start_of)
         owner = torch.where(ready, nodes, -1)
         for _ in range(hops):  # hand the start's id down its chain of best successors
             owner = owner.scatter_reduce(0, next_seg, owner, "amax")
@@ -176,6 +182,6 @@ def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor
         # Starts never appear later (used only grows): done once every start is used. Every free
         # path of two or more segments begins at a start, and paths only shrink, so the longest
         # unused start (in segments) bounds the loops of the next round. One sync reads both.
-        longest_left = int(torch.where(start > used, state[:, 2], 0).max())
+        longest_left = int(torch.where(start > used, state[:, 1], 0).max())
         pending, hops = longest_left > 0, longest_left - 1
     return start_of
