@@ -9,10 +9,13 @@ Python lists (compiled, no per-op dispatch), with the heights maintained increme
 
 * Starts are visited in order (depth, row); a start takes its best path (longest, then highest
   score, then lowest row at every step) by following the heights ``H``.
-* Marking a path used can only lower the heights of its *ancestors*. They are recomputed from a
-  worklist that stops at hits visited before the current start: such a hit can never be a start or
-  lie on a later path (a later path only holds hits deeper than its start, whose depth is at least
-  the current start's), so its height is never read again.
+* Marking a path used can only lower the heights of its *ancestors*. A hit keeps a count of the
+  successors that give it its height; only when the last one is lowered is its height recomputed
+  (and its own predecessors visited in turn). Hits visited before the current start are skipped:
+  such a hit can never be a start or lie on a later path (a later path only holds hits deeper than
+  its start, whose depth is at least the current start's), so its height is never read again. The
+  nodes are renumbered in visiting order, so "visited before" is a comparison of numbers and each
+  predecessor list (latest first) is cut at the first visited entry.
 
 The work is about one pass over the edges for the set-up plus, per track, the edges around its path
 and its ancestors' height updates: seconds for a million dense edges instead of a minute.
@@ -72,36 +75,38 @@ def walk_sequential(
         LongTensor [S]: ``start_of`` with every remaining track filled in.
     """
     num_nodes = seg_len.numel()
+    device = seg_len.device
+    # Renumber the nodes in visiting order: "visited before" becomes a comparison of numbers.
+    old_of = torch.sort(order_key)[1]  # new number -> old number
+    new_of = torch.empty_like(old_of).index_copy_(0, old_of, torch.arange(num_nodes, device=device))
     free_edge = ~(used.index_select(0, seg_edges[0]) | used.index_select(0, seg_edges[1]))
     kept = free_edge.nonzero().squeeze(1)
     src = seg_edges[0].index_select(0, kept)
     dst = seg_edges[1].index_select(0, kept)
-    # Successors sorted by score (descending), then row: the first one that keeps the path longest
-    # is the best successor, so the walk along a path stops scanning early.
+    # Successors sorted by score (descending), then old number (= row order): the first one that
+    # keeps the path longest is the best successor, so the walk along a path stops scanning early.
     by_row = torch.sort(dst, stable=True)[1]
     kept_score = score.index_select(0, kept).index_select(0, by_row)
     by_preference = by_row.index_select(0, torch.sort(kept_score, descending=True, stable=True)[1])
-    succ, succ_at = _csr(src.index_select(0, by_preference), dst.index_select(0, by_preference), num_nodes)
-    # Predecessors latest-visited first: a scan stops at the first one already visited.
-    by_key = torch.sort(take_(order_key, src), descending=True)[1]
-    pred, pred_at = _csr(take_(dst, by_key), take_(src, by_key), num_nodes)
     free = ~used
-    h_tensor = torch.where(free, height, -1)
+    h_old = torch.where(free, height, -1)
     # support[u]: free successors that give u its height (len[u] + H[t] == H[u]). A lowered
     # successor only matters to u when it was the last one: then u's height drops.
-    gives_height = take_(h_tensor, src) == take_(seg_len, src) + take_(h_tensor, dst)
-    support_tensor = torch.zeros(num_nodes, dtype=torch.long, device=src.device).scatter_add_(0, src, gives_height.long())
-    starts = (free & (height >= 2)).nonzero().squeeze(1)
-    starts = starts.index_select(0, torch.sort(order_key.index_select(0, starts))[1])
-    start_list: List[int] = starts.tolist()
+    gives_height = take_(h_old, src) == take_(seg_len, src) + take_(h_old, dst)
+    support_old = torch.zeros(num_nodes, dtype=torch.long, device=device).scatter_add_(0, src, gives_height.long())
+    src, dst = take_(new_of, src), take_(new_of, dst)
+    succ, succ_at = _csr(src.index_select(0, by_preference), dst.index_select(0, by_preference), num_nodes)
+    # Predecessors latest-visited first: a scan stops at the first one already visited.
+    by_visit = torch.sort(src, descending=True)[1]
+    pred, pred_at = _csr(take_(dst, by_visit), take_(src, by_visit), num_nodes)
     # h[v]: height of a free node; -1 once taken (or no segment), so that one comparison of h both
     # skips taken nodes and compares heights (free heights are >= 1).
-    h: List[int] = h_tensor.tolist()
-    support: List[int] = support_tensor.tolist()
-    length: List[int] = seg_len.tolist()
-    key: List[int] = order_key.tolist()
-    owner: List[int] = start_of.tolist()
-    for start in start_list:
+    h: List[int] = take_(h_old, old_of).tolist()
+    support: List[int] = take_(support_old, old_of).tolist()
+    length: List[int] = take_(seg_len, old_of).tolist()
+    old_number: List[int] = old_of.tolist()
+    owner: List[int] = take_(start_of, old_of).tolist()  # old numbers, at new positions
+    for start in range(num_nodes):
         if h[start] < 2:
             continue
         # Follow the best successors: the first free one (in preference order) whose height keeps
@@ -114,7 +119,7 @@ def walk_sequential(
             rest = h[node] - length[node]
             old_heights.append(h[node])
             h[node] = -1
-            owner[node] = start
+            owner[node] = old_number[start]
             nxt = -1
             if rest > 0:
                 for e in range(succ_at[node], succ_at[node + 1]):
@@ -124,13 +129,12 @@ def walk_sequential(
             node = nxt
         # Lower the heights of the ancestors still to be visited: a hit whose last supporting
         # successor was lowered is recomputed, which may lower its own predecessors in turn.
-        current = key[start]
         while len(path) > 0:
             node = path.pop()
             old_height = old_heights.pop()
             for e in range(pred_at[node], pred_at[node + 1]):
                 u = pred[e]
-                if key[u] <= current:
+                if u <= start:
                     break  # this and all further predecessors were visited: never read again
                 if h[u] != length[u] + old_height:
                     continue  # taken, or its height comes from another successor
@@ -150,4 +154,5 @@ def walk_sequential(
                 old_heights.append(h[u])
                 h[u] = length[u] + best
                 support[u] = count if best > 0 else 0
-    return torch.tensor(owner, dtype=torch.long, device=seg_len.device)
+    new_owner = torch.tensor(owner, dtype=torch.long, device=device)
+    return torch.empty_like(new_owner).index_copy_(0, old_of, new_owner)
