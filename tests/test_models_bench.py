@@ -11,7 +11,7 @@ def test_radius_graph_bench_runs_and_reports(tmp_path):
                  "--warmup", "0", "--json", str(out)])
     assert code == 0
     figures = json.loads(out.read_text())
-    assert set(figures["results"]) == {"tree16", "tree32", "tree64", "grid3", "pca3", "pca4", "pca5", "brute"}
+    assert set(figures["results"]) == {"tree16", "tree32", "tree64", "tree16s1", "tree32s1", "tree16s4", "tree32s4", "grid3", "pca3", "pca4", "pca5", "brute"}
     per_node = {r["edges_per_node"] for r in figures["results"].values()}
     assert len(per_node) == 1 and per_node.pop() > 1  # the same (checked) graph for every variant
 

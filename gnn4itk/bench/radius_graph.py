@@ -9,7 +9,7 @@ The embeddings are synthetic, 140k points on the unit sphere in 12 dimensions by
 * ``uniform``: points uniform on the sphere, the worst case for binning (almost no edges).
 
 Variants timed in the same run on the same points (:data:`VARIANTS`): k-d tree leaves of 16, 32 or
-64 points with dense leaf-pair blocks, a grid on the first 3 coordinates, grids on the 3, 4 or 5
+64 points with dense leaf-pair blocks (descended 1, 2 or 4 tree levels per host sync), a grid on the first 3 coordinates, grids on the 3, 4 or 5
 principal axes, and the blocked distance matrix (``brute``). Before timing,
 every variant's edges are checked equal to the brute-force edges. Reported: median and min time, edges
 per node, and, on CUDA, the peak memory of one call.
@@ -25,13 +25,18 @@ VARIANTS = {
     "tree16": {"method": "tree", "rotate": True, "leaf_size": 16},
     "tree32": {"method": "tree", "rotate": True, "leaf_size": 32},
     "tree64": {"method": "tree", "rotate": True, "leaf_size": 64},
+    "tree16s1": {"method": "tree", "rotate": True, "leaf_size": 16, "levels_per_step": 1},
+    "tree32s1": {"method": "tree", "rotate": True, "leaf_size": 32, "levels_per_step": 1},
+    "tree16s4": {"method": "tree", "rotate": True, "leaf_size": 16, "levels_per_step": 4},
+    "tree32s4": {"method": "tree", "rotate": True, "leaf_size": 32, "levels_per_step": 4},
     "grid3": {"method": "grid", "rotate": False, "grid_dims": 3},
     "pca3": {"method": "grid", "rotate": True, "grid_dims": 3},
     "pca4": {"method": "grid", "rotate": True, "grid_dims": 4},
     "pca5": {"method": "grid", "rotate": True, "grid_dims": 5},
     "brute": {"method": "brute", "rotate": False, "grid_dims": 3},
 }
-"""tree<L>: k-d tree leaves of about L points (principal axes) with dense leaf-pair blocks;
+"""tree<L>: k-d tree leaves of about L points (principal axes) with dense leaf-pair blocks, the trees
+descended 2 levels per host sync below level 8 (tree<L>s<K>: K levels per sync);
 grid<G>: grid on the first G coordinates; pca<G>: on the G principal axes; brute: blocked cdist."""
 
 

@@ -47,6 +47,12 @@ def _keep_nearest(src: torch.Tensor, dst: torch.Tensor, dist2: torch.Tensor, k_m
     # (the usual case for k_max = 1000).
     if int(torch.bincount(src).max().item()) <= k_max:
         return src, dst, dist2
+    return _nearest_per_group(src, dst, dist2, k_max)
+
+
+def _nearest_per_group(src: torch.Tensor, dst: torch.Tensor, dist2: torch.Tensor, k_max: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``k_max`` pairs of smallest ``dist2`` of every ``src`` value, grouped by ``src`` (no check
+    whether any group is over the cap)."""
     by_distance = torch.argsort(dist2)
     order = by_distance[torch.argsort(src[by_distance], stable=True)]
     src, dst, dist2 = src[order], dst[order], dist2[order]
@@ -259,36 +265,33 @@ def _tree_levels(n: int, leaf_size: int) -> int:
 def _kd_order(points: torch.Tensor, levels: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Balanced k-d tree as a permutation: every tree node is a contiguous run of the returned slots.
 
-    The points are padded to ``2**levels * leaf`` slots; at each level every node is sorted along its
-    widest coordinate, so its lower and upper halves become its two children.
+    The points are padded to ``2**levels * leaf`` slots with rows at +inf; at each level every node is
+    sorted along its widest coordinate, so its lower and upper halves become its two children.
 
     Args:
         points (FloatTensor [N, D]).
         levels: tree depth (``2**levels`` leaves).
 
     Returns:
-        (order (LongTensor [S]) row of ``points`` in each slot, 0 in padding slots;
+        (order (LongTensor [S]) row of ``points`` in each slot, ``>= N`` in padding slots;
         valid (BoolTensor [S]) False in padding slots), ``S = 2**levels * ceil(N / 2**levels)``.
     """
     n, d = points.shape[0], points.shape[1]
     leaves = 1 << levels
     n_slots = leaves * ((n + leaves - 1) // leaves)
-    slot = torch.arange(n_slots, device=points.device)
-    valid = slot < n
-    order = torch.where(valid, slot, torch.zeros_like(slot))
-    inf = torch.full([1], float("inf"), dtype=points.dtype, device=points.device)
+    # Padding rows at +inf sort last in every split, so they collect in the last leaves and never
+    # unbalance a real split. A node holding padding gets an infinite (or NaN) spread on every axis
+    # and splits on whichever axis argmax names: only the one node per level at the padded end.
+    padded = torch.cat([points, torch.full([n_slots - n, d], float("inf"), dtype=points.dtype, device=points.device)])
+    order = torch.arange(n_slots, device=points.device)
     for level in range(levels):
         nodes = 1 << level
-        coords = points[order].view(nodes, n_slots // nodes, d)
-        inside = valid.view(nodes, -1, 1)
-        spread = torch.where(inside, coords, -inf).amax(dim=1) - torch.where(inside, coords, inf).amin(dim=1)
-        widest = spread.argmax(dim=1).view(nodes, 1, 1).expand(nodes, coords.shape[1], 1)
-        # Padding sorts last: it collects in the last leaves and never unbalances a real split.
-        key = torch.where(inside, coords.gather(2, widest), inf).squeeze(2)
-        within = torch.argsort(key, dim=1)
+        coords = padded[order].view(nodes, n_slots // nodes, d)
+        lowest, highest = torch.aminmax(coords, dim=1)
+        widest = (highest - lowest).argmax(dim=1).view(nodes, 1, 1).expand(nodes, coords.shape[1], 1)
+        within = torch.argsort(coords.gather(2, widest).squeeze(2), dim=1)
         order = order.view(nodes, -1).gather(1, within).view(-1)
-        valid = valid.view(nodes, -1).gather(1, within).view(-1)
-    return order, valid
+    return order, order < n
 
 
 def _node_boxes(leaf_points: torch.Tensor, leaf_valid: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
@@ -315,13 +318,16 @@ def _near_leaf_pairs(
     database_boxes: List[Tuple[torch.Tensor, torch.Tensor]],
     reach2: torch.Tensor,
     symmetric: bool,
+    first_levels: int = 8,
+    levels_per_step: int = 2,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Leaf pairs whose boxes are closer than ``sqrt(reach2)``, found by descending both trees together.
 
     A node pair is split into its child pairs only while its boxes are near, so the work follows the
-    number of near pairs, not leaves^2. The first step goes straight to level 8 (at most 65536 node
-    pairs, all tested), then one level per step (one host sync each). ``symmetric`` (the two trees
-    are one) keeps only pairs a <= b.
+    number of near pairs, not leaves^2. The first step goes straight to level ``first_levels`` (at
+    most ``4**first_levels`` node pairs, all tested), then ``levels_per_step`` levels per step (one
+    host sync each: fewer, larger steps trade syncs for box tests). ``symmetric`` (the two trees are
+    one) keeps only pairs a <= b.
 
     Returns:
         (query leaf (LongTensor [P]), database leaf (LongTensor [P])).
@@ -331,10 +337,10 @@ def _near_leaf_pairs(
     b = torch.zeros(1, dtype=torch.long, device=device)
     level_a, level_b = 0, 0
     depth_a, depth_b = len(query_boxes) - 1, len(database_boxes) - 1
-    jump = 8
+    jump = first_levels
     while level_a < depth_a or level_b < depth_b:
         step_a, step_b = min(jump, depth_a - level_a), min(jump, depth_b - level_b)
-        jump = 1
+        jump = levels_per_step
         level_a, level_b = level_a + step_a, level_b + step_b
         child_a = torch.arange(1 << step_a, device=device).view(1, -1, 1)
         child_b = torch.arange(1 << step_b, device=device).view(1, 1, -1)
@@ -355,59 +361,58 @@ class _Tree:
     """One point set in k-d leaf order (L leaves of T slots, S = L * T; padding slots are marked).
 
     Attributes:
-        rows (LongTensor [S]): original row of each slot.
+        rows (LongTensor [S]): original row of each slot (0 in padding slots).
         boxes: per-level node boxes (:func:`_node_boxes`, float32 tree frame).
-        centre (DoubleTensor [L, D]): leaf box centres.
-        leaf_points (DoubleTensor [L, T, D]): tree-frame coordinates; padding sits on its leaf's centre.
-        padding (DoubleTensor [L, T]): 0, or +inf on padding slots (added to a squared norm, it puts
-            padding infinitely far away).
-        lhs (DoubleTensor [L, T, D + 2]): ``[a', |a'|^2 + padding, 1]`` with ``a' = a - centre``, the
-            query-side operand of :func:`_leaf_pair_candidates`.
-        original (FloatTensor [S, D]): the given coordinates in slot order.
+        leaf_points (DoubleTensor [L, T, D]): tree-frame coordinates, 0 in padding slots.
+        norm (DoubleTensor [L, T]): squared norms, +inf in padding slots (puts padding infinitely far
+            from everything in :func:`_leaf_pair_candidates`).
     """
 
-    def __init__(self, frame: torch.Tensor, original: torch.Tensor, leaf_size: int):
-        """frame (DoubleTensor [N, D]): tree-frame coordinates; original (FloatTensor [N, D])."""
+    def __init__(self, frame: torch.Tensor, leaf_size: int):
+        """frame (DoubleTensor [N, D]): centred (and rotated) coordinates."""
         levels = _tree_levels(frame.shape[0], leaf_size)
-        frame32 = frame.to(original.dtype)
-        rows, valid = _kd_order(frame32, levels)
-        leaves = 1 << levels
-        self.rows = rows
+        order, valid = _kd_order(frame.float(), levels)
+        leaves, d = 1 << levels, frame.shape[1]
+        self.rows = torch.where(valid, order, torch.zeros_like(order))
         valid = valid.view(leaves, -1)
-        self.boxes = _node_boxes(frame32[rows].view(leaves, -1, frame.shape[1]), valid)
-        lower, upper = self.boxes[-1]
-        centre = ((lower + upper) / 2).double()
-        self.centre = torch.where(torch.isfinite(centre), centre, torch.zeros_like(centre))
-        coords = frame[rows].view(leaves, -1, frame.shape[1])
-        self.leaf_points = torch.where(valid.unsqueeze(2), coords, self.centre.unsqueeze(1))
-        zero = torch.zeros([1], dtype=frame.dtype, device=frame.device)
-        self.padding = torch.where(valid, zero, torch.full([1], float("inf"), dtype=frame.dtype, device=frame.device))
-        local = self.leaf_points - self.centre.unsqueeze(1)
-        norm = (local * local).sum(dim=2)
-        self.lhs = torch.cat([local, (norm + self.padding).unsqueeze(2), torch.ones_like(norm).unsqueeze(2)], dim=2)
-        self.original = original[rows]
+        coords = torch.where(valid.unsqueeze(2), frame[self.rows].view(leaves, -1, d), torch.zeros([1], dtype=frame.dtype, device=frame.device))
+        self.boxes = _node_boxes(coords.float(), valid)
+        self.leaf_points = coords
+        self.norm = torch.where(valid, (coords * coords).sum(dim=2), torch.full([1], float("inf"), dtype=frame.dtype, device=frame.device))
+
+    def query_operand(self) -> torch.Tensor:
+        """``[a, |a|^2, 1]`` per slot (DoubleTensor [L, T, D + 2])."""
+        ones = torch.ones_like(self.norm).unsqueeze(2)
+        return torch.cat([self.leaf_points, self.norm.unsqueeze(2), ones], dim=2)
+
+    def database_operand(self) -> torch.Tensor:
+        """``[-2b, 1, |b|^2]`` per slot, transposed (DoubleTensor [L, D + 2, T])."""
+        ones = torch.ones_like(self.norm).unsqueeze(2)
+        return torch.cat([-2.0 * self.leaf_points, ones, self.norm.unsqueeze(2)], dim=2).transpose(1, 2).contiguous()
 
 
 def _leaf_pair_candidates(
-    query_tree: _Tree, database_tree: _Tree, leaf_a: torch.Tensor, leaf_b: torch.Tensor, threshold: torch.Tensor
+    query_operand: torch.Tensor, database_operand: torch.Tensor, leaf_a: torch.Tensor, leaf_b: torch.Tensor, threshold: torch.Tensor
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Point pairs of the leaf pairs ``(leaf_a[p], leaf_b[p])`` with squared distance below ``threshold``.
 
-    The distances come from one batched float64 product ``[a', |a'|^2, 1] . [-2 b', 1, |b'|^2]``,
-    both points taken relative to the query leaf's centre (small terms, small rounding). float64
-    because float32 products may run in tf32 or bf16 (torch.set_float32_matmul_precision), whose
-    rounding would need a wide margin and many more exact re-checks.
+    The distances come from one batched float64 product ``[a, |a|^2, 1] . [-2b, 1, |b|^2]`` of the
+    per-leaf operands (:meth:`_Tree.query_operand`, :meth:`_Tree.database_operand`), gathered whole
+    per leaf pair (contiguous blocks). float64 because float32 products may run in tf32 or bf16
+    (torch.set_float32_matmul_precision), whose rounding would need a wide margin and many more
+    exact re-checks; in float64 the rounding (~1e-16 of the squared norms) is far below the margin.
+
+    Args:
+        query_operand (DoubleTensor [L, Tq, D + 2]), database_operand (DoubleTensor [L', D + 2, Td]).
+        leaf_a, leaf_b (LongTensor [P]): leaf pairs.
+        threshold (DoubleTensor [1] or []): squared-distance cut.
 
     Returns:
         (query slot (LongTensor [H]), database slot (LongTensor [H]), squared distance (DoubleTensor [H])).
     """
-    lhs = query_tree.lhs[leaf_a]  # [P, Tq, D + 2]
-    b = database_tree.leaf_points[leaf_b] - query_tree.centre[leaf_a].unsqueeze(1)  # [P, Td, D]
-    norm_b = (b * b).sum(dim=2) + database_tree.padding[leaf_b]
-    rhs = torch.cat([-2.0 * b, torch.ones_like(norm_b).unsqueeze(2), norm_b.unsqueeze(2)], dim=2)
-    approx = torch.bmm(lhs, rhs.transpose(1, 2)).view(-1)  # [P * Tq * Td]
+    approx = torch.bmm(query_operand[leaf_a], database_operand[leaf_b]).view(-1)  # [P * Tq * Td]
     hits = torch.nonzero(approx < threshold).squeeze(1)
-    tq, td = lhs.shape[1], b.shape[1]
+    tq, td = query_operand.shape[1], database_operand.shape[2]
     pair = torch.div(hits, tq * td, rounding_mode="floor")
     within = hits - pair * (tq * td)
     i = torch.div(within, td, rounding_mode="floor")
@@ -424,13 +429,14 @@ def radius_graph_tree(
     rotate: bool = True,
     symmetric: bool = False,
     skip_self: bool = True,
+    levels_per_step: int = 2,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Radius graph from k-d tree leaves: dense distance blocks between leaves whose boxes are near.
 
     Both point sets are sorted into balanced k-d trees (leaves of about ``leaf_size`` points); the
     trees are descended together to the leaf pairs whose bounding boxes are closer than ``r_max``;
-    each such pair's ``Tq x Td`` distances come from one batched matrix product, and the pairs it
-    passes are decided with the exact float32 difference on the given coordinates.
+    each such pair's ``Tq x Td`` distances come from one batched float64 matrix product, and the pairs
+    near ``r_max`` are decided with the exact float32 difference of the given coordinates.
 
     Args:
         query (FloatTensor [Q, D]), database (FloatTensor [N, D]): points.
@@ -439,6 +445,7 @@ def radius_graph_tree(
         max_candidates: point pairs in one batched product (bounds memory).
         rotate: build the trees on the database's principal axes (tighter leaves).
         symmetric: ``database`` is ``query``: only leaf pairs a <= b are computed, the rest mirrored.
+        levels_per_step: tree levels descended per host sync below level 8 (:func:`_near_leaf_pairs`).
 
     Returns:
         (edge_index (LongTensor [2, E]) sorted by query row, squared distances (FloatTensor [E]); exact
@@ -454,36 +461,38 @@ def radius_graph_tree(
     origin = database.double().mean(dim=0, keepdim=True)
     frame = _principal_rotation(database) if rotate else torch.eye(query.shape[1], dtype=torch.float64, device=device)
     query_frame = (query.double() - origin).mm(frame)
-    query_tree = _Tree(query_frame, query, leaf_size)
-    database_tree = query_tree if symmetric else _Tree((database.double() - origin).mm(frame), database, leaf_size)
+    query_tree = _Tree(query_frame, leaf_size)
+    database_tree = query_tree if symmetric else _Tree((database.double() - origin).mm(frame), leaf_size)
     r2 = r_max * r_max
     scale = query_frame.abs().max() + r_max
     # Rounding of the float32 tree frame (boxes) and of the float32 exact distance: far below this.
     slack = r2 * 1e-3 + 1e-5 * r_max * scale * scale
     threshold = r2 + slack
-    leaf_a, leaf_b = _near_leaf_pairs(query_tree.boxes, database_tree.boxes, threshold.to(query.dtype), symmetric)
+    leaf_a, leaf_b = _near_leaf_pairs(query_tree.boxes, database_tree.boxes, threshold.to(query.dtype), symmetric, 8, levels_per_step)
 
-    leaf_q, leaf_d = query_tree.leaf_points.shape[1], database_tree.leaf_points.shape[1]
+    query_operand, database_operand = query_tree.query_operand(), database_tree.database_operand()
+    leaf_q, leaf_d = query_operand.shape[1], database_operand.shape[2]
     pairs_per_product = max(1, max_candidates // (leaf_q * leaf_d))
     candidates_q: List[torch.Tensor] = []
     candidates_d: List[torch.Tensor] = []
     candidates_dist: List[torch.Tensor] = []
     for start in range(0, leaf_a.numel(), pairs_per_product):
         a, b = leaf_a[start : start + pairs_per_product], leaf_b[start : start + pairs_per_product]
-        slot_q, slot_d, approx = _leaf_pair_candidates(query_tree, database_tree, a, b, threshold)
+        slot_q, slot_d, approx = _leaf_pair_candidates(query_operand, database_operand, a, b, threshold)
         candidates_q.append(slot_q)
         candidates_d.append(slot_d)
         candidates_dist.append(approx)
     if len(candidates_q) == 0:
         return empty
-    slot_q, slot_d, approx = torch.cat(candidates_q), torch.cat(candidates_d), torch.cat(candidates_dist)
+    if len(candidates_q) == 1:
+        slot_q, slot_d, approx = candidates_q[0], candidates_d[0], candidates_dist[0]
+    else:
+        slot_q, slot_d, approx = torch.cat(candidates_q), torch.cat(candidates_d), torch.cat(candidates_dist)
     rows, cols = query_tree.rows[slot_q], database_tree.rows[slot_d]
     # Pairs near r_max: the float32 difference of the given coordinates decides, as in the brute force.
     dist2 = approx.to(query.dtype)
     near_edge = torch.nonzero(approx > r2 - slack).squeeze(1)
-    dist2[near_edge] = _exact_sq_distance(
-        query_tree.original[slot_q[near_edge]], database_tree.original[slot_d[near_edge]]
-    )
+    dist2[near_edge] = _exact_sq_distance(query[rows[near_edge]], database[cols[near_edge]])
     keep = dist2 < r2
     if skip_self:
         keep = keep & (rows != cols)
@@ -492,17 +501,19 @@ def radius_graph_tree(
         mirror = keep & (slot_q // leaf_q != slot_d // leaf_d)
         rows, cols = torch.cat([rows, cols]), torch.cat([cols, rows])
         dist2, keep = torch.cat([dist2, dist2]), torch.cat([keep, mirror])
-    kept = torch.nonzero(keep).squeeze(1)
-    rows, cols, dist2 = rows[kept], cols[kept], dist2[kept]
-    # Group by query row: a stable 32-bit sort (half the passes of a 64-bit one).
-    order = torch.sort(rows.to(torch.int32), stable=True)[1]
-    src, dst = rows[order], cols[order]
-    if src.numel() > 0 and int(torch.bincount(src).max().item()) > k_max:
+    # Group by query row with one stable 32-bit sort (half the passes of a 64-bit one) in which the
+    # dropped candidates sort last, past every row: no separate compaction of the candidates.
+    n_kept = int(keep.sum().item())
+    key = torch.where(keep, rows, torch.full_like(rows, query.shape[0])).to(torch.int32)
+    sorted_rows, order = torch.sort(key, stable=True)
+    order = order[:n_kept]
+    src, dst = sorted_rows[:n_kept].long(), cols[order]
+    if n_kept > 0 and int(torch.bincount(src).max().item()) > k_max:
         # The cap picks the nearest: rank by the exact distances, like the brute force.
         dist2 = _exact_sq_distance(query[src], database[dst])
+        src, dst, dist2 = _nearest_per_group(src, dst, dist2, k_max)
     else:
         dist2 = dist2[order]
-    src, dst, dist2 = _keep_nearest(src, dst, dist2, k_max)
     return torch.stack([src, dst]), dist2
 
 
@@ -517,6 +528,7 @@ def radius_graph(
     block_rows: int = 4096,
     rotate: bool = True,
     leaf_size: int = 32,
+    levels_per_step: int = 2,
 ) -> torch.Tensor:
     """Edges ``query_i -> database_j`` with distance < ``r_max``, at most ``k_max`` nearest per ``i``.
 
@@ -526,7 +538,7 @@ def radius_graph(
         r_max, k_max: radius and neighbour cap (GNN4ITk defaults 0.12 and 1000).
         method: ``"tree"``, ``"grid"`` or ``"brute"`` (see module doc); all give the same edges.
         grid_dims ("grid"), max_candidates ("tree", "grid"), block_rows ("brute"), rotate ("tree",
-        "grid"), leaf_size ("tree"): see the method's function.
+        "grid"), leaf_size, levels_per_step ("tree"): see the method's function.
 
     Returns:
         edge_index (LongTensor [2, E]): (query row, database row), each query's edges adjacent; no
@@ -540,9 +552,9 @@ def radius_graph(
     if r_max <= 0 or k_max <= 0:
         raise ValueError("r_max and k_max must be positive")
     if method == "tree":
-        if leaf_size < 1:
-            raise ValueError("leaf_size must be positive")
-        return radius_graph_tree(query, database, r_max, k_max, leaf_size, max_candidates, rotate, symmetric)[0]
+        if leaf_size < 1 or levels_per_step < 1:
+            raise ValueError("leaf_size and levels_per_step must be positive")
+        return radius_graph_tree(query, database, r_max, k_max, leaf_size, max_candidates, rotate, symmetric, True, levels_per_step)[0]
     if method == "grid":
         return radius_graph_grid(query, database, r_max, k_max, grid_dims, max_candidates, rotate)[0]
     if method == "brute":
@@ -571,6 +583,7 @@ class RadiusGraph(nn.Module):
     block_rows: Final[int]
     rotate: Final[bool]
     leaf_size: Final[int]
+    levels_per_step: Final[int]
 
     def __init__(
         self,
@@ -582,12 +595,14 @@ class RadiusGraph(nn.Module):
         block_rows: int = 4096,
         rotate: bool = True,
         leaf_size: int = 32,
+        levels_per_step: int = 2,
     ):
         super().__init__()
         if method not in ("tree", "grid", "brute"):
             raise ValueError(f"unknown radius-graph method {method!r}: expected 'tree', 'grid' or 'brute'")
-        if leaf_size < 1:
-            raise ValueError("leaf_size must be positive")
+        if leaf_size < 1 or levels_per_step < 1:
+            raise ValueError("leaf_size and levels_per_step must be positive")
+        self.levels_per_step = int(levels_per_step)
         self.r_max, self.k_max, self.method = float(r_max), int(k_max), method
         self.grid_dims, self.max_candidates = int(grid_dims), int(max_candidates)
         self.block_rows, self.rotate, self.leaf_size = int(block_rows), bool(rotate), int(leaf_size)
@@ -595,5 +610,5 @@ class RadiusGraph(nn.Module):
     def forward(self, query: torch.Tensor, database: Optional[torch.Tensor] = None) -> torch.Tensor:
         return radius_graph(
             query, database, self.r_max, self.k_max, self.method, self.grid_dims, self.max_candidates, self.block_rows,
-            self.rotate, self.leaf_size,
+            self.rotate, self.leaf_size, self.levels_per_step,
         )
