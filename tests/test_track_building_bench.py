@@ -20,6 +20,19 @@ def test_bench_track_building_runs_on_cpu(tmp_path, capsys):
     assert "speedup" in capsys.readouterr().out
 
 
+def test_bench_track_building_dense_variant(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["--events", "1", "--particles", "300", "--warmup", "1", "--repeats", "1", "--threads", "1"]
+    assert main(["bench", "track-building", "--dense", "--check-particles", "400", *args, "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["dense"] is True
+    assert figures["agreement"][0]["identical_fraction"] == 1.0  # the smaller dense graph
+    assert "scripted cc_and_walk" in figures["median_ms"]
+    assert "reference (Python, CPU)" not in figures["median_ms"]  # too slow on dense graphs: not timed
+    # Dense scoring: almost every edge passes cc_cut.
+    assert figures["events"][0]["edges_after_cc_cut"] > 0.95 * figures["events"][0]["edges"]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
 def test_bench_track_building_refuses_missing_cuda(capsys):
     assert main(["bench", "track-building", "--device", "cuda"]) == 2

@@ -56,3 +56,16 @@ def test_sequential_finish_takes_over_from_any_round():
 def test_sequential_below_must_not_be_negative():
     with pytest.raises(ValueError, match="sequential_below"):
         TrackBuilder(sequential_below=-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_dense_graph_on_cuda_matches_the_reference():
+    graph = dense_graph(num_particles=1500, seed=4)
+    reference, track_ids = build_tracks_reference(graph.edge_index, graph.scores, graph.hit_r2z2)
+    inputs = tuple(torch.from_numpy(a).cuda() for a in (graph.edge_index, graph.scores, graph.hit_r2z2))
+    for sequential_below in (-1, 128):  # CUDA default (rounds only), and the host's sequential finish
+        labels, ids = torch.jit.script(TrackBuilder(sequential_below=sequential_below)).build(*inputs)
+        assert labels.is_cuda and ids.is_cuda
+        assert np.array_equal(labels.cpu().numpy(), reference), f"sequential_below={sequential_below}"
+        assert np.array_equal(ids.cpu().numpy(), track_ids), f"sequential_below={sequential_below}"

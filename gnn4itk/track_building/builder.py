@@ -108,10 +108,13 @@ class TrackBuilder(nn.Module):
         if score.numel() != edge_index.size(1):
             raise ValueError(f"{edge_index.size(1)} edges but {score.numel()} scores")
         edge_index = edge_index.long()
+        first, second = edge_index[0], edge_index[1]
+        kept = ((score > self.cc_cut) & (first != second)).nonzero().squeeze(1)
+        # Checked after the compaction's host sync, which has drained the GPU's queue: this second
+        # sync then waits for four small kernels only.
         if edge_index.numel() > 0 and bool(((edge_index < 0) | (edge_index >= num_hits)).any()):
             raise ValueError(f"edge_index has row indices outside [0, {num_hits})")
-        kept = ((score > self.cc_cut) & (edge_index[0] != edge_index[1])).nonzero().squeeze(1)
-        src, dst, score = edge_index[0][kept], edge_index[1][kept], score[kept]
+        src, dst, score = take(first, kept), take(second, kept), take(score, kept)
         if self.orient:
             r_src, r_dst = r2z2[src], r2z2[dst]
             flip = (r_src > r_dst) | ((r_src == r_dst) & (src > dst))
