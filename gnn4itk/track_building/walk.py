@@ -182,6 +182,12 @@ def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor
         # Starts never appear later (used only grows): done once every start is used. Every free
         # path of two or more segments begins at a start, and paths only shrink, so the longest
         # unused start (in segments) bounds the loops of the next round. One sync reads both.
-        longest_left = int(torch.where(start > used, state[:, 1], 0).max())
+        left = start > used
+        longest_left = int(torch.where(left, state[:, 1], 0).max())
+        if longest_left == 1:
+            # Every start left is one segment without a free successor: nothing can reach or take
+            # it any more, so each is its own track. This saves the last round.
+            start_of = torch.where(left, nodes, start_of)
+            longest_left = 0
         pending, hops = longest_left > 0, longest_left - 1
     return start_of
