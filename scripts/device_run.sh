@@ -61,23 +61,27 @@ for phase in "$@"; do
     train-embedding)
       # the MetricLearning and DoubleMetricLearning embeddings (weights only, acorn layout, back in $OUT)
       for kind in metric_learning double_metric_learning; do
-        $G train $kind --config configs/train_${kind}_default.yaml --max-minutes ${EMB_MINUTES:-3} 2>&1 | grep -v Warning | tail -12
+        minutes=$EMB_MINUTES; [ $kind = double_metric_learning ] && minutes=${DEMB_MINUTES:-$EMB_MINUTES}
+        $G train $kind --config configs/train_${kind}_default.yaml --max-minutes $minutes 2>&1 | grep -v Warning | tail -8
         cp work/train/${kind}_default/${kind}.ckpt "$OUT/${kind}_embedding.ckpt"
         cp work/train/${kind}_default/logs/version_0/metrics.csv "$OUT/train_metrics_${kind}.csv"
       done ;;
     train-edges)
-      # filter and GNN of the MetricLearning pipeline, on graphs of the embedding from train-embedding
-      # (carried back as gnn4itk/data/weights/metric_learning_embedding.ckpt)
-      mkdir -p work/train/metric_learning_default
-      cp gnn4itk/data/weights/metric_learning_embedding.ckpt work/train/metric_learning_default/metric_learning.ckpt
-      $G train filter --config configs/train_filter_default.yaml --max-minutes ${FILTER_MINUTES:-2.5} 2>&1 | grep -v Warning | tail -12
+      # filter and GNN of the MetricLearning pipeline, on graphs of the embedding trained before (this call's
+      # train-embedding, or the shipped file)
+      e=work/train/metric_learning_default/metric_learning.ckpt
+      [ -f $e ] || { mkdir -p $(dirname $e); cp gnn4itk/data/weights/metric_learning_embedding.ckpt $e; }
+      $G train filter --config configs/train_filter_default.yaml --max-minutes ${FILTER_MINUTES:-2.5} 2>&1 | grep -v Warning | tail -8
       cp work/train/filter_default/filter.ckpt "$OUT/metric_learning_filter.ckpt"
       cp work/train/filter_default/logs/version_0/metrics.csv "$OUT/train_metrics_filter.csv"
-      $G train gnn --config configs/train_gnn_metric_learning.yaml --max-minutes ${GNN_MINUTES:-3} 2>&1 | grep -v Warning | tail -12
+      $G train gnn --config configs/train_gnn_metric_learning.yaml --max-minutes ${GNN_MINUTES:-3} 2>&1 | grep -v Warning | tail -8
       cp work/train/gnn_metric_learning/gnn.ckpt "$OUT/metric_learning_gnn.ckpt"
       cp work/train/gnn_metric_learning/logs/version_0/metrics.csv "$OUT/train_metrics_gnn_metric_learning.csv" ;;
     validate-ml)
-      cp "$OUT"/metric_learning_filter.ckpt "$OUT"/metric_learning_gnn.ckpt gnn4itk/data/weights/
+      # the pipelines' configurations name files in gnn4itk/data/weights: put this call's there
+      for f in metric_learning_embedding double_metric_learning_embedding metric_learning_filter metric_learning_gnn; do
+        [ -f "$OUT/$f.ckpt" ] && cp "$OUT/$f.ckpt" gnn4itk/data/weights/
+      done
       for p in MetricLearning DoubleMetricLearning; do
         $G validate --pipeline $p --events work/sim/test --max-events ${VAL_MAX:-4} --device cuda \
           --json "$OUT/validate_$p.json" 2>&1 | grep -v -i warn | tail -14

@@ -36,6 +36,37 @@ def _ratio(numerator: torch.Tensor | int, denominator: torch.Tensor | int) -> fl
     return float(numerator) / denominator if denominator > 0 else float("nan")
 
 
+def nearest_within(query: torch.Tensor, database: torch.Tensor, r_max: float, k_max: int, block_rows: int = 2048) -> torch.Tensor:
+    """The ``k_max`` nearest database points within ``r_max`` of each query, in bounded memory.
+
+    Training-time pair mining only. An embedding early in training can put most points inside one radius;
+    candidate-enumerating searches (the inference :func:`~gnn4itk.models.radius_graph.radius_graph`, built for
+    trained embeddings) then need memory quadratic in N. Here every block of queries keeps only its
+    ``k_max`` nearest from a ``[block_rows, N]`` distance block, so memory is bounded whatever the embedding.
+
+    Args:
+        query (FloatTensor [Q, D]), database (FloatTensor [N, D]): embeddings.
+        r_max: radius (pairs closer than it); k_max: most neighbours per query; block_rows: queries per block.
+
+    Returns:
+        edge_index (LongTensor [2, E]): (query row, database row), without ``i == j`` pairs.
+    """
+    k = min(k_max + 1, database.shape[0])  # + 1: room for the query itself when query rows are database rows
+    edges = []
+    for start in range(0, query.shape[0], block_rows):
+        block = query[start : start + block_rows]
+        distance = torch.cdist(block, database, compute_mode="donot_use_mm_for_euclid_dist")
+        nearest_distance, nearest = torch.topk(distance, k, dim=1, largest=False)
+        rows = torch.arange(start, start + block.shape[0], device=query.device).unsqueeze(1).expand_as(nearest)
+        keep = (nearest_distance < r_max) & (nearest != rows)
+        # at most k_max per query: drop the farthest kept one where the query itself was not among them
+        keep &= torch.cumsum(keep.long(), dim=1) <= k_max
+        edges.append(torch.stack([rows[keep], nearest[keep]]))
+    if not edges:
+        return torch.zeros(2, 0, dtype=torch.long, device=query.device)
+    return torch.cat(edges, dim=1)
+
+
 class _AcornLayoutModule(L.LightningModule):
     """Shared optimiser, logging and checkpoint layout."""
 
@@ -91,9 +122,12 @@ class MetricLearningModule(_AcornLayoutModule):
 
     def _radius_graph(self, query: torch.Tensor, database: torch.Tensor, k_max: int) -> torch.Tensor:
         settings = self.training_settings
-        method = str(settings.get("radius_method", "tree"))
+        method = str(settings.get("radius_method", "nearest_blocks"))
+        r_train = float(settings.get("r_train", 0.1))
+        if method == "nearest_blocks":
+            return nearest_within(query, database, r_train, k_max, int(settings.get("radius_block_rows", 2048)))
         grid_dims = int(settings.get("radius_grid_dims", 4))
-        return radius_graph(query, database, float(settings.get("r_train", 0.1)), k_max, method=method, grid_dims=grid_dims, rotate=True)
+        return radius_graph(query, database, r_train, k_max, method=method, grid_dims=grid_dims, rotate=True)
 
     @property
     def _undirected(self) -> bool:
