@@ -133,3 +133,19 @@ def test_wide_windows_equal_reference(device):
     want = reference_edges(module_map, positions, module)
     assert len(want) > 1000
     assert got == want
+
+
+def test_map_without_triplets_gives_no_edges(synthetic_map):
+    """Every edge needs a supporting triplet: with the triplet table emptied the doublet stage still runs
+    (its candidates pass) but no edge may come out."""
+    import copy
+
+    event = synthetic_event(n_particles=300, seed=12)
+    positions, module = _inputs(event)
+    builder = torch.jit.script(ModuleMapGraphBuilder(synthetic_map))
+    assert len(_edges(builder, positions, module)) > 100
+    empty = copy.copy(synthetic_map)
+    empty.triplets = {name: column[:0] for name, column in synthetic_map.triplets.items()}
+    edge_index, edge_attr = torch.jit.script(ModuleMapGraphBuilder(empty))(torch.from_numpy(positions),
+                                                                           torch.from_numpy(module))
+    assert edge_index.shape == (2, 0) and edge_attr.shape == (0, 6)
