@@ -100,10 +100,14 @@ def walk_sequential(
     by_visit = torch.sort(src, descending=True)[1]
     pred, pred_at = _csr(take_(dst, by_visit), take_(src, by_visit), num_nodes)
     # h[v]: height of a free node; -1 once taken (or no segment), so that one comparison of h both
-    # skips taken nodes and compares heights (free heights are >= 1).
-    h: List[int] = take_(h_old, old_of).tolist()
+    # skips taken nodes and compares heights (free heights are >= 1). rest[v] = h[v] - len[v], the
+    # height that v's best successor gives (-1 once taken): kept beside h, as the loops read both.
+    h_new = take_(h_old, old_of)
+    length_new = take_(seg_len, old_of)
+    h: List[int] = h_new.tolist()
+    rest: List[int] = torch.where(h_new >= 0, h_new - length_new, -1).tolist()
     support: List[int] = take_(support_old, old_of).tolist()
-    length: List[int] = take_(seg_len, old_of).tolist()
+    length: List[int] = length_new.tolist()
     old_number: List[int] = old_of.tolist()
     owner: List[int] = take_(start_of, old_of).tolist()  # old numbers, at new positions
     for start in range(num_nodes):
@@ -116,14 +120,15 @@ def walk_sequential(
         node = start
         while node >= 0:
             path.append(node)
-            rest = h[node] - length[node]
+            wanted = rest[node]
             old_heights.append(h[node])
             h[node] = -1
+            rest[node] = -1
             owner[node] = old_number[start]
             nxt = -1
-            if rest > 0:
+            if wanted > 0:
                 for e in range(succ_at[node], succ_at[node + 1]):
-                    if h[succ[e]] == rest:
+                    if h[succ[e]] == wanted:
                         nxt = succ[e]
                         break
             node = nxt
@@ -136,7 +141,7 @@ def walk_sequential(
                 u = pred[e]
                 if u <= start:
                     break  # this and all further predecessors were visited: never read again
-                if h[u] != length[u] + old_height:
+                if rest[u] != old_height:
                     continue  # taken, or its height comes from another successor
                 support[u] -= 1
                 if support[u] > 0:
@@ -153,6 +158,7 @@ def walk_sequential(
                 path.append(u)
                 old_heights.append(h[u])
                 h[u] = length[u] + best
+                rest[u] = best
                 support[u] = count if best > 0 else 0
     new_owner = torch.tensor(owner, dtype=torch.long, device=device)
     return torch.empty_like(new_owner).index_copy_(0, old_of, new_owner)
