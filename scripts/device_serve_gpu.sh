@@ -76,7 +76,7 @@ run_phase() {
   echo "=== $1 $(date -u +%T)"
   case $1 in
     serve)
-      timeout ${SERVE_S:-200} python3 scripts/serve_gpu_check.py --work "$WORK" --out "$OUT" --repeats ${REPEATS:-10} 2>&1 | grep -v -i warn ;;
+      timeout ${SERVE_S:-200} python3 scripts/serve_gpu_check.py --work "$WORK" --out "$OUT" --repeats ${REPEATS:-10} --debug 2>&1 | grep -v -i warn ;;
     autocast)
       timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_pipeline.py -k autocast 2>&1 | tail -4
       local event; event=$(ls "$WORK"/event/*-hits.parquet | head -1); event=${event%-hits.parquet}
@@ -88,9 +88,9 @@ run_phase() {
       done
       compare_labels "$WORK/labels_fp32.pt" "$WORK/labels_autocast.pt" ;;
     bench)
-      timeout 150 python3 -m gnn4itk bench serving --device cuda --json "$OUT/bench_serving_cuda.json" 2>&1 | grep -v -i warn ;;
+      timeout ${BENCH_S:-150} python3 -m gnn4itk bench serving --device cuda --json "$OUT/bench_serving_cuda.json" 2>&1 | grep -v -i warn ;;
     bench-pipeline)
-      timeout 200 python3 -m gnn4itk bench serving --device cuda --torchscript "$WORK/torchscript/ModuleMap/fused.pt" \
+      timeout ${BENCH_S:-150} python3 -m gnn4itk bench serving --device cuda --torchscript "$WORK/torchscript/ModuleMap/fused.pt" \
         --features "$WORK/features.npy" --repeats 10 --requests 40 --json "$OUT/bench_serving_modulemap_cuda.json" 2>&1 | grep -v -i warn ;;
     *) echo "unknown phase $1"; return 2 ;;
   esac

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 
 import numpy as np
 import torch
@@ -27,10 +26,6 @@ FEATURES = "FEATURES"
 LABELS = "LABELS"
 MIN_SPACEPOINTS = 3
 DEFAULT_MAX_SPACEPOINTS = 1_000_000
-
-# Request tensors are read-only numpy views of the request's own shared memory; torch warns about that
-# once, but nothing else can see that memory, so viewing it without a copy is safe.
-warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 
 class RequestError(Exception):
@@ -50,18 +45,23 @@ def check_features(shape, dtype: str, num_features, max_spacepoints) -> None:
 
 
 def _to_torch(tensor: "pb_utils.Tensor") -> torch.Tensor:
-    if tensor.is_cpu():
-        return torch.from_numpy(tensor.as_numpy())  # zero-copy view of the request's memory
+    """A zero-copy torch view of a request tensor, host or GPU, through DLPack (not numpy: a stub of
+    tritonserver 2.51 may run with another numpy than the one torch was built against)."""
+    if tensor.is_cpu() and tensor.as_numpy().size == 0:
+        return torch.from_numpy(tensor.as_numpy().copy())
     return torch.from_dlpack(tensor.to_dlpack())
 
 
 def _to_triton(name: str, value: torch.Tensor) -> "pb_utils.Tensor":
     value = value.contiguous()
-    if value.device.type == "cpu":
-        return pb_utils.Tensor(name, value.numpy())
-    if value.numel() == 0:  # zero-size GPU buffers cannot travel through DLPack
-        return pb_utils.Tensor(name, value.cpu().numpy())
+    if value.numel() == 0:  # zero-size buffers cannot travel through DLPack
+        return pb_utils.Tensor(name, np.zeros(tuple(value.shape), dtype=_NUMPY_DTYPES[value.dtype]))
     return pb_utils.Tensor.from_dlpack(name, torch.utils.dlpack.to_dlpack(value))
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.int64: np.int64, torch.int32: np.int32, torch.bool: np.bool_,
+                 torch.float16: np.float16, torch.float64: np.float64}
+DEBUG = os.environ.get("GNN4ITK_SERVE_DEBUG", "") not in ("", "0")
 
 
 class TritonPythonModel:
@@ -124,7 +124,10 @@ class TritonPythonModel:
                 if self.answers_labels and value.shape[0] < MIN_SPACEPOINTS:
                     return [pb_utils.Tensor(LABELS, np.array([-1], dtype=np.int64))]
                 value = self._finite(value)
-            inputs.append(value.to(self.device, non_blocking=True))
+            device_value = value.to(self.device)  # a blocking copy: the request's memory is read before it returns
+            if DEBUG:
+                self._log_sums(name, tensor, value, device_value)
+            inputs.append(device_value)
         with torch.inference_mode():
             result = self.module(*inputs)
         if self.device.type == "cuda":
@@ -134,6 +137,15 @@ class TritonPythonModel:
         if len(values) != len(self.output_names):
             raise RuntimeError(f"the module returned {len(values)} tensors, the config declares {self.output_names}")
         return [_to_triton(name, value) for name, value in zip(self.output_names, values)]
+
+    def _log_sums(self, name: str, tensor, value: torch.Tensor, device_value: torch.Tensor) -> None:
+        """GNN4ITK_SERVE_DEBUG: sums of one input as numpy, torch on the host and torch on the device see it."""
+        host = float(value.double().sum()) if value.device.type == "cpu" else float("nan")
+        as_numpy = float(tensor.as_numpy().astype(np.float64).sum()) if tensor.is_cpu() else float("nan")
+        pb_utils.Logger.log_info(
+            f"{self.name}: debug {name} {list(value.shape)} {value.dtype} {'cpu' if tensor.is_cpu() else 'gpu'}: "
+            f"sum numpy {as_numpy!r}, torch host {host!r}, on {self.device} {float(device_value.double().sum())!r}"
+        )
 
     def _finite(self, features: torch.Tensor) -> torch.Tensor:
         """Replace NaN/inf with 0 (Athena can send them for degenerate clusters) and log how many."""
