@@ -74,26 +74,30 @@ def walk_sequential(
     Returns:
         LongTensor [S]: ``start_of`` with every remaining track filled in.
     """
-    num_nodes = seg_len.numel()
     device = seg_len.device
-    # Renumber the nodes in visiting order: "visited before" becomes a comparison of numbers.
-    old_of = torch.sort(order_key)[1]  # new number -> old number
-    new_of = torch.empty_like(old_of).index_copy_(0, old_of, torch.arange(num_nodes, device=device))
+    free = ~used
     free_edge = ~(used.index_select(0, seg_edges[0]) | used.index_select(0, seg_edges[1]))
     kept = free_edge.nonzero().squeeze(1)
     src = seg_edges[0].index_select(0, kept)
     dst = seg_edges[1].index_select(0, kept)
+    # Only free segments that can start a track (height >= 2) or lie on one (a free predecessor)
+    # take part; the others are never read. They are renumbered 0..K-1 in visiting order, so that
+    # "visited before" is a comparison of numbers, and the work scales with what is left.
+    has_pred = torch.zeros_like(seg_len).index_fill_(0, dst, 1) > 0
+    old_of = (free & ((height >= 2) | has_pred)).nonzero().squeeze(1)
+    old_of = old_of.index_select(0, torch.sort(order_key.index_select(0, old_of))[1])  # new -> old
+    num_nodes = old_of.numel()
+    new_of = torch.full_like(seg_len, -1).index_copy_(0, old_of, torch.arange(num_nodes, device=device))
     # Successors sorted by score (descending), then old number (= row order): the first one that
     # keeps the path longest is the best successor, so the walk along a path stops scanning early.
     by_row = torch.sort(dst, stable=True)[1]
     kept_score = score.index_select(0, kept).index_select(0, by_row)
     by_preference = by_row.index_select(0, torch.sort(kept_score, descending=True, stable=True)[1])
-    free = ~used
     h_old = torch.where(free, height, -1)
     # support[u]: free successors that give u its height (len[u] + H[t] == H[u]). A lowered
     # successor only matters to u when it was the last one: then u's height drops.
     gives_height = take_(h_old, src) == take_(seg_len, src) + take_(h_old, dst)
-    support_old = torch.zeros(num_nodes, dtype=torch.long, device=device).scatter_add_(0, src, gives_height.long())
+    support_old = torch.zeros_like(seg_len).scatter_add_(0, src, gives_height.long())
     src, dst = take_(new_of, src), take_(new_of, dst)
     succ, succ_at = _csr(src.index_select(0, by_preference), dst.index_select(0, by_preference), num_nodes)
     # Predecessors latest-visited first: a scan stops at the first one already visited.
@@ -161,4 +165,4 @@ def walk_sequential(
                 rest[u] = best
                 support[u] = count if best > 0 else 0
     new_owner = torch.tensor(owner, dtype=torch.long, device=device)
-    return torch.empty_like(new_owner).index_copy_(0, old_of, new_owner)
+    return start_of.index_copy(0, old_of, new_owner)
