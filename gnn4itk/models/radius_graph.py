@@ -286,7 +286,7 @@ def _kd_order(points: torch.Tensor, levels: int) -> Tuple[torch.Tensor, torch.Te
     order = torch.arange(n_slots, device=points.device)
     for level in range(levels):
         nodes = 1 << level
-        coords = padded[order].view(nodes, n_slots // nodes, d)
+        coords = padded.index_select(0, order).view(nodes, n_slots // nodes, d)
         lowest, highest = torch.aminmax(coords, dim=1)
         widest = (highest - lowest).argmax(dim=1).view(nodes, 1, 1).expand(nodes, coords.shape[1], 1)
         within = torch.argsort(coords.gather(2, widest).squeeze(2), dim=1)
@@ -294,11 +294,13 @@ def _kd_order(points: torch.Tensor, levels: int) -> Tuple[torch.Tensor, torch.Te
     return order, order < n
 
 
-def _node_boxes(leaf_points: torch.Tensor, leaf_valid: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+def _node_boxes(leaf_points: torch.Tensor, leaf_valid: torch.Tensor, coarsest: int = 0) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     """Bounding boxes of the tree's nodes per level, root first: (lower, upper) (FloatTensor [2**l, D]).
 
     Args:
         leaf_points (FloatTensor [L, T, D]), leaf_valid (BoolTensor [L, T]): the leaves in tree order.
+        coarsest: levels above this one get empty boxes (FloatTensor [0, D]): the descent of
+            :func:`_near_leaf_pairs` never tests them, so they are not computed.
 
     A leaf of padding only gets lower = +inf, upper = -inf, which no box test passes."""
     inf = torch.full([1], float("inf"), dtype=leaf_points.dtype, device=leaf_points.device)
@@ -306,10 +308,15 @@ def _node_boxes(leaf_points: torch.Tensor, leaf_valid: torch.Tensor) -> List[Tup
     lower = torch.where(inside, leaf_points, inf).amin(dim=1)
     upper = torch.where(inside, leaf_points, -inf).amax(dim=1)
     boxes = [(lower, upper)]
+    unused = lower[:0]
     while lower.shape[0] > 1:
-        lower = lower.view(-1, 2, lower.shape[1]).amin(dim=1)
-        upper = upper.view(-1, 2, upper.shape[1]).amax(dim=1)
-        boxes.insert(0, (lower, upper))
+        if lower.shape[0] > (1 << coarsest):
+            lower = lower.view(-1, 2, lower.shape[1]).amin(dim=1)
+            upper = upper.view(-1, 2, upper.shape[1]).amax(dim=1)
+            boxes.insert(0, (lower, upper))
+        else:
+            lower = lower[: lower.shape[0] // 2]
+            boxes.insert(0, (unused, unused))
     return boxes
 
 
@@ -368,15 +375,17 @@ class _Tree:
             from everything in :func:`_leaf_pair_candidates`).
     """
 
-    def __init__(self, frame: torch.Tensor, leaf_size: int):
-        """frame (DoubleTensor [N, D]): centred (and rotated) coordinates."""
+    def __init__(self, frame: torch.Tensor, leaf_size: int, coarsest: int):
+        """frame (DoubleTensor [N, D]): centred (and rotated) coordinates; coarsest: the first tree level
+        whose boxes are needed (:func:`_node_boxes`)."""
         levels = _tree_levels(frame.shape[0], leaf_size)
         order, valid = _kd_order(frame.float(), levels)
         leaves, d = 1 << levels, frame.shape[1]
         self.rows = torch.where(valid, order, torch.zeros_like(order))
         valid = valid.view(leaves, -1)
-        coords = torch.where(valid.unsqueeze(2), frame[self.rows].view(leaves, -1, d), torch.zeros([1], dtype=frame.dtype, device=frame.device))
-        self.boxes = _node_boxes(coords.float(), valid)
+        coords = frame.index_select(0, self.rows).view(leaves, -1, d)
+        coords = torch.where(valid.unsqueeze(2), coords, torch.zeros([1], dtype=frame.dtype, device=frame.device))
+        self.boxes = _node_boxes(coords.float(), valid, coarsest)
         self.leaf_points = coords
         self.norm = torch.where(valid, (coords * coords).sum(dim=2), torch.full([1], float("inf"), dtype=frame.dtype, device=frame.device))
 
@@ -410,7 +419,8 @@ def _leaf_pair_candidates(
     Returns:
         (query slot (LongTensor [H]), database slot (LongTensor [H]), squared distance (DoubleTensor [H])).
     """
-    approx = torch.bmm(query_operand[leaf_a], database_operand[leaf_b]).view(-1)  # [P * Tq * Td]
+    # index_select: whole leaf blocks copied as contiguous slices.
+    approx = torch.bmm(query_operand.index_select(0, leaf_a), database_operand.index_select(0, leaf_b)).view(-1)  # [P * Tq * Td]
     hits = torch.nonzero(approx < threshold).squeeze(1)
     tq, td = query_operand.shape[1], database_operand.shape[2]
     pair = torch.div(hits, tq * td, rounding_mode="floor")
@@ -461,14 +471,15 @@ def radius_graph_tree(
     origin = database.double().mean(dim=0, keepdim=True)
     frame = _principal_rotation(database) if rotate else torch.eye(query.shape[1], dtype=torch.float64, device=device)
     query_frame = (query.double() - origin).mm(frame)
-    query_tree = _Tree(query_frame, leaf_size)
-    database_tree = query_tree if symmetric else _Tree((database.double() - origin).mm(frame), leaf_size)
+    first_levels = 8  # the descent's first jump; boxes above it are never tested
+    query_tree = _Tree(query_frame, leaf_size, first_levels)
+    database_tree = query_tree if symmetric else _Tree((database.double() - origin).mm(frame), leaf_size, first_levels)
     r2 = r_max * r_max
     scale = query_frame.abs().max() + r_max
     # Rounding of the float32 tree frame (boxes) and of the float32 exact distance: far below this.
     slack = r2 * 1e-3 + 1e-5 * r_max * scale * scale
     threshold = r2 + slack
-    leaf_a, leaf_b = _near_leaf_pairs(query_tree.boxes, database_tree.boxes, threshold.to(query.dtype), symmetric, 8, levels_per_step)
+    leaf_a, leaf_b = _near_leaf_pairs(query_tree.boxes, database_tree.boxes, threshold.to(query.dtype), symmetric, first_levels, levels_per_step)
 
     query_operand, database_operand = query_tree.query_operand(), database_tree.database_operand()
     leaf_q, leaf_d = query_operand.shape[1], database_operand.shape[2]
