@@ -7,7 +7,7 @@ EXTRAS ?= sim,train,serve,dev
 WORK   ?= work
 # The default module map is built on first use from simulated events (too large to ship: ~120 MB).
 DEFAULT_MAP := gnn4itk/data/module_map/generic_default.npz
-MAP_EVENTS  ?= 64
+MAP_EVENTS  ?= 100   # hard-gun events (~9.6k particles of pT >= 0.9 GeV each); docs/module_map.md
 JOBS        ?= 2
 PYTEST_ARGS ?= -n 2
 
@@ -31,8 +31,8 @@ test: $(STAMP)
 default-map: $(DEFAULT_MAP)
 
 $(DEFAULT_MAP): | $(STAMP)
-	$(VENV)/bin/gnn4itk simulate --pileup 200 --events $(MAP_EVENTS) --seed 1000 --jobs $(JOBS) --output $(WORK)/map_events --no-progress
-	$(VENV)/bin/gnn4itk build-module-map --events $(WORK)/map_events --output $(basename $@) --no-progress
+	$(VENV)/bin/gnn4itk simulate --pileup 200 --generator gun --gun-pt-min 0.9 --events $(MAP_EVENTS) --seed 5000000 --jobs $(JOBS) --output $(WORK)/map_gun_events --no-progress
+	$(VENV)/bin/gnn4itk build-module-map --events $(WORK)/map_gun_events --min-pt 0.9 --output $(basename $@) --no-progress
 
 # The main job on the embedded default: a held-out mu=200 event through the ModuleMap pipeline, first with
 # the inference CLI, then served by tritonserver to the client as Athena sends them; truth metrics for both.
