@@ -323,3 +323,14 @@ def test_unpacked_tritonserver_tree_serves(small_repository, tmp_path, monkeypat
     np.testing.assert_array_equal(labels, reference_labels(features))
     # at unload every python model logs where its inputs arrived: 2 warm-up requests + this one, on the host
     assert re.search(r"MetricLearning_fused: unloaded; .*inputs received: FEATURES@cpu x3", log.read_text())
+
+
+def test_unknown_jit_fuser_parameter_stops_the_model_with_its_name(tmp_path):
+    from gnn4itk.serve import ServerError
+
+    specs = toy_specs(tmp_path / "ts")[1:]
+    specs[0].parameters["jit_fuser"] = "bogus"
+    write_model_repository(tmp_path / "models", specs, instance_kind="cpu")
+    with pytest.raises(ServerError, match="jit_fuser must be one of"):
+        with TritonServer(tmp_path / "models", 0, 0, 0, device="cpu", ready_timeout=120):
+            pass

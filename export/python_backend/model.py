@@ -16,6 +16,7 @@ Checks on ``FEATURES`` (float32 [N, F]) come BEFORE the module runs and are answ
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -25,6 +26,7 @@ import triton_python_backend_utils as pb_utils
 FEATURES = "FEATURES"
 LABELS = "LABELS"
 MIN_SPACEPOINTS = 3
+JIT_FUSERS = ("none", "fuser0", "fuser1")  # torch.jit.fuser names: none, legacy fuser, NNC
 DEFAULT_MAX_SPACEPOINTS = 1_000_000
 
 
@@ -45,9 +47,13 @@ def check_features(shape, dtype: str, num_features, max_spacepoints) -> None:
 
 
 def _to_torch(tensor: "pb_utils.Tensor") -> torch.Tensor:
-    """A zero-copy torch view of a request tensor, host or GPU, through DLPack (not numpy: a stub of
-    tritonserver 2.51 may run with another numpy than the one torch was built against)."""
-    if tensor.is_cpu() and tensor.as_numpy().size == 0:
+    """A zero-copy torch view of a request tensor, host or GPU, through DLPack.
+
+    Not through ``as_numpy()``: on the H100 (tritonserver 2.51's Python 3.12 stub, numpy 1.26, KIND_GPU)
+    it returned other values than the request held, while DLPack gave the request's own bytes.
+    """
+    shape = tuple(tensor.shape())
+    if math.prod(shape) == 0:  # zero-size buffers cannot travel through DLPack; no values to get wrong
         return torch.from_numpy(tensor.as_numpy().copy())
     return torch.from_dlpack(tensor.to_dlpack())
 
@@ -80,6 +86,12 @@ class TritonPythonModel:
             self.device = torch.device("cpu")
         path = os.path.join(args["model_repository"], args["model_version"], params.get("torchscript_file", "model.pt"))
         self.module = torch.jit.load(path, map_location=self.device).eval()
+        # TorchScript's static-shape kernel fusion (NNC) failed on CUDA 13 with "Global alloc not supported
+        # yet" at the warm-up of the ModuleMap pipeline on a 1000-row event (H100, torch 2.11+cu130): by
+        # default the model runs without the fuser; parameter jit_fuser = fuser1 (NNC) or fuser0 turns one on.
+        self.fuser = params.get("jit_fuser", "none")
+        if self.fuser not in JIT_FUSERS:
+            raise ValueError(f"{self.name}: parameter jit_fuser must be one of {JIT_FUSERS}, got {self.fuser!r}")
         self.nonfinite_total = 0
         # Where each input arrived (host or GPU): shows whether ensemble steps hand GPU tensors on
         # through DLPack or Triton copied them to the host; logged at unload.
@@ -87,7 +99,7 @@ class TritonPythonModel:
         self.answers_labels = self.output_names == [LABELS]
         pb_utils.Logger.log_info(
             f"{self.name}: loaded {path} on {self.device}; inputs {self.input_names}, outputs {self.output_names}, "
-            f"F = {self.num_features}, max_spacepoints = {self.max_spacepoints}"
+            f"F = {self.num_features}, max_spacepoints = {self.max_spacepoints}, jit_fuser = {self.fuser}"
         )
 
     def execute(self, requests):
@@ -128,7 +140,7 @@ class TritonPythonModel:
             if DEBUG:
                 self._log_sums(name, tensor, value, device_value)
             inputs.append(device_value)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.jit.fuser(self.fuser):
             result = self.module(*inputs)
         if self.device.type == "cuda":
             # DLPack hands Triton the raw buffers: the kernels writing them must have finished.
