@@ -4,6 +4,7 @@
 #
 #   scripts/device_serve_gpu.sh prepare          # here, where pip works: fill $CARRY (default .triton-gpu, ~42 MB)
 #   scripts/device_serve_gpu.sh [PHASE...]       # there; phases: serve autocast bench bench-pipeline (default all)
+#                                                # SERVE_DEBUG=1: python models log input sums (GNN4ITK_SERVE_DEBUG)
 #
 # Results go to $OUT (device tool) or work/device-out. On the device tool: carry .triton-gpu and start the
 # command with `export PYTHONPATH=$PWD PYTHONUNBUFFERED=1;`.
@@ -76,7 +77,7 @@ run_phase() {
   echo "=== $1 $(date -u +%T)"
   case $1 in
     serve)
-      timeout ${SERVE_S:-200} python3 scripts/serve_gpu_check.py --work "$WORK" --out "$OUT" --repeats ${REPEATS:-10} --debug 2>&1 | grep -v -i warn ;;
+      timeout ${SERVE_S:-200} python3 scripts/serve_gpu_check.py --work "$WORK" --out "$OUT" --repeats ${REPEATS:-10} ${SERVE_DEBUG:+--debug} 2>&1 | grep -v -i warn ;;
     autocast)
       timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_pipeline.py -k autocast 2>&1 | tail -4
       local event; event=$(ls "$WORK"/event/*-hits.parquet | head -1); event=${event%-hits.parquet}
