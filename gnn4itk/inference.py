@@ -203,7 +203,9 @@ def run(args) -> int:
 
     recorder = DebugRecorder(pipeline) if args.save_data_for_debug and not args.compiling else None
     print("start a warm-up run.")
-    with torch.inference_mode(), warnings.catch_warnings():
+    # No TorchScript fuser: NNC failed on CUDA 13 ("Global alloc not supported yet", H100, torch 2.11) for
+    # some event sizes; the served models run without it too (export/python_backend/model.py, jit_fuser).
+    with torch.inference_mode(), torch.jit.fuser("none"), warnings.catch_warnings():
         if not args.verbose:
             warnings.simplefilter("ignore", UserWarning)
         labels = runner(features)
