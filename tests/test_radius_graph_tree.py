@@ -71,3 +71,24 @@ def test_levels_per_step_is_validated_and_scripts():
     points = synthetic_embedding("tracks", 600, 12, 0.12, seed=4)
     module = RadiusGraph(leaf_size=4, levels_per_step=3)
     assert torch.equal(torch.jit.script(module)(points), module(points))
+
+
+def test_pairs_on_the_radius_are_decided_in_float64_by_every_method():
+    """Pairs within a float32 rounding step of r_max: every method decides them like the float64 sum
+    of the exact coordinate differences (a float32 sum would depend on the summation order)."""
+    generator = torch.Generator().manual_seed(7)
+    n, r = 3000, 0.12
+    query = F.normalize(torch.randn(n, 12, generator=generator), dim=1)
+    step = F.normalize(torch.randn(n, 12, generator=generator), dim=1)
+    scale = 1 + (torch.rand(n, 1, generator=generator) - 0.5) * 4e-7
+    database = torch.roll(query + r * step * scale, 1, dims=0)  # pair (i, i + 1) lies on the radius
+    partner = torch.roll(torch.arange(n), -1)
+    difference = query.double() - database[partner].double()
+    exact = (difference * difference).sum(1) < r * r
+    float32_sum = ((query - database[partner]) ** 2).sum(1) < r * r
+    assert 0 < int(exact.sum()) < n and bool((exact != float32_sum).any()), "the case must hold float32-ambiguous pairs"
+    expected = {(i, int(partner[i])) for i in torch.nonzero(exact).squeeze(1).tolist()}
+    for method in ("tree", "grid", "brute"):
+        edges = radius_graph(query, database, r, 1000, method=method)
+        near_pairs = {pair for pair in map(tuple, edges.t().tolist()) if pair[1] == int(partner[pair[0]])}
+        assert near_pairs == expected, method

@@ -10,10 +10,10 @@ Three exact methods:
 * ``"tree"`` (default): both point sets are sorted into balanced k-d trees (leaves of ~``leaf_size``
   points, on the principal axes); the two trees are descended together to the leaf pairs whose
   bounding boxes are closer than ``r_max``; each leaf pair's distances come from one batched float64
-  matrix product (points relative to the query leaf's centre), and pairs within 1e-3 of ``r_max^2``
-  are decided with the float32 difference of the given coordinates, like the brute force. For the
-  single form only leaf pairs a <= b are computed and mirrored. A few host syncs in all (one per
-  tree level below 8, one per product chunk), memory O(``max_candidates``).
+  matrix product of per-leaf operands, and pairs within 1e-3 of ``r_max^2`` are decided from the
+  given coordinates, like the brute force. For the single form only leaf pairs a <= b are computed
+  and mirrored. A few host syncs in all (one per ``levels_per_step`` tree levels below 8, one per
+  product chunk, three at the end), memory O(``max_candidates``).
 * ``"grid"``: bin the database on its first ``grid_dims`` coordinates with cells of side ``r_max``.
   Since ``|a_d - b_d| <= ||a - b||``, every neighbour of a query lies in the ``3**grid_dims`` cells around
   the query's cell. Points are sorted by cell; for each query the candidates of its neighbouring cells
@@ -24,7 +24,9 @@ Three exact methods:
   coordinates are the most spread ones and fewer candidates survive.
 * ``"brute"``: distance matrix in row blocks of ``block_rows`` queries; O(block_rows * N) memory.
 
-All keep the nearest ``k_max`` per query by sorting (query, distance) and report edges grouped by query
+Every method decides an edge with the same distance of the given float32 coordinates: the float64
+sum of their exact differences (:func:`_exact_sq_distance`), the same on CPU and CUDA. All keep the
+nearest ``k_max`` per query by sorting (query, distance) and report edges grouped by query
 (each query's edges adjacent).
 """
 
@@ -34,7 +36,15 @@ import torch
 from torch import nn
 
 def _exact_sq_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a - b).pow(2).sum(dim=1)
+    """Squared distances of row pairs (DoubleTensor [M]) for a, b (FloatTensor [M, D]).
+
+    The deciding distance of every method. float64: the difference of two float32 values and its
+    square are exact there, so the sum's rounding (~1e-16) is the only error and no realistic pair
+    sits on it. A float32 sum would round at ~1e-7, and its rounding depends on the reduction order,
+    which differs between CPU and CUDA (and between kernel shapes): a 140k-point event has about one
+    pair within a float32 rounding step of r_max^2, enough for two devices to disagree on an edge."""
+    difference = a.double() - b.double()
+    return (difference * difference).sum(dim=1)
 
 
 def _keep_nearest(src: torch.Tensor, dst: torch.Tensor, dist2: torch.Tensor, k_max: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -117,7 +127,7 @@ def radius_graph_brute_force(
         return torch.zeros(2, 0, dtype=torch.long, device=query.device), torch.zeros(0, dtype=query.dtype, device=query.device)
     src, dst, dist2 = torch.cat(sources), torch.cat(targets), torch.cat(distances)
     src, dst, dist2 = _keep_nearest(src, dst, dist2, k_max)
-    return torch.stack([src, dst]), dist2
+    return torch.stack([src, dst]), dist2.to(query.dtype)
 
 
 def _grid_offsets(grid_dims: int, device: torch.device) -> torch.Tensor:
@@ -248,7 +258,7 @@ def radius_graph_grid(
         begin = end
     if len(sources) == 0:
         return empty
-    return torch.stack([torch.cat(sources), torch.cat(targets)]), torch.cat(distances)
+    return torch.stack([torch.cat(sources), torch.cat(targets)]), torch.cat(distances).to(query.dtype)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -446,7 +456,7 @@ def radius_graph_tree(
     Both point sets are sorted into balanced k-d trees (leaves of about ``leaf_size`` points); the
     trees are descended together to the leaf pairs whose bounding boxes are closer than ``r_max``;
     each such pair's ``Tq x Td`` distances come from one batched float64 matrix product, and the pairs
-    near ``r_max`` are decided with the exact float32 difference of the given coordinates.
+    near ``r_max`` are decided from the given coordinates (float64 sum of their exact differences).
 
     Args:
         query (FloatTensor [Q, D]), database (FloatTensor [N, D]): points.
@@ -467,7 +477,7 @@ def radius_graph_tree(
         return empty
     # The trees live in a centred (optionally rotated) float64 frame; it only orders, prunes and
     # pre-decides, and every pair whose frame distance is within `slack` of r_max is decided again
-    # with the float32 difference of the given coordinates, as the brute force does.
+    # from the given coordinates (_exact_sq_distance), as the brute force does.
     origin = database.double().mean(dim=0, keepdim=True)
     frame = _principal_rotation(database) if rotate else torch.eye(query.shape[1], dtype=torch.float64, device=device)
     query_frame = (query.double() - origin).mm(frame)
@@ -476,7 +486,7 @@ def radius_graph_tree(
     database_tree = query_tree if symmetric else _Tree((database.double() - origin).mm(frame), leaf_size, first_levels)
     r2 = r_max * r_max
     scale = query_frame.abs().max() + r_max
-    # Rounding of the float32 tree frame (boxes) and of the float32 exact distance: far below this.
+    # Rounding of the float32 tree frame (boxes) and of the float64 frame distances: far below this.
     slack = r2 * 1e-3 + 1e-5 * r_max * scale * scale
     threshold = r2 + slack
     leaf_a, leaf_b = _near_leaf_pairs(query_tree.boxes, database_tree.boxes, threshold.to(query.dtype), symmetric, first_levels, levels_per_step)
@@ -500,11 +510,13 @@ def radius_graph_tree(
     else:
         slot_q, slot_d, approx = torch.cat(candidates_q), torch.cat(candidates_d), torch.cat(candidates_dist)
     rows, cols = query_tree.rows[slot_q], database_tree.rows[slot_d]
-    # Pairs near r_max: the float32 difference of the given coordinates decides, as in the brute force.
-    dist2 = approx.to(query.dtype)
+    # Pairs near r_max: the distance of the given coordinates decides (_exact_sq_distance), as in the
+    # brute force.
+    dist2 = approx
     near_edge = torch.nonzero(approx > r2 - slack).squeeze(1)
     dist2[near_edge] = _exact_sq_distance(query[rows[near_edge]], database[cols[near_edge]])
     keep = dist2 < r2
+    dist2 = dist2.to(query.dtype)
     if skip_self:
         keep = keep & (rows != cols)
     if symmetric:
@@ -525,7 +537,7 @@ def radius_graph_tree(
         src, dst, dist2 = _nearest_per_group(src, dst, dist2, k_max)
     else:
         dist2 = dist2[order]
-    return torch.stack([src, dst]), dist2
+    return torch.stack([src, dst]), dist2.to(query.dtype)
 
 
 def radius_graph(
