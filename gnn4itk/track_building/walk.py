@@ -16,10 +16,16 @@ path over unused hits. This module computes the same tracks with a constant numb
    "longest path, then branching-point scores in order" (two different paths first differ at one
    branching hit, where their (score, -row) pairs differ).
 4. **Independent starts.** Starts are unused segments whose best path has >= 2 hits, ordered by
-   (depth, row). A start is processed now if no earlier start reaches any hit that it reaches: then
-   nothing processed before it in the sequential order can change its path. ``m`` (forward min of
-   start keys) and ``M`` (backward min of ``m``) find them; the earliest start is always ready.
-5. Ready starts follow their best-successor chains and mark them used; repeat until no start is left.
+   (depth, row). A start is processed now if no earlier start reaches any segment of its best path:
+   the earlier starts' paths lie inside what they reach, so they never touch it, and taking hits
+   away elsewhere only removes other paths, so it stays the best one in the sequential order.
+   ``m`` (forward min of start keys) gathered along the best-successor chain finds them; the
+   earliest start is always ready.
+5. Ready starts follow their best-successor chains and mark them used; repeat until no start is left
+   (or, once every start left is a lone segment, each takes itself).
+6. On dense graphs rounds stall (few ready starts each); ``sequential_below`` then hands the rest to
+   :func:`gnn4itk.track_building.sequential.walk_sequential`, which runs the reference's order on
+   the host.
 """
 
 from __future__ import annotations
