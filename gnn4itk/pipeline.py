@@ -193,6 +193,7 @@ def build_pipeline(
             r_max=float(graph_cfg.get("r_max", 0.12)),
             k_max=int(graph_cfg.get("k_max", 1000)),
             method=str(graph_cfg.get("method", "tree")),
+            **{k: int(graph_cfg[k]) for k in ("max_candidates", "leaf_size", "levels_per_step") if k in graph_cfg},
         )
         double = type(embedding).__name__ == "DoubleMetricLearning"
         graph = MetricLearningGraph(embedding, radius, columns, names, scales, double=double)

@@ -614,7 +614,7 @@ class RadiusGraph(nn.Module):
         k_max: int = 1000,
         method: str = "tree",
         grid_dims: int = 4,
-        max_candidates: int = 1 << 24,
+        max_candidates: int = 1 << 26,  # fewer candidate chunks: 8.6 ms vs 10.6 ms (1 << 24) on the H100, ~1 GiB peak
         block_rows: int = 4096,
         rotate: bool = True,
         leaf_size: int = 32,
