@@ -59,3 +59,21 @@ def edge_features(nodes: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor
     phislope = torch.clamp(phislope, -100.0, 100.0)  # PHISLOPE_LIMIT (TorchScript takes no float globals)
     rphislope = 0.5 * (src[0] + dst[0]) * phislope
     return torch.stack([dr, dphi, delta[2], delta[3], phislope, rphislope], dim=1)
+
+
+def unique_edges(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
+    """Distinct edges, sorted by (source, target): ``torch.unique(edge_index, dim=1)``, fast.
+
+    ``torch.unique(..., dim=1)`` sorts columns with a comparator (about 30 s for 12M edges on a CPU core);
+    one int64 key per edge takes the radix-sort path of 1-d ``unique`` (about 0.5 s) with the same result.
+
+    Args:
+        edge_index (LongTensor [2, E]): edges with node indices in [0, num_nodes).
+        num_nodes: N (keys ``source * N + target`` fit int64 for any N below 3e9).
+
+    Returns:
+        LongTensor [2, E']: the distinct edges in lexicographic order.
+    """
+    n = max(int(num_nodes), 1)
+    keys = torch.unique(edge_index[0] * n + edge_index[1])
+    return torch.stack([torch.div(keys, n, rounding_mode="floor"), keys % n])

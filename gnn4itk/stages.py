@@ -24,7 +24,7 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from gnn4itk.edge_features import edge_features
+from gnn4itk.edge_features import edge_features, unique_edges
 
 GNN_POSITION_COLUMNS = ["r", "phi", "z", "eta"]
 
@@ -85,7 +85,7 @@ def orient_inner_to_outer(edge_index: Tensor, r2z2: Tensor) -> Tensor:
     flip = (r2z2[src] > r2z2[dst]) | ((r2z2[src] == r2z2[dst]) & (src > dst))
     oriented = torch.stack([torch.where(flip, dst, src), torch.where(flip, src, dst)])
     oriented = oriented[:, oriented[0] != oriented[1]]
-    return torch.unique(oriented, dim=1)
+    return unique_edges(oriented, r2z2.shape[0])
 
 
 # ---------------------------------------------------------------------------------------------------

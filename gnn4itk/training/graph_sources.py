@@ -21,7 +21,7 @@ import importlib
 import numpy as np
 import torch
 
-from gnn4itk.edge_features import edge_features, scaled_coordinates
+from gnn4itk.edge_features import edge_features, scaled_coordinates, unique_edges
 from gnn4itk.event import Event, select_features
 from gnn4itk.stages import orient_inner_to_outer
 
@@ -77,7 +77,7 @@ class TruthFakesGraph:
         fakes = np.stack([by_phi[position], by_phi[(position + step) % n]])
         # Truth edges already point outwards along the trajectory; orient the fakes as inference graphs.
         fakes = inner_to_outer(event, torch.from_numpy(fakes))
-        edges = torch.unique(torch.cat([torch.from_numpy(true_edges), fakes], dim=1), dim=1)
+        edges = unique_edges(torch.cat([torch.from_numpy(true_edges), fakes], dim=1), n)
         return edges, event_edge_features(event, edges)
 
 

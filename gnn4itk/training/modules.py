@@ -11,6 +11,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from gnn4itk.edge_features import unique_edges
 from gnn4itk.models import build_model
 from gnn4itk.models.mlp import plain_hparams
 from gnn4itk.models.radius_graph import radius_graph
@@ -155,7 +156,7 @@ class MetricLearningModule(_AcornLayoutModule):
         true_pairs = batch["true_edges"][:, batch["true_target"]]
         if self._undirected:
             true_pairs = torch.cat([true_pairs, true_pairs.flip(0)], dim=1)
-        pairs = torch.unique(torch.cat([hard, random_pairs, true_pairs], dim=1), dim=1)
+        pairs = unique_edges(torch.cat([hard, random_pairs, true_pairs], dim=1), n)
         pairs = pairs[:, pairs[0] != pairs[1]]
         src, tgt = self._embed(x)
         loss, _ = self._pairs_loss(batch, pairs, src, tgt)
