@@ -98,7 +98,6 @@ class StageTimer:
             self.handles.append(module.register_forward_hook(self._stop(name)))
         self._open: dict[str, float] = {}
 
-
     def _start(self, name):
         def hook(module, inputs):
             synchronize(self.device)

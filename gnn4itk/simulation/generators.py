@@ -312,6 +312,7 @@ class CrossingGenerator:
         config.validate()
         self.config = config
         self.generator = config.resolved_generator()
+        self.description = describe_generator(config)  # once: it resolves the generator (an import check)
         self._minbias = Pythia8Source("minbias") if self.generator == "pythia8" and config.pileup > 0 else None
         self._hard = Pythia8Source("ttbar") if config.hard_scatter == "ttbar" else None
 
@@ -335,7 +336,7 @@ class CrossingGenerator:
                 tables.append(gun_vertex(rng, vertices[number - 1], number, self.config.gun_pt_min))
         particles = pd.concat(tables, ignore_index=True) if tables else _table({c: [] for c in PARTICLE_TABLE_COLUMNS})
         info = {
-            "generator": describe_generator(self.config),
+            "generator": self.description,
             "hard_scatter": self.config.hard_scatter,
             "pileup_mean": float(self.config.pileup),
             "pileup_vertices": n_pileup,
