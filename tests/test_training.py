@@ -206,3 +206,26 @@ def test_init_from_starts_at_the_given_weights(tmp_path, capsys):
     assert "does not match the configured model" in capsys.readouterr().err
     assert main(["train", "filter", "--config", str(path), "--init-from", str(tmp_path / "none.ckpt")]) == 2
     assert "no checkpoint file" in capsys.readouterr().err
+
+
+def test_filter_trains_on_a_random_edge_subset_when_asked(event):
+    from gnn4itk.training.modules import EdgeClassifierModule
+
+    config = small_config("filter")
+    spec = SampleSpec(FEATURES, SCALES, graph_source=TruthFakesGraph(fake_ratio=3))
+    sample = prepare_sample(event, spec)
+    total = sample["edge_index"].shape[1]
+    module = EdgeClassifierModule({"model": "Filter", **config["model"]}, {**config["training"], "edges_per_step": 50})
+    subset = module._edge_subset(sample)
+    assert subset["edge_index"].shape == (2, 50) and subset["y"].shape == (50,) and subset["weights"].shape == (50,)
+    # the subset is made of the sample's own edges, labels and weights, row for row
+    keys = sample["edge_index"][0] * sample["num_nodes"] + sample["edge_index"][1]
+    position = {int(k): i for i, k in enumerate(keys)}
+    rows = torch.tensor([position[int(k)] for k in subset["edge_index"][0] * sample["num_nodes"] + subset["edge_index"][1]])
+    assert len(set(rows.tolist())) == 50
+    assert torch.equal(subset["y"], sample["y"][rows]) and torch.equal(subset["weights"], sample["weights"][rows])
+    assert torch.equal(subset["edge_attr"], sample["edge_attr"][rows])
+    # without the setting (or for graphs below it) the whole graph trains
+    whole = EdgeClassifierModule({"model": "Filter", **config["model"]}, config["training"])
+    assert whole._edge_subset(sample) is sample
+    assert total > 50

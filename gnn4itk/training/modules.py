@@ -186,7 +186,8 @@ class EdgeClassifierModule(_AcornLayoutModule):
     """Trains :class:`~gnn4itk.models.Filter` or :class:`~gnn4itk.models.InteractionGNN2` on given graphs.
 
     Loss: :func:`~gnn4itk.training.losses.weighted_bce` with the sample weights (target true edges 1,
-    non-target true edges 0, fakes ``fake_weight``). Validation logs ``val_loss`` and, at the score cut
+    non-target true edges 0, fakes ``fake_weight``); the filter trains on at most ``edges_per_step`` random
+    edges per step when that is set. Validation logs ``val_loss`` and, at the score cut
     (``edge_cut``; default ``filter_cut`` 0.05 for the filter, 0.5 for the GNN), ``val_eff`` (target true
     edges kept / target true edges in the graph) and ``val_pur`` (true edges kept / edges kept).
     """
@@ -204,7 +205,26 @@ class EdgeClassifierModule(_AcornLayoutModule):
         default = self.model.filter_cut if type(self.model).__name__ == "Filter" else 0.5
         return float(self.training_settings.get("edge_cut", default))
 
+    def _edge_subset(self, batch: dict) -> dict:
+        """At most ``edges_per_step`` random edges of ``batch`` for the filter (all edges without it).
+
+        The filter scores edges independently, so a uniform subset is an unbiased sample of the full loss;
+        it bounds activation memory on metric-learning graphs (tens of millions of edges at mu=200).
+        The GNN needs whole graphs (message passing) and always gets them.
+        """
+        limit = self.training_settings.get("edges_per_step")
+        num_edges = batch["edge_index"].shape[1]
+        if limit is None or type(self.model).__name__ != "Filter" or num_edges <= int(limit):
+            return batch
+        keep = torch.randperm(num_edges, device=batch["edge_index"].device)[: int(limit)]
+        subset = dict(batch)
+        subset.update(edge_index=batch["edge_index"][:, keep], y=batch["y"][keep], weights=batch["weights"][keep])
+        if "edge_attr" in batch:
+            subset["edge_attr"] = batch["edge_attr"][keep]
+        return subset
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        batch = self._edge_subset(batch)
         loss = weighted_bce(self(batch), batch["y"], batch["weights"])
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=1, prog_bar=True)
         return loss
