@@ -67,6 +67,23 @@ def test_walk_gives_the_same_tracks_with_and_without_compaction():
     assert (compacted >= 0).sum() > 1000  # the synthetic event has walk tracks
 
 
+def test_builder_gives_the_same_tracks_with_and_without_walk_compaction():
+    # TrackBuilder picks the uncompacted walk (the GPU path) only for CUDA inputs; force both here.
+    graphs = [random_graph(seed) for seed in range(60)]
+    big = synthetic_graph(num_particles=800, seed=7)
+    graphs.append((big.edge_index, big.scores, big.hit_r2z2, False))
+    for number, (edge_index, scores, r2z2, orient) in enumerate(graphs):
+        inputs = (torch.from_numpy(edge_index), torch.from_numpy(scores), torch.from_numpy(r2z2))
+        want = build_tracks_reference(edge_index, scores, r2z2, orient=orient)
+        for compact in (0, 1):
+            builder = TrackBuilder(orient=orient, sequential_below=0)
+            builder.compact_walk = compact
+            module = torch.jit.script(builder) if number % 10 == 0 else builder
+            labels, track_ids = module.build(*inputs)
+            assert labels.tolist() == want[0].tolist(), f"graph {number}, compact {compact}"
+            assert track_ids.tolist() == want[1].tolist(), f"graph {number}, compact {compact}"
+
+
 def agreement_on(graph):
     inputs = (torch.from_numpy(graph.edge_index), torch.from_numpy(graph.scores), torch.from_numpy(graph.hit_r2z2))
     reference, _ = build_tracks_reference(graph.edge_index, graph.scores, graph.hit_r2z2)

@@ -12,9 +12,9 @@ from typing import List, Tuple
 import torch
 from torch import Tensor, nn
 
-from gnn4itk.track_building.ops import best_edges, count, split_components, take
+from gnn4itk.track_building.ops import best_edges, build_segments, count, split_components, split_segments, take
 from gnn4itk.track_building.reference import MODES
-from gnn4itk.track_building.walk import walk_tracks
+from gnn4itk.track_building.walk import walk_segments
 
 
 class TrackBuilder(nn.Module):
@@ -61,6 +61,9 @@ class TrackBuilder(nn.Module):
         if sequential_below < -1:
             raise ValueError(f"sequential_below must be >= 0 (or -1: the device's default), got {sequential_below}")
         self.sequential_below = int(sequential_below)
+        # Walk on compacted segments: -1 = on the CPU only (the default), 0 = never, 1 = always.
+        # Only a testing knob: both give identical results (tests run the GPU path on the CPU).
+        self.compact_walk = -1
 
     def extra_repr(self) -> str:
         return (
@@ -94,9 +97,10 @@ class TrackBuilder(nn.Module):
             kept = (best_out & best_in).nonzero().squeeze(1)
             src, dst, score = src[kept], dst[kept], score[kept]
 
-        track_of, walk_hit = split_components(src, dst, num_hits, self.mode == "cc_and_walk")
         if self.mode == "cc_and_walk":
-            track_of = self._walk(src, dst, score, walk_hit, track_of)
+            track_of = self._components_and_walk(src, dst, score, num_hits)
+        else:
+            track_of, _ = split_components(src, dst, num_hits, False)
         return labels_from_track_of(track_of, r2z2)
 
     def _filtered_edges(self, edge_index: Tensor, scores: Tensor, r2z2: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -125,27 +129,49 @@ class TrackBuilder(nn.Module):
             src, dst = pair // num_hits, pair % num_hits
         return src, dst, score
 
-    def _walk(self, src: Tensor, dst: Tensor, score: Tensor, walk_hit: Tensor, track_of: Tensor) -> Tensor:
-        """Prune the walk components' edges and run the walkthrough; fills ``track_of`` for them.
+    def _components_and_walk(self, src: Tensor, dst: Tensor, score: Tensor, num_hits: int) -> Tensor:
+        """Simple-path components, then the walkthrough on the pruned walk components.
 
-        Works on all spacepoints: a hit's edges all lie in its component, so its best edges are the
-        same over all edges as over its component's, and hits outside the walk components keep no
-        edge. No compaction of hits is needed, only one of the kept edges.
+        The pruning runs over all components (a hit's edges all lie in its component, so its best
+        edges are the same over all edges as over its component's; the pruned edges of the other
+        components are left out of the walk afterwards). That way the segments of the filtered graph
+        (for the components) and of the pruned graph (for the walk) come out of one pointer-jumping
+        pass over two disjoint copies of the hits: rows ``[0, N)`` and ``[N, 2N)``.
+
+        Args:
+            src, dst: LongTensor [E], filtered edges; score: FloatTensor [E].
+            num_hits: N.
+
+        Returns:
+            LongTensor [N]: a key shared by the hits of each track (see :func:`labels_from_track_of`),
+            -1 for hits in no track.
         """
-        num_hits = track_of.numel()
+        num_edges = src.numel()
         best_out, best_in = best_edges(src, dst, score, num_hits)
         has_incoming = count(dst, num_hits) > 0
         strong = (best_out & (score >= self.walk_min)) | (score > self.walk_max)
-        keep = take(walk_hit, src) & strong & (take(has_incoming, src) | best_in)
-        kept = keep.nonzero().squeeze(1)
+        kept = (strong & (take(has_incoming, src) | best_in)).nonzero().squeeze(1)
+        walk_src, walk_dst = take(src, kept), take(dst, kept)
+        both_src = torch.cat([src, walk_src + num_hits])
+        both_dst = torch.cat([dst, walk_dst + num_hits])
+        head, seg_len, link = build_segments(both_src, both_dst, 2 * num_hits)
+        track_of, walk_hit = split_segments(
+            src, dst, head[:num_hits], seg_len[:num_hits], link[:num_edges], True
+        )
+        walk_head = head[num_hits:] - num_hits
+        outside = (walk_head != torch.arange(num_hits, device=src.device)) | ~walk_hit
         # On the CPU compact the segments (work there grows with array sizes) and finish sequentially
         # once rounds stall (dense graphs); on the GPU neither by default (each costs host syncs).
-        on_cpu = not src.is_cuda
+        compact = not src.is_cuda if self.compact_walk < 0 else self.compact_walk > 0
         sequential_below = self.sequential_below
         if sequential_below < 0:
-            sequential_below = 128 if on_cpu else 0
-        start = walk_tracks(take(src, kept), take(dst, kept), take(score, kept), num_hits, on_cpu, sequential_below)
+            sequential_below = 128 if not src.is_cuda else 0
+        start = walk_segments(
+            walk_src, walk_dst, take(score, kept), walk_head, seg_len[num_hits:], link[num_edges:],
+            outside, compact, sequential_below,
+        )
         return torch.where(walk_hit, start, track_of)
+
 
 def labels_from_track_of(track_of: Tensor, r2z2: Tensor) -> Tuple[Tensor, Tensor]:
     """LABELS and dense track ids from arbitrary per-hit track keys.

@@ -133,10 +133,7 @@ def build_segments(src: Tensor, dst: Tensor, num_nodes: int) -> Tuple[Tensor, Te
 def split_components(src: Tensor, dst: Tensor, num_nodes: int, find_walk: bool = True) -> Tuple[Tensor, Tensor]:
     """Weakly connected components that are simple paths, and those that need the walk.
 
-    A component is a simple path (all in- and out-degrees <= 1) exactly when it is one segment that
-    no non-link edge touches, so no component labelling is needed: one pointer-jumping pass finds
-    them. Components of fewer than 3 hits are dropped; the only branching ones are two hits joined
-    by parallel edges, recognised by each hit having the other as its only neighbour.
+    Builds the segments (:func:`build_segments`) and calls :func:`split_segments`.
 
     Args:
         src, dst: LongTensor [E], directed edges (no self-loops) over ``num_nodes`` nodes.
@@ -144,11 +141,34 @@ def split_components(src: Tensor, dst: Tensor, num_nodes: int, find_walk: bool =
         find_walk: tell the small branching components apart (not needed without the walk).
 
     Returns:
+        ``track_of`` LongTensor [N] and ``walk_hit`` BoolTensor [N], see :func:`split_segments`.
+    """
+    head, seg_len, link = build_segments(src, dst, num_nodes)
+    return split_segments(src, dst, head, seg_len, link, find_walk)
+
+
+def split_segments(
+    src: Tensor, dst: Tensor, head: Tensor, seg_len: Tensor, link: Tensor, find_walk: bool = True
+) -> Tuple[Tensor, Tensor]:
+    """Weakly connected components that are simple paths, and those that need the walk, from the
+    segments of the graph.
+
+    A component is a simple path (all in- and out-degrees <= 1) exactly when it is one segment that
+    no non-link edge touches, so no component labelling is needed. Components of fewer than 3 hits
+    are dropped; the only branching ones are two hits joined by parallel edges, recognised by each
+    hit having the other as its only neighbour.
+
+    Args:
+        src, dst: LongTensor [E], directed edges (no self-loops) over N nodes.
+        head, seg_len: LongTensor [N] each, link: BoolTensor [E]: :func:`build_segments` of the edges.
+        find_walk: tell the small branching components apart (not needed without the walk).
+
+    Returns:
         ``track_of`` LongTensor [N]: head of the simple path (>= 3 hits) of each hit, -1 elsewhere;
         ``walk_hit`` BoolTensor [N]: hit of a branching component with >= 3 hits (with
         ``find_walk=False``: of any branching component).
     """
-    head, seg_len, link = build_segments(src, dst, num_nodes)
+    num_nodes = head.numel()
     # Non-link edges touching each segment (a weighted count: links add 0 where they are, rather
     # than 1 to a shared spare slot, whose atomics would serialise on the GPU).
     touching = torch.cat([take(head, src), dst])

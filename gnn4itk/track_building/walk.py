@@ -79,24 +79,61 @@ def walk_tracks(
     Returns:
         LongTensor [N]: for every node, the node that started its track, or -1.
     """
+    if num_nodes > 1_073_741_824:
+        raise ValueError(f"the walk packs rows into 30 bits: {num_nodes} spacepoints are too many")
+    if num_nodes == 0:
+        return torch.zeros(0, dtype=torch.long, device=src.device)
+    head, seg_len, link = build_segments(src, dst, num_nodes)
+    nodes = torch.arange(num_nodes, device=src.device)
+    return walk_segments(src, dst, score, head, seg_len, link, head != nodes, compact, sequential_below)
+
+
+def walk_segments(
+    src: Tensor,
+    dst: Tensor,
+    score: Tensor,
+    head: Tensor,
+    seg_len: Tensor,
+    link: Tensor,
+    outside: Tensor,
+    compact: bool = False,
+    sequential_below: int = 0,
+) -> Tensor:
+    """Walkthrough over a pruned DAG whose segments are already built (:func:`walk_tracks` without
+    the :func:`~gnn4itk.track_building.ops.build_segments` call, for callers that build them
+    together with other graphs' segments).
+
+    Args:
+        src, dst: LongTensor [E], pruned walk edges over N nodes ordered like the spacepoint rows.
+        score: FloatTensor [E].
+        head, seg_len: LongTensor [N] each, link: BoolTensor [E]: the segments of the edges.
+        outside: BoolTensor [N], True on every node that is no segment head (``head != arange(N)``)
+            and on the heads of segments that must not take part (their whole component must be
+            outside: edges between taking and non-taking segments are not allowed).
+        compact, sequential_below: as in :func:`walk_tracks`.
+
+    Returns:
+        LongTensor [N]: for every node, the node that started its track, or -1.
+    """
     device = src.device
+    num_nodes = head.numel()
     if num_nodes > 1_073_741_824:
         raise ValueError(f"the walk packs rows into 30 bits: {num_nodes} spacepoints are too many")
     if num_nodes == 0:
         return torch.zeros(0, dtype=torch.long, device=device)
-    head, seg_len, link = build_segments(src, dst, num_nodes)
-    nodes = torch.arange(num_nodes, device=device)
     if compact:
-        heads = (head == nodes).nonzero().squeeze(1)
+        heads = (~outside).nonzero().squeeze(1)
         num_segments = heads.numel()
+        if num_segments == 0:  # no walk component
+            return torch.full((num_nodes,), -1, dtype=torch.long, device=device)
         segment_of = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
         segment_of.index_copy_(0, heads, torch.arange(num_segments, device=device))
-        between = (~link).nonzero().squeeze(1)
+        between = (~link & ~take(outside, take(head, src))).nonzero().squeeze(1)
         seg_edges = torch.stack([take(segment_of, take(head, take(src, between))), take(segment_of, take(dst, between))])
         used = torch.zeros(num_segments, dtype=torch.bool, device=device)
         start_of = _walk_rounds(seg_edges, take(score, between), take(seg_len, heads), used, sequential_below)
         start_row = torch.where(start_of >= 0, take(heads, start_of.clamp(min=0)), -1)
-        return take(start_row, take(segment_of, head))
+        return torch.where(take(outside, head), -1, take(start_row, take(segment_of, head).clamp(min=0)))
     # A segment is represented by its head node, so ties by segment number are ties by row, and
     # nothing needs compacting (no host syncs). Edges that do not count (links, and later edges
     # with a used end) become self-loops on a used node, where they change nothing. (Not on one
@@ -104,7 +141,7 @@ def walk_tracks(
     # The target of a link is no head: its seg_len is 0, so its self-loop adds no depth. Only heads
     # take part; every other node counts as used from the start.
     seg_edges = torch.stack([torch.where(link, dst, take(head, src)), dst])
-    return take(_walk_rounds(seg_edges, score, seg_len, head != nodes, sequential_below), head)
+    return take(_walk_rounds(seg_edges, score, seg_len, outside, sequential_below), head)
 
 
 def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor, sequential_below: int = 0) -> Tensor:
