@@ -30,10 +30,12 @@ path over unused hits. This module computes the same tracks with a constant numb
 
 from __future__ import annotations
 
+from typing import List, Tuple
+
 import torch
 from torch import Tensor
 
-from gnn4itk.track_building.ops import big_key, build_segments, segment_depths, take
+from gnn4itk.track_building.ops import build_segments, take
 from gnn4itk.track_building.sequential import walk_sequential
 
 
@@ -147,12 +149,18 @@ def walk_segments(
 def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor, sequential_below: int = 0) -> Tensor:
     """The rounds of the walk on the segment graph (see the module docstring).
 
+    Every pass over the edges moves all quantities at once: the edge list is doubled (rows ``[0, E)``
+    read their source and write their target, rows ``[E, 2E)`` the reverse) and one scatter-max per
+    hop updates a state with a column per quantity; rows add ``blocked()`` to the columns that do not
+    travel their way, so those never win. Used segments are blocked the same way (a penalty added
+    to what is read from them) instead of rewriting the edges every round.
+
     Args:
         seg_edges: LongTensor [2, E], segment edges; self-loops only on nodes that are used from
             the start and have ``seg_len`` 0 (they change nothing).
         score: FloatTensor [E].
         seg_len: LongTensor [S], hits per segment (0 on nodes that are no segment).
-        used: BoolTensor [S], nodes that take no part.
+        used: BoolTensor [S], nodes that take no part; edges join only two used or two unused nodes.
         sequential_below: finish sequentially once a round has fewer ready starts (0: never).
 
     Returns:
@@ -161,51 +169,39 @@ def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor
     device = seg_len.device
     num_nodes = seg_len.numel()
     nodes = torch.arange(num_nodes, device=device)
-    depth, hops = segment_depths(seg_edges[0], seg_edges[1], seg_len, num_nodes)
-    neg_order_key = -(depth * num_nodes + nodes)  # topological order of the starts: depth, then row
-    big = big_key()
+    src, dst = seg_edges[0], seg_edges[1]
+    free = ~used
+    state, hops = _first_pass(src, dst, seg_len, free, num_nodes)
+    # Topological order of the starts: depth, then row (keys below 2**61 for < 2**30 nodes).
+    neg_order_key = -(state[:, 3] * num_nodes + nodes)
     start_of = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
     # Best successor in one scatter-min of a packed key: descending score, then the target's row.
-    successor_key = ((8_589_934_591 - positive_float_key(score)) << 30) | seg_edges[1]
+    successor_key = ((8_589_934_591 - positive_float_key(score)) << 30) | dst
     no_successor = 9_223_372_036_854_775_807  # 2**63 - 1, above every packed key
     row_mask = 1_073_741_823  # 2**30 - 1 (literal: ** gives a float in TorchScript)
-    # What a free segment adds to the backward state below: its hits, one segment.
+    # A node without a usable successor keeps this key: above every real one, it decodes to itself.
+    self_key = nodes | (8_589_934_591 << 30)
+    # What a segment adds to the backward state: its hits, one segment.
     own = torch.stack([seg_len, torch.ones_like(seg_len)], dim=1)
-    seg_src, seg_dst = seg_edges[0], seg_edges[1]
+    # Later rounds: columns 0-1 backward (heights without the segment itself), 2 forward
+    # (-key of the earliest free segment reaching each one); the same doubled rows as the first pass.
+    gather_at, scatter_to, step = _doubled_edges(src, dst, seg_len)
+    step = step[:, :3]
+    scatter_to = scatter_to.unsqueeze(1).expand(-1, 3)
+    seed = torch.stack([torch.zeros_like(nodes), torch.zeros_like(nodes), neg_order_key], dim=1)
+    reach, neg_first = state[:, :2], state[:, 2]
     pending = True
     while pending:  # one round: every start that no earlier start can disturb
-        free = ~used
-        # Edges with a used end become self-loops on that end (a no-op everywhere below).
-        free_src = take(free, seg_src)
-        alive = free_src & take(free, seg_dst)
-        parked = torch.where(free_src, seg_dst, seg_src)
-        a_src, a_dst = torch.where(alive, seg_src, parked), torch.where(alive, seg_dst, parked)
-        # -(key of the earliest free segment that reaches each segment), forwards over alive edges.
-        # Free segments that are not starts reach only themselves, and anything a start reaches
-        # comes after it in the order, so they never change the readiness test below.
-        neg_first = torch.where(free, neg_order_key, -big)
-        for _ in range(hops):
-            neg_first.scatter_reduce_(0, a_dst, take(neg_first, a_src), "amax")
-        # Backwards, in one scatter per hop: column 0 = height (longest path in hits from each
-        # segment), 1 = height in segments (bounds the loops of the next round). ``reach`` is the
-        # state without the segment's own contribution ``own``; it only grows, so updating it in
-        # place is exact. Free segments only read free ones (alive edges); used nodes only read
-        # themselves (parked self-loops), and their values are never used.
-        reach = torch.zeros_like(own)
-        index = a_src.unsqueeze(1).expand(-1, 2)
-        for _ in range(hops):
-            reach.scatter_reduce_(0, index, take(reach + own, a_dst), "amax")
-        state = reach + own
-        height = state[:, 0]
-        start = free & (height >= 2)  # its best path has at least two hits
+        height_state = reach + own
+        # Used nodes read -1: no edge into them keeps a path longest, and none is a start.
+        height = torch.where(free, height_state[:, 0], -1)
+        start = height >= 2  # its best path has at least two hits
 
-        # Best successor: keeps the path longest, then highest score, then lowest row. Nodes
-        # without one point to themselves (a no-op in the hand-down below). Edges parked as
-        # self-loops on used nodes only ever point a used node to itself.
-        keeps_longest = take(height, a_dst) == take(reach[:, 0], a_src)  # reach = height - own length
-        best = torch.full((num_nodes,), no_successor, dtype=torch.long, device=device)
-        best.scatter_reduce_(0, a_src, torch.where(keeps_longest, successor_key, no_successor), "amin")
-        next_seg = torch.where(best < no_successor, best & row_mask, nodes)
+        # Best successor: keeps the path longest, then highest score, then lowest row.
+        keeps_longest = take(height, dst) == take(reach[:, 0], src)  # reach = height - own length
+        best = self_key.clone()
+        best.scatter_reduce_(0, src, torch.where(keeps_longest, successor_key, no_successor), "amin")
+        next_seg = best & row_mask
         # A start is ready when no earlier start reaches any segment of its best path: the earlier
         # starts' paths then never touch it, so it stays the best path in the sequential order.
         # (-earliest key reaching anything on the path from each segment, gathered up the chain.)
@@ -215,22 +211,87 @@ def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor
         ready = start & (on_path == neg_order_key)
         if sequential_below > 0 and int(ready.sum()) < sequential_below:
             # Rounds stall (dense graphs): the rest one start at a time, from this round's state.
-            return walk_sequential(seg_edges, score, seg_len, used, height, -neg_order_key, start_of)
+            return walk_sequential(seg_edges, score, seg_len, ~free, height, -neg_order_key, start_of)
         owner = torch.where(ready, nodes, -1)
         for _ in range(hops):  # hand the start's id down its chain of best successors
             owner = owner.scatter_reduce(0, next_seg, owner, "amax")
         taken = owner >= 0
         start_of = torch.where(taken, owner, start_of)
-        used = used | taken
+        free = free & ~taken
         # Starts never appear later (used only grows): done once every start is used. Every free
         # path of two or more segments begins at a start, and paths only shrink, so the longest
         # unused start (in segments) bounds the loops of the next round. One sync reads both.
-        left = start > used
-        longest_left = int(torch.where(left, state[:, 1], 0).max())
+        left = start & free
+        longest_left = int(torch.where(left, height_state[:, 1], 0).max())
         if longest_left == 1:
             # Every start left is one segment without a free successor: nothing can reach or take
             # it any more, so each is its own track. This saves the last round.
             start_of = torch.where(left, nodes, start_of)
             longest_left = 0
         pending, hops = longest_left > 0, longest_left - 1
+        if pending:
+            # Heights and earliest keys over the free segments: used ones read as blocked().
+            penalty = torch.where(free, 0, blocked()).unsqueeze(1)
+            moving = seed.clone()
+            for _ in range(hops):
+                moving.scatter_reduce_(0, scatter_to, take(moving + penalty, gather_at) + step, "amax")
+            reach, neg_first = moving[:, :2], moving[:, 2]
     return start_of
+
+
+def blocked() -> int:
+    """-2**61: added to a value that must not count in a scatter-max (below every real value; three
+    of them still fit an int64). A function: TorchScript cannot read module-level ints."""
+    return -2_305_843_009_213_693_952
+
+
+def _doubled_edges(src: Tensor, dst: Tensor, seg_len: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Rows of the doubled edge list: ``gather_at`` LongTensor [2E] (node read), ``scatter_to``
+    LongTensor [2E] (node written) and ``step`` LongTensor [2E, 5] (added to what is read), in the
+    column layout of :func:`_first_pass`."""
+    real = (src != dst).long()  # a (parked) self-loop adds no hop
+    never = torch.full_like(real, blocked())
+    zero = torch.zeros_like(real)
+    forward = torch.stack([never, never, zero, take(seg_len, src), real], dim=1)
+    backward = torch.stack([take(seg_len, dst), real, never, never, never], dim=1)
+    return torch.cat([src, dst]), torch.cat([dst, src]), torch.cat([forward, backward])
+
+
+def _first_pass(src: Tensor, dst: Tensor, seg_len: Tensor, free: Tensor, num_nodes: int) -> Tuple[Tensor, int]:
+    """Depth and the first round's heights and earliest starts, in one scatter per hop.
+
+    Columns of the state: 0 = longest path in hits after the segment (its height without itself),
+    1 = the same in segments, 2 = -(row) of the earliest *source* reaching the segment, 3 = depth in
+    hits (longest path from a source to the head), 4 = depth in segment hops. Column 2 needs no
+    depth: every segment is reached by a source (depth 0, the smallest keys), so the earliest free
+    segment reaching it is the source with the lowest row.
+
+    Returns:
+        ``state`` LongTensor [S, 5] and the longest path in segment edges.
+
+    Raises:
+        RuntimeError: if the segment graph has a directed cycle.
+    """
+    gather_at, scatter_to, step = _doubled_edges(src, dst, seg_len)
+    nodes = torch.arange(num_nodes, device=src.device)
+    has_incoming = torch.zeros_like(nodes).scatter_add_(0, dst, (src != dst).long()) > 0
+    source_key = torch.where(free & ~has_incoming, -nodes, blocked())
+    zero = torch.zeros_like(nodes)
+    state = torch.stack([zero, zero, source_key, zero, zero], dim=1)
+    scatter_to = scatter_to.unsqueeze(1).expand(-1, 5)
+    total = state[0, 0]  # placeholder for TorchScript's types: set after round 2, before it is read
+    for rounds in range(num_nodes + 4):  # an acyclic graph has fewer hops than segments
+        state.scatter_reduce_(0, scatter_to, take(state, gather_at) + step, "amax")
+        # The first rounds always change something on real graphs: checking them would only cost
+        # host syncs (a round without change leaves the state as it is). Columns other than 2 only
+        # grow and stay >= 0, so an unchanged sum means they are unchanged, and column 2 travels
+        # the same paths; one sync reads that and the longest path.
+        if rounds >= 3:
+            new_total = state[:, :2].sum() + state[:, 3:].sum()
+            flags: List[int] = torch.stack([new_total - total, state[:, 4].max()]).tolist()
+            if flags[0] == 0:
+                return state[:, [0, 1, 2, 3]], flags[1]
+            total = new_total
+        elif rounds == 2:
+            total = state[:, :2].sum() + state[:, 3:].sum()
+    raise RuntimeError("the walk graph has a directed cycle; orient the edges (orient=True)")
