@@ -194,21 +194,20 @@ def labels_from_track_of(track_of: Tensor, r2z2: Tensor) -> Tuple[Tensor, Tensor
     slot = torch.where(valid, track_of, nodes)
     first_row = torch.full((num_hits,), num_hits, dtype=torch.long, device=device)
     first_row.scatter_reduce_(0, slot, torch.where(valid, nodes, num_hits), "amin")
-    sizes: List[int] = torch.stack([valid.sum(), (first_row < num_hits).sum()]).tolist()  # one sync
+    hit_first = torch.where(valid, take(first_row, slot), num_hits)  # no track: num_hits, sorts last
+    # Tracks are numbered by their smallest row: a running count of the rows that start a track.
+    opens = hit_first == nodes
+    number = torch.cumsum(opens, 0) - 1  # at a track's first row: its number
+    sizes: List[int] = torch.stack([valid.sum(), opens.sum()]).tolist()  # one sync
     num_rows, num_tracks = sizes[0], sizes[1]
-    track_ids = torch.full((num_hits,), -1, dtype=torch.long, device=device)
+    track_ids = torch.where(valid, take(number, torch.where(valid, hit_first, 0)), -1)
     if num_rows == 0:
         return torch.full((1,), -1, dtype=torch.long, device=device), track_ids
-    hit_first = torch.where(valid, first_row.index_select(0, slot), num_hits)  # no track: sorts last
     # By r2z2, then (stably) by track: rows ascend first, so equal r2z2 keep row order.
     order = torch.sort(r2z2, stable=True)[1]
-    order = order.index_select(0, torch.sort(hit_first.index_select(0, order), stable=True)[1])
+    order = take(order, torch.sort(take(hit_first, order), stable=True)[1])
     rows = order[:num_rows]
-    first = hit_first.index_select(0, rows)
-    new_track = torch.ones_like(rows, dtype=torch.bool)
-    new_track[1:] = first[1:] != first[:-1]
-    number = torch.cumsum(new_track.long(), 0) - 1
+    # Each hit's place in LABELS: its place in the sorted hits plus one -1 per earlier track.
     labels = torch.full((num_rows + num_tracks,), -1, dtype=torch.long, device=device)
-    labels.index_copy_(0, nodes[:num_rows] + number, rows)
-    track_ids.index_copy_(0, rows, number)
+    labels.index_copy_(0, nodes[:num_rows] + take(track_ids, rows), rows)
     return labels, track_ids

@@ -171,7 +171,8 @@ def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor
     nodes = torch.arange(num_nodes, device=device)
     src, dst = seg_edges[0], seg_edges[1]
     free = ~used
-    state, hops = _first_pass(src, dst, seg_len, free, num_nodes)
+    gather_at, scatter_to, step = _doubled_edges(src, dst, seg_len)
+    state, hops = _first_pass(gather_at, scatter_to, step, free, num_nodes)
     # Topological order of the starts: depth, then row (keys below 2**61 for < 2**30 nodes).
     neg_order_key = -(state[:, 3] * num_nodes + nodes)
     start_of = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
@@ -185,7 +186,6 @@ def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor
     own = torch.stack([seg_len, torch.ones_like(seg_len)], dim=1)
     # Later rounds: columns 0-1 backward (heights without the segment itself), 2 forward
     # (-key of the earliest free segment reaching each one); the same doubled rows as the first pass.
-    gather_at, scatter_to, step = _doubled_edges(src, dst, seg_len)
     step = step[:, :3]
     scatter_to = scatter_to.unsqueeze(1).expand(-1, 3)
     seed = torch.stack([torch.zeros_like(nodes), torch.zeros_like(nodes), neg_order_key], dim=1)
@@ -257,7 +257,9 @@ def _doubled_edges(src: Tensor, dst: Tensor, seg_len: Tensor) -> Tuple[Tensor, T
     return torch.cat([src, dst]), torch.cat([dst, src]), torch.cat([forward, backward])
 
 
-def _first_pass(src: Tensor, dst: Tensor, seg_len: Tensor, free: Tensor, num_nodes: int) -> Tuple[Tensor, int]:
+def _first_pass(
+    gather_at: Tensor, scatter_to: Tensor, step: Tensor, free: Tensor, num_nodes: int
+) -> Tuple[Tensor, int]:
     """Depth and the first round's heights and earliest starts, in one scatter per hop.
 
     Columns of the state: 0 = longest path in hits after the segment (its height without itself),
@@ -266,16 +268,24 @@ def _first_pass(src: Tensor, dst: Tensor, seg_len: Tensor, free: Tensor, num_nod
     depth: every segment is reached by a source (depth 0, the smallest keys), so the earliest free
     segment reaching it is the source with the lowest row.
 
+    Args:
+        gather_at, scatter_to, step: the doubled edge list (:func:`_doubled_edges`), [2E], [2E]
+            and [2E, 5].
+        free: BoolTensor [S], segments that take part.
+        num_nodes: S.
+
     Returns:
         ``state`` LongTensor [S, 5] and the longest path in segment edges.
 
     Raises:
         RuntimeError: if the segment graph has a directed cycle.
     """
-    gather_at, scatter_to, step = _doubled_edges(src, dst, seg_len)
-    nodes = torch.arange(num_nodes, device=src.device)
-    has_incoming = torch.zeros_like(nodes).scatter_add_(0, dst, (src != dst).long()) > 0
-    source_key = torch.where(free & ~has_incoming, -nodes, blocked())
+    num_edges = gather_at.numel() // 2
+    nodes = torch.arange(num_nodes, device=free.device)
+    real = step[:num_edges, 4]  # forward rows: 1 for an edge between two segments
+    has_incoming = torch.zeros_like(nodes).scatter_add_(0, scatter_to[:num_edges], real) > 0
+    # Non-sources start below every row (-2**31, not blocked(): the state's sum must fit an int64).
+    source_key = torch.where(free & ~has_incoming, -nodes, -2_147_483_648)
     zero = torch.zeros_like(nodes)
     state = torch.stack([zero, zero, source_key, zero, zero], dim=1)
     scatter_to = scatter_to.unsqueeze(1).expand(-1, 5)
@@ -283,15 +293,14 @@ def _first_pass(src: Tensor, dst: Tensor, seg_len: Tensor, free: Tensor, num_nod
     for rounds in range(num_nodes + 4):  # an acyclic graph has fewer hops than segments
         state.scatter_reduce_(0, scatter_to, take(state, gather_at) + step, "amax")
         # The first rounds always change something on real graphs: checking them would only cost
-        # host syncs (a round without change leaves the state as it is). Columns other than 2 only
-        # grow and stay >= 0, so an unchanged sum means they are unchanged, and column 2 travels
-        # the same paths; one sync reads that and the longest path.
+        # host syncs (a round without change leaves the state as it is). Every column only grows,
+        # so an unchanged sum means an unchanged state; one sync reads that and the longest path.
         if rounds >= 3:
-            new_total = state[:, :2].sum() + state[:, 3:].sum()
+            new_total = state.sum()
             flags: List[int] = torch.stack([new_total - total, state[:, 4].max()]).tolist()
             if flags[0] == 0:
-                return state[:, [0, 1, 2, 3]], flags[1]
+                return state, flags[1]
             total = new_total
         elif rounds == 2:
-            total = state[:, :2].sum() + state[:, 3:].sum()
+            total = state.sum()
     raise RuntimeError("the walk graph has a directed cycle; orient the edges (orient=True)")
