@@ -68,15 +68,17 @@ def test_walk_gives_the_same_tracks_with_and_without_compaction():
 
 
 def test_builder_gives_the_same_tracks_with_and_without_walk_compaction():
-    # TrackBuilder picks the uncompacted walk (the GPU path) only for CUDA inputs; force both here.
+    # TrackBuilder picks the uncompacted walk (the GPU path) only for CUDA inputs; force both here,
+    # also with the host's sequential finish on the uncompacted walk (CUDA with sequential_below).
     graphs = [random_graph(seed) for seed in range(60)]
     big = synthetic_graph(num_particles=800, seed=7)
     graphs.append((big.edge_index, big.scores, big.hit_r2z2, False))
     for number, (edge_index, scores, r2z2, orient) in enumerate(graphs):
         inputs = (torch.from_numpy(edge_index), torch.from_numpy(scores), torch.from_numpy(r2z2))
         want = build_tracks_reference(edge_index, scores, r2z2, orient=orient)
-        for compact in (0, 1):
-            builder = TrackBuilder(orient=orient, sequential_below=0)
+        # (compacted walk or not, sequential finish from the first round or never)
+        for compact, sequential_below in ((0, 0), (1, 0), (0, 10**9)):
+            builder = TrackBuilder(orient=orient, sequential_below=sequential_below)
             builder.compact_walk = compact
             module = torch.jit.script(builder) if number % 10 == 0 else builder
             labels, track_ids = module.build(*inputs)

@@ -150,11 +150,12 @@ class TrackBuilder(nn.Module):
         best_out, best_in = best_edges(src, dst, score, num_hits)
         has_incoming = count(dst, num_hits) > 0
         strong = (best_out & (score >= self.walk_min)) | (score > self.walk_max)
-        kept = (strong & (take(has_incoming, src) | best_in)).nonzero().squeeze(1)
-        walk_src, walk_dst = take(src, kept), take(dst, kept)
-        both_src = torch.cat([src, walk_src + num_hits])
-        both_dst = torch.cat([dst, walk_dst + num_hits])
-        head, seg_len, link = build_segments(both_src, both_dst, 2 * num_hits)
+        # The pruned graph stays a mask over the filtered edges (no compaction, no host sync).
+        kept = strong & (take(has_incoming, src) | best_in)
+        both_src = torch.cat([src, src + num_hits])
+        both_dst = torch.cat([dst, dst + num_hits])
+        present = torch.cat([torch.ones_like(kept), kept])
+        head, seg_len, link = build_segments(both_src, both_dst, 2 * num_hits, present)
         track_of, walk_hit = split_segments(
             src, dst, head[:num_hits], seg_len[:num_hits], link[:num_edges], True
         )
@@ -167,8 +168,7 @@ class TrackBuilder(nn.Module):
         if sequential_below < 0:
             sequential_below = 128 if not src.is_cuda else 0
         start = walk_segments(
-            walk_src, walk_dst, take(score, kept), walk_head, seg_len[num_hits:], link[num_edges:],
-            outside, compact, sequential_below,
+            src, dst, score, walk_head, seg_len[num_hits:], link[num_edges:], outside, compact, sequential_below, kept
         )
         return torch.where(walk_hit, start, track_of)
 

@@ -11,7 +11,7 @@ and few host syncs (each convergence check is one).
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -101,7 +101,9 @@ def list_heads(prev: Tensor) -> Tensor:
     raise RuntimeError("the graph has a directed cycle; orient the edges (orient=True)")
 
 
-def build_segments(src: Tensor, dst: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor, Tensor]:
+def build_segments(
+    src: Tensor, dst: Tensor, num_nodes: int, present: Optional[Tensor] = None
+) -> Tuple[Tensor, Tensor, Tensor]:
     """Contract unbranched chains into segments.
 
     An edge ``u -> v`` is a *link* when ``out(u) == 1`` and ``in(v) == 1``; maximal runs of links are
@@ -110,6 +112,8 @@ def build_segments(src: Tensor, dst: Tensor, num_nodes: int) -> Tuple[Tensor, Te
     Args:
         src, dst: LongTensor [E], directed edges over ``num_nodes`` nodes.
         num_nodes: N.
+        present: BoolTensor [E] or None: only these edges count (the others are ignored and are
+            never links), so that a subgraph needs no compaction.
 
     Returns:
         ``head`` LongTensor [N] (head node of each node's segment), ``seg_len`` LongTensor [N] (hits
@@ -118,9 +122,14 @@ def build_segments(src: Tensor, dst: Tensor, num_nodes: int) -> Tuple[Tensor, Te
     Raises:
         RuntimeError: if links form a directed cycle.
     """
-    out_deg = count(src, num_nodes)
-    in_deg = count(dst, num_nodes)
-    link = (take(out_deg, src) == 1) & (take(in_deg, dst) == 1)
+    if present is None:
+        out_deg, in_deg = count(src, num_nodes), count(dst, num_nodes)
+        link = (take(out_deg, src) == 1) & (take(in_deg, dst) == 1)
+    else:
+        weight = present.long()
+        out_deg = torch.zeros(num_nodes, dtype=torch.long, device=src.device).scatter_add_(0, src, weight)
+        in_deg = torch.zeros(num_nodes, dtype=torch.long, device=src.device).scatter_add_(0, dst, weight)
+        link = present & (take(out_deg, src) == 1) & (take(in_deg, dst) == 1)
     # A target has at most one incoming link; other edges offer -1 to their own target (not to one
     # shared spare slot, whose writes would serialise on the GPU).
     prev = torch.full((num_nodes,), -1, dtype=torch.long, device=src.device)

@@ -23,7 +23,7 @@ and its ancestors' height updates: seconds for a million dense edges instead of 
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -56,6 +56,7 @@ def walk_sequential(
     height: Tensor,
     order_key: Tensor,
     start_of: Tensor,
+    present: Optional[Tensor] = None,
 ) -> Tensor:
     """Finish the walk one start at a time, in the reference's order (on the host; tensors on any
     device, the result on theirs).
@@ -70,6 +71,7 @@ def walk_sequential(
             of ``used``); anything on used segments.
         order_key: LongTensor [S], the visiting order of the starts (depth, then row), distinct.
         start_of: LongTensor [S], the start of each taken segment's track, -1 elsewhere.
+        present: BoolTensor [E] or None: only these edges count.
 
     Returns:
         LongTensor [S]: ``start_of`` with every remaining track filled in.
@@ -77,6 +79,8 @@ def walk_sequential(
     device = seg_len.device
     free = ~used
     free_edge = ~(used.index_select(0, seg_edges[0]) | used.index_select(0, seg_edges[1]))
+    if present is not None:
+        free_edge = free_edge & present
     kept = free_edge.nonzero().squeeze(1)
     src = seg_edges[0].index_select(0, kept)
     dst = seg_edges[1].index_select(0, kept)

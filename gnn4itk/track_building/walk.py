@@ -30,7 +30,7 @@ path over unused hits. This module computes the same tracks with a constant numb
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -100,6 +100,7 @@ def walk_segments(
     outside: Tensor,
     compact: bool = False,
     sequential_below: int = 0,
+    present: Optional[Tensor] = None,
 ) -> Tensor:
     """Walkthrough over a pruned DAG whose segments are already built (:func:`walk_tracks` without
     the :func:`~gnn4itk.track_building.ops.build_segments` call, for callers that build them
@@ -113,6 +114,8 @@ def walk_segments(
             and on the heads of segments that must not take part (their whole component must be
             outside: edges between taking and non-taking segments are not allowed).
         compact, sequential_below: as in :func:`walk_tracks`.
+        present: BoolTensor [E] or None: only these edges belong to the pruned graph (the others
+            are ignored; ``link`` must be False on them), so that it needs no compaction.
 
     Returns:
         LongTensor [N]: for every node, the node that started its track, or -1.
@@ -130,7 +133,10 @@ def walk_segments(
             return torch.full((num_nodes,), -1, dtype=torch.long, device=device)
         segment_of = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
         segment_of.index_copy_(0, heads, torch.arange(num_segments, device=device))
-        between = (~link & ~take(outside, take(head, src))).nonzero().squeeze(1)
+        between = ~link & ~take(outside, take(head, src))
+        if present is not None:
+            between = between & present
+        between = between.nonzero().squeeze(1)
         seg_edges = torch.stack([take(segment_of, take(head, take(src, between))), take(segment_of, take(dst, between))])
         used = torch.zeros(num_segments, dtype=torch.bool, device=device)
         start_of = _walk_rounds(seg_edges, take(score, between), take(seg_len, heads), used, sequential_below)
@@ -143,10 +149,17 @@ def walk_segments(
     # The target of a link is no head: its seg_len is 0, so its self-loop adds no depth. Only heads
     # take part; every other node counts as used from the start.
     seg_edges = torch.stack([torch.where(link, dst, take(head, src)), dst])
-    return take(_walk_rounds(seg_edges, score, seg_len, outside, sequential_below), head)
+    return take(_walk_rounds(seg_edges, score, seg_len, outside, sequential_below, present), head)
 
 
-def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor, sequential_below: int = 0) -> Tensor:
+def _walk_rounds(
+    seg_edges: Tensor,
+    score: Tensor,
+    seg_len: Tensor,
+    used: Tensor,
+    sequential_below: int = 0,
+    present: Optional[Tensor] = None,
+) -> Tensor:
     """The rounds of the walk on the segment graph (see the module docstring).
 
     Every pass over the edges moves all quantities at once: the edge list is doubled (rows ``[0, E)``
@@ -162,6 +175,7 @@ def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor
         seg_len: LongTensor [S], hits per segment (0 on nodes that are no segment).
         used: BoolTensor [S], nodes that take no part; edges join only two used or two unused nodes.
         sequential_below: finish sequentially once a round has fewer ready starts (0: never).
+        present: BoolTensor [E] or None: only these edges count (the others are blocked).
 
     Returns:
         LongTensor [S]: the segment that started each segment's track, or -1.
@@ -171,14 +185,16 @@ def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor
     nodes = torch.arange(num_nodes, device=device)
     src, dst = seg_edges[0], seg_edges[1]
     free = ~used
-    gather_at, scatter_to, step = _doubled_edges(src, dst, seg_len)
+    gather_at, scatter_to, step = _doubled_edges(src, dst, seg_len, present)
     state, hops = _first_pass(gather_at, scatter_to, step, free, num_nodes)
     # Topological order of the starts: depth, then row (keys below 2**61 for < 2**30 nodes).
     neg_order_key = -(state[:, 3] * num_nodes + nodes)
     start_of = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
     # Best successor in one scatter-min of a packed key: descending score, then the target's row.
-    successor_key = ((8_589_934_591 - positive_float_key(score)) << 30) | dst
     no_successor = 9_223_372_036_854_775_807  # 2**63 - 1, above every packed key
+    successor_key = ((8_589_934_591 - positive_float_key(score)) << 30) | dst
+    if present is not None:
+        successor_key = torch.where(present, successor_key, no_successor)
     row_mask = 1_073_741_823  # 2**30 - 1 (literal: ** gives a float in TorchScript)
     # A node without a usable successor keeps this key: above every real one, it decodes to itself.
     self_key = nodes | (8_589_934_591 << 30)
@@ -211,7 +227,7 @@ def _walk_rounds(seg_edges: Tensor, score: Tensor, seg_len: Tensor, used: Tensor
         ready = start & (on_path == neg_order_key)
         if sequential_below > 0 and int(ready.sum()) < sequential_below:
             # Rounds stall (dense graphs): the rest one start at a time, from this round's state.
-            return walk_sequential(seg_edges, score, seg_len, ~free, height, -neg_order_key, start_of)
+            return walk_sequential(seg_edges, score, seg_len, ~free, height, -neg_order_key, start_of, present)
         owner = torch.where(ready, nodes, -1)
         for _ in range(hops):  # hand the start's id down its chain of best successors
             owner = owner.scatter_reduce(0, next_seg, owner, "amax")
@@ -245,16 +261,25 @@ def blocked() -> int:
     return -2_305_843_009_213_693_952
 
 
-def _doubled_edges(src: Tensor, dst: Tensor, seg_len: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+def _doubled_edges(
+    src: Tensor, dst: Tensor, seg_len: Tensor, present: Optional[Tensor]
+) -> Tuple[Tensor, Tensor, Tensor]:
     """Rows of the doubled edge list: ``gather_at`` LongTensor [2E] (node read), ``scatter_to``
     LongTensor [2E] (node written) and ``step`` LongTensor [2E, 5] (added to what is read), in the
-    column layout of :func:`_first_pass`."""
-    real = (src != dst).long()  # a (parked) self-loop adds no hop
+    column layout of :func:`_first_pass`; edges not ``present`` (BoolTensor [E] or None) are
+    blocked in every column."""
+    real = src != dst  # a (parked) self-loop adds no hop
+    if present is not None:
+        real = real & present
+    real = real.long()
     never = torch.full_like(real, blocked())
     zero = torch.zeros_like(real)
     forward = torch.stack([never, never, zero, take(seg_len, src), real], dim=1)
     backward = torch.stack([take(seg_len, dst), real, never, never, never], dim=1)
-    return torch.cat([src, dst]), torch.cat([dst, src]), torch.cat([forward, backward])
+    step = torch.cat([forward, backward])
+    if present is not None:
+        step = torch.where(present.repeat(2).unsqueeze(1), step, blocked())
+    return torch.cat([src, dst]), torch.cat([dst, src]), step
 
 
 def _first_pass(
@@ -282,8 +307,8 @@ def _first_pass(
     """
     num_edges = gather_at.numel() // 2
     nodes = torch.arange(num_nodes, device=free.device)
-    real = step[:num_edges, 4]  # forward rows: 1 for an edge between two segments
-    has_incoming = torch.zeros_like(nodes).scatter_add_(0, scatter_to[:num_edges], real) > 0
+    real = step[:num_edges, 4]  # forward rows: 1 for an edge between two segments, else 0 or blocked
+    has_incoming = torch.zeros_like(nodes).scatter_reduce_(0, scatter_to[:num_edges], real, "amax") > 0
     # Non-sources start below every row (-2**31, not blocked(): the state's sum must fit an int64).
     source_key = torch.where(free & ~has_incoming, -nodes, -2_147_483_648)
     zero = torch.zeros_like(nodes)
