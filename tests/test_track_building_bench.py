@@ -37,3 +37,22 @@ def test_bench_track_building_dense_variant(tmp_path):
 def test_bench_track_building_refuses_missing_cuda(capsys):
     assert main(["bench", "track-building", "--device", "cuda"]) == 2
     assert "CUDA" in capsys.readouterr().err
+
+
+def test_bench_track_building_compares_with_another_version(tmp_path):
+    # A copy of the package under another name stands in for an older version.
+    import re
+    from pathlib import Path
+
+    import gnn4itk.track_building as package
+
+    copy = tmp_path / "older_track_building"
+    copy.mkdir()
+    for source in Path(package.__file__).parent.glob("*.py"):
+        text = re.sub(r"gnn4itk\.track_building\.(\w+) import", r"older_track_building.\1 import", source.read_text())
+        (copy / source.name).write_text(text)
+    out = tmp_path / "bench.json"
+    args = ["--events", "1", "--particles", "300", "--warmup", "1", "--repeats", "1", "--threads", "1"]
+    assert main(["bench", "track-building", *args, "--compare-with", str(copy), "--json", str(out)]) == 0
+    assert f"scripted cc_and_walk of {copy}" in json.loads(out.read_text())["median_ms"]
+    assert main(["bench", "track-building", *args, "--compare-with", str(tmp_path / "missing")]) == 2

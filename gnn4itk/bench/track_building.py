@@ -36,6 +36,13 @@ def add_arguments(parser) -> None:
         "--dense", action="store_true", help="score like an under-trained GNN: almost every edge passes the cuts"
     )
     parser.add_argument(
+        "--compare-with",
+        metavar="DIR",
+        default=None,
+        help="a folder holding another version of the gnn4itk.track_building package (its modules importing "
+        "each other as DIR's name): its scripted cc_and_walk is timed alongside, on the same graphs",
+    )
+    parser.add_argument(
         "--check-particles",
         type=int,
         default=2_000,
@@ -66,6 +73,25 @@ def _agreement(builder, graph, device) -> dict:
     reference = build_tracks_reference(graph.edge_index, graph.scores, graph.hit_r2z2)
     inputs = (torch.from_numpy(a).to(device) for a in (graph.edge_index, graph.scores, graph.hit_r2z2))
     return track_agreement(reference[0], builder.build(*inputs)[0].cpu().numpy())
+
+
+def _other_builder(folder: str):
+    """``TrackBuilder`` class of another version of the package, imported from ``folder`` (a package
+    whose modules import each other under the folder's name, e.g. a copy made with ``git show``)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    from gnn4itk.cli import UserError
+
+    path = Path(folder).resolve()
+    if not (path / "__init__.py").is_file():
+        raise UserError(f"--compare-with {folder}: no package there (no __init__.py)")
+    sys.path.insert(0, str(path.parent))
+    try:
+        return importlib.import_module(path.name).TrackBuilder
+    finally:
+        sys.path.remove(str(path.parent))
 
 
 def _top_level_ops(function) -> int:
@@ -107,6 +133,7 @@ def run(args) -> dict:
     scripted = {mode: torch.jit.script(TrackBuilder(mode=mode)).to(device) for mode in MODES}
     eager = TrackBuilder()
     sequential = torch.jit.script(TrackBuilder(sequential_below=128)).to(device)
+    other = torch.jit.script(_other_builder(args.compare_with)()).to(device) if args.compare_with else None
     fake_logit = DENSE_FAKE_LOGIT if args.dense else (-9.0, 2.0)  # the latter: synthetic_graph's default
     times: dict[str, list[float]] = {}
     graphs, agreement, ops = [], [], None
@@ -131,6 +158,10 @@ def run(args) -> dict:
             variants["eager cc_and_walk"] = lambda: eager(*inputs)
         elif device.type == "cuda":  # the GPU's rounds against the host's sequential finish
             variants["scripted cc_and_walk, sequential finish on the host"] = lambda: sequential(*inputs)
+        if other is not None:
+            if not torch.equal(other(*inputs), scripted["cc_and_walk"](*inputs)):
+                raise RuntimeError(f"the TrackBuilder of --compare-with {args.compare_with} gives other tracks")
+            variants[f"scripted cc_and_walk of {args.compare_with}"] = lambda: other(*inputs)
         for name, function in variants.items():
             times.setdefault(name, []).extend(timed_calls(function, device, args.warmup, args.repeats))
         if ops is None and not args.dense:  # (profiling a dense call would record ~10^5 ops)
