@@ -13,14 +13,14 @@ doublets are made from the same occurrences) this is the same set.
 
 Algorithm, all vectorised torch with no loop over modules or hits (docs/module_map.md):
 
-1. Hits are sorted by (module, eta). For each map doublet and each hit a of its first module, the hits b
-   of its second module that can meet the deta window are a contiguous range (binary search); only those
-   pairs are expanded (``repeat_interleave``). They are culled by the dphi window first (the selective
-   one: ~30% pass at mu=200), and only the survivors get every doublet window.
+1. Hits are sorted by (module, phi). For each map doublet and each hit a of its first module, the hits b
+   of its second module whose phi can meet the dphi window are at most two contiguous ranges (two when
+   the window crosses +-pi), found by one binary search; only those pairs are expanded. They are culled
+   by the deta window (~30% pass at mu=200), and only the survivors get every doublet window.
 2. Surviving edges are sorted by (doublet, dphi). For each triplet side (first pair with the 12
    windows, second pair with the 23 windows; one table of both sides, built once), the edges of its
-   doublet whose dphi can meet the side's window are a contiguous range; they are tested with all four
-   pair windows in one pass.
+   doublet whose dphi can meet the side's window are a contiguous range; they are culled by z0 and the
+   survivors tested with the other three pair windows.
 3. The two sides are joined on (triplet, middle hit) by sorting and binary search. Joined rows are
    culled by ``diff_dzdr`` (2-15% pass), read from per-match tables; ``diff_dydx`` is tested on the
    survivors only. An edge is kept if it is either pair of a passing row.
@@ -103,8 +103,10 @@ def _expand(counts: torch.Tensor, first_item: int, end_item: int, rows_before: i
     index in the whole expansion. With ``base = start - excl`` (``excl`` the exclusive cumsum of
     ``counts``) the slot is ``start[owner] + rank within the owner``: the element a row stands for.
     """
-    owner = torch.repeat_interleave(torch.arange(first_item, end_item, device=counts.device),
-                                    counts[first_item:end_item], output_size=rows)
+    # the one-argument form: repeat_interleave(arange(n), counts) would add an arange and a gather
+    owner = torch.repeat_interleave(counts[first_item:end_item], output_size=rows)
+    if first_item > 0:
+        owner = owner + first_item
     slot = base[owner] + torch.arange(rows_before, rows_before + rows, device=counts.device)
     return owner, slot
 
@@ -123,23 +125,30 @@ def _where_nonzero(mask: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(mask).squeeze(1)
 
 
-_KEY_BLOCK = 64.0  # each module owns [64 m, 64 m + 64) of the (module, eta) sort key
-_SEARCH_SLACK = 1e-6  # binary-search ranges are widened by this; the exact window test follows
+# Sort and search keys are float64 "block + offset": each module (doublet) owns [8 k, 8 k + 8), and a
+# phi (dphi) in [-pi, pi] sits at offset phi + 4, inside (0.85, 7.15); searched offsets are clamped to
+# [0, 7.5], so a search never leaves its block.
+_BLOCK = 8.0
+_OFFSET = 4.0
+_OFFSET_MAX = 7.5
+_SEARCH_SLACK = 1e-5  # search ranges are widened by this (float32 rounding of dphi is < 1e-6); the exact test follows
 
 
-def _key_offset(eta: torch.Tensor) -> torch.Tensor:
-    """Position of an eta inside its module's key block (monotone, clamped into the block)."""
-    return torch.clamp(eta + 32.0, 0.0, 63.0)
+def _offset(angle: torch.Tensor) -> torch.Tensor:
+    """float64: position of ``angle`` (float64) inside its key block (monotone, clamped)."""
+    return torch.clamp(angle + 4.0, 0.0, 7.5)  # _OFFSET, _OFFSET_MAX (TorchScript reads no globals)
 
 
-def _dphi_offset(dphi: torch.Tensor) -> torch.Tensor:
-    """Position of a dphi inside its doublet's block of 8 in the (doublet, dphi) key (monotone, clamped)."""
-    return torch.clamp(dphi + 4.0, 0.0, 7.5)
+def _block_key(block: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """float64 [K]: the search key of ``angle`` (float64 [K]) in key block ``block`` (int64 [K])."""
+    return block.to(torch.float64) * 8.0 + _offset(angle)  # 8.0: _BLOCK
 
 
-def _inside(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """bool [R]: every feature of ``values`` [F, R] inside ``[low, high]`` [F, R] (feature-major)."""
-    return ((values >= low) & (values <= high)).all(dim=0)
+def _inside(values: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+    """bool [R]: every feature of ``values`` [F, R] inside its window; ``windows`` [2F, R] holds the
+    F lower bounds, then the F upper bounds (feature-major)."""
+    f = values.size(0)
+    return ((values >= windows[:f]) & (values <= windows[f:])).all(dim=0)
 
 
 def _between(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -157,25 +166,34 @@ def _columns(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return table[:, index]
 
 
-def _wrapped_dphi(phi1: torch.Tensor, phi2: torch.Tensor) -> torch.Tensor:
-    """float32 [R]: ``phi2 - phi1`` wrapped once into [-pi, pi], with the operations of
-    :func:`module_map.quantities.pair_quantities_feature_major` (bit-identical), for the dphi cull."""
-    pi = torch.full((), math.pi, dtype=torch.float32, device=phi1.device)  # fills: torch.tensor would copy (a CUDA sync)
-    two_pi = torch.full((), 2 * math.pi, dtype=torch.float32, device=phi1.device)
-    dphi = phi2 - phi1
-    return torch.where(dphi > pi, dphi - two_pi, torch.where(dphi < -pi, dphi + two_pi, dphi))
-
-
-def _slope_or_nan(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    """float32 [E]: ``num / den``, NaN where ``den == 0`` (no slope). With finite positions a real
-    slope is never NaN, so one table holds both the value and :func:`slope`'s mask."""
+def _slopes_or_nan(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """float32, shape of ``num``: ``num / den``, NaN where ``den == 0`` (no slope). With finite
+    positions a real slope is never NaN, so one table holds both the value and :func:`slope`'s mask."""
     value, has = slope(num, den)
     return torch.where(has, value, torch.full_like(value, float("nan")))
 
 
 def _slope_difference_nan(q12: torch.Tensor, q23: torch.Tensor) -> torch.Tensor:
-    """:func:`slope_difference` of NaN-coded slopes (:func:`_slope_or_nan`), float32 [R]."""
+    """:func:`slope_difference` of NaN-coded slopes (:func:`_slopes_or_nan`), float32, any shape."""
     return slope_difference(q12, q12 == q12, q23, q23 == q23)
+
+
+def phi_search_table(d_m2: np.ndarray, dphi_low: np.ndarray, dphi_high: np.ndarray) -> np.ndarray:
+    """float64 [4, D]: per doublet, the second module's key block, the dphi window as key offsets
+    (widened by the slack) and the shift of the wrapped second range (see :meth:`ModuleMapGraphBuilder.doublet_edges`).
+
+    A window at least pi wide searches the whole second module (exact: the window test follows)
+    and gets a shift that puts its second range outside every block, so no pair is found twice. A
+    narrower window can pass +pi only if it ends above pi / 2 and -pi only if it ends below, which is
+    the builder's choice of the shifted range: one shifted range suffices.
+    """
+    start = dphi_low.astype(np.float64) - _SEARCH_SLACK + _OFFSET
+    end = dphi_high.astype(np.float64) + _SEARCH_SLACK + _OFFSET
+    whole = (end - start >= math.pi) | ~(end >= start)
+    start = np.where(whole, -1.0, start)
+    end = np.where(whole, _OFFSET_MAX + 1.0, end)
+    shift = np.where(whole, 100.0, 2 * math.pi)
+    return np.stack([d_m2 * _BLOCK, start, end, shift])
 
 
 CPU_CHUNK = 1 << 22
@@ -213,8 +231,10 @@ class ModuleMapGraphBuilder(nn.Module):
         self.dydx_sign = dydx_factor(module_map.attributes["dydx_convention"])
         self.last_unknown = 0
         self.num_dense = int(module_map.module_index.max()) + 1 if module_map.num_modules else 0
-        known = np.zeros(self.num_dense + 1, dtype=bool)
-        known[module_map.module_index] = True
+        # dense_of[id + 1]: the dense index of id, or num_dense (unknown) for ids not in the map, -1
+        # (negative or non-integer ids) and num_dense (ids beyond the map)
+        dense_of = np.full(self.num_dense + 2, self.num_dense, dtype=np.int64)
+        dense_of[module_map.module_index.astype(np.int64) + 1] = module_map.module_index
 
         d = module_map.doublets
         d_m1, d_m2 = d["Module1"].astype(np.int64), d["Module2"].astype(np.int64)
@@ -223,6 +243,7 @@ class ModuleMapGraphBuilder(nn.Module):
         d_low, d_high = map_windows(module_map, "doublets")
         d_low, d_high = d_low[d_order], d_high[d_order]
         d_keys = d_m1 * self.num_dense + d_m2
+        self.num_doublets = len(d_m1)
 
         t = module_map.triplets
         t_m1, t_m2, t_m3 = (t[c].astype(np.int64) for c in ("Module1", "Module2", "Module3"))
@@ -248,163 +269,161 @@ class ModuleMapGraphBuilder(nn.Module):
         def buffer(name, array):
             self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(array)))
 
-        buffer("known", known)
-        buffer("d_m1", d_m1)
-        buffer("d_low", d_low.T)  # feature-major [4, D], see _columns
-        buffer("d_high", d_high.T)
-        # Per-doublet search constants (float64, exact): the second hit's eta must lie in
-        # [eta_a + from, eta_a + to]; its (module, eta) key in d_block + _key_offset(that range widened).
-        deta_low, deta_high = d_low[:, 3].astype(np.float64), d_high[:, 3].astype(np.float64)
-        eta_from, eta_to = (-deta_high, -deta_low) if self.deta_sign > 0 else (deta_low, deta_high)  # deta = eta_a - eta_b or eta_b - eta_a
-        buffer("d_block", d_m2.astype(np.float64) * _KEY_BLOCK)
-        buffer("d_eta_from", eta_from - _SEARCH_SLACK)
-        buffer("d_eta_to", eta_to + _SEARCH_SLACK)
+        buffer("dense_of", dense_of)
+        # (module, phi) key bounds of every doublet's first module, then of the unknown-module block:
+        # one binary search on the sorted hits gives each doublet's first-module hits and the unknown count
+        buffer("module_bounds", np.concatenate([d_m1 * _BLOCK, (d_m1 + 1) * _BLOCK, [self.num_dense * _BLOCK]]))
+        buffer("d_windows", np.concatenate([d_low.T, d_high.T]))  # feature-major [8, D], see _columns
+        buffer("d_search", phi_search_table(d_m2, d_low[:, 1], d_high[:, 1]))
         # Triplet sides, both in one table of 2T rows: rows [0, T) are the first pairs (doublet d12, the
         # 12 windows), rows [T, 2T) the second pairs (d23, the 23 windows). Their (doublet, dphi) search
         # keys are map constants.
         side_doublet = np.concatenate([d12, d23]).astype(np.int64)
         side_low = np.concatenate([t_low[:, 0:4], t_low[:, 4:8]]).T  # feature-major [4, 2T]
         side_high = np.concatenate([t_high[:, 0:4], t_high[:, 4:8]]).T
-        block = side_doublet.astype(np.float64) * 8.0
-        buffer("side_low", side_low)
-        buffer("side_high", side_high)
-        buffer("side_key_from", block + np.clip(side_low[1].astype(np.float64) - _SEARCH_SLACK + 4.0, 0.0, 7.5))
-        buffer("side_key_to", block + np.clip(side_high[1].astype(np.float64) + _SEARCH_SLACK + 4.0, 0.0, 7.5))
-        buffer("t_lowx", t_low[:, 8:10].T)  # feature-major [2, T]: diff_dydx row, diff_dzdr row
-        buffer("t_highx", t_high[:, 8:10].T)
+        buffer("side_windows", np.concatenate([side_low, side_high]))  # [8, 2T]
+        block = side_doublet.astype(np.float64) * _BLOCK
+        key_from = block + np.clip(side_low[1].astype(np.float64) - _SEARCH_SLACK + _OFFSET, 0.0, _OFFSET_MAX)
+        key_to = block + np.clip(side_high[1].astype(np.float64) + _SEARCH_SLACK + _OFFSET, 0.0, _OFFSET_MAX)
+        buffer("side_keys", np.stack([key_from, np.maximum(key_to, key_from)]))  # [2, 2T], never a negative count
+        buffer("t_extra", np.concatenate([t_low[:, 8:10].T, t_high[:, 8:10].T]))  # [4, T]: dydx, dzdr lows, highs
+        buffer("first_slope_sign", np.array([[self.dydx_sign], [1.0]], dtype=np.float32))  # [2, 1]
 
     # ------------------------------------------------------------------ steps
     def dense_module(self, module_id: torch.Tensor) -> torch.Tensor:
         """int64 [N]: the dense index of each hit, or ``num_dense`` for hits the map cannot place."""
         if module_id.is_floating_point():
             rounded = torch.round(module_id)
-            valid = (rounded == module_id) & (module_id >= 0) & (module_id < self.num_dense)
-            index = torch.where(valid, rounded, torch.zeros_like(rounded)).to(torch.int64)
+            # non-integers (NaN too) become -1; clamping first keeps huge floats inside int64
+            whole = torch.where(rounded == module_id, rounded, torch.full_like(rounded, -1.0))
+            index = torch.clamp(whole, -1.0, float(self.num_dense)).to(torch.int64)
         else:
-            index = module_id.to(torch.int64)
-            valid = (index >= 0) & (index < self.num_dense)
-            index = torch.where(valid, index, torch.zeros_like(index))
-        valid = valid & self.known[index]
-        return torch.where(valid, index, torch.full_like(index, self.num_dense))
+            index = torch.clamp(module_id.to(torch.int64), -1, self.num_dense)
+        return self.dense_of[index + 1]
 
-    def doublet_edges(self, pos: torch.Tensor, sort_key: torch.Tensor, nrows: torch.Tensor, cum: torch.Tensor,
-                      total: int, first_hit: torch.Tensor, chunk: int) -> List[torch.Tensor]:
-        """Candidate edges: [src, dst, doublet (int64 [E]), quantities (float32 [4, E]), passes (bool [E])]
-        in sorted-hit space; ``passes`` flags the pairs inside every window of their doublet.
+    def doublet_edges(self, pos: torch.Tensor, key: torch.Tensor, first_hit: torch.Tensor, nrows: torch.Tensor,
+                      cum: torch.Tensor, total: int, chunk: int) -> List[torch.Tensor]:
+        """Candidate edges: [pairs (int64 [2, E]: src, dst), doublet (int64 [E]), quantities (float32
+        [4, E]), passes (bool [E])] in sorted-hit space; ``passes`` flags the pairs inside every window
+        of their doublet (all pass the deta window).
 
-        ``pos`` is feature-major float32 [6, N] (``x, y, z, r, phi, eta`` rows), hits sorted by
-        ``sort_key`` (float64 [N], (module, eta)); doublet ``k`` has ``nrows[k]`` first hits starting at
-        sorted hit ``first_hit[k]`` (int64 [D]); ``cum`` = cumsum(nrows), ``total`` its last value.
+        ``pos`` is feature-major float32 [6, N] (``x, y, z, r, phi, eta`` rows), hits sorted by ``key``
+        (float64 [N], (module, phi)); doublet ``k`` has ``nrows[k]`` first hits starting at sorted hit
+        ``first_hit[k]`` (int64 [D]); ``cum`` = cumsum(nrows), ``total`` its last value.
 
-        For each doublet and each hit a of its first module, the hits b of the second module whose eta
-        can satisfy the deta window form a contiguous range, found by binary search on ``sort_key``
-        (widened by 1e-6 so that rounding never drops a pair). Those pairs are tested with the dphi
-        window first (gathers of phi only), the survivors with every doublet window, in float32.
+        For each doublet and each hit a of its first module, the hits b of the second module whose phi
+        can satisfy the dphi window (widened by the slack) are one key range, or two where the window
+        crosses +-pi: the part beyond is searched again shifted by -+2 pi (a window narrower than pi
+        crosses at most one side). The four range ends come from one binary search. Those pairs are
+        culled by the deta window, the survivors tested with every doublet window, in float32.
         """
         device = pos.device
         empty = torch.zeros(0, dtype=torch.int64, device=device)
         if total == 0:
-            return [empty, empty, empty, torch.zeros((4, 0), dtype=torch.float32, device=device),
-                    torch.zeros(0, dtype=torch.bool, device=device)]
+            return [torch.zeros((2, 0), dtype=torch.int64, device=device), empty,
+                    torch.zeros((4, 0), dtype=torch.float32, device=device), torch.zeros(0, dtype=torch.bool, device=device)]
         base = first_hit - (cum - nrows)
         zrpe = pos[2:6]  # z, r, phi, eta: all that the pair quantities read
-        srcs: List[torch.Tensor] = []
-        dsts: List[torch.Tensor] = []
+        pairs: List[torch.Tensor] = []
         dbls: List[torch.Tensor] = []
         qs: List[torch.Tensor] = []
         passes: List[torch.Tensor] = []
         for first_item, end_item, before, size in _chunks(cum, total, chunk):
             dbl, a = _expand(nrows, first_item, end_item, before, size, base)
-            eta = pos[5][a].to(torch.float64)
-            block = self.d_block[dbl]
-            first = torch.searchsorted(sort_key, block + _key_offset(eta + self.d_eta_from[dbl]))
-            last = torch.searchsorted(sort_key, block + _key_offset(eta + self.d_eta_to[dbl]), right=True)
-            nb = torch.clamp(last - first, min=0)
+            search = _columns(self.d_search, dbl)  # float64 [4, R]: block, start, end, shift
+            phi_a = pos[4][a].to(torch.float64)
+            start, end = phi_a + search[1], phi_a + search[2]  # b's phi + 4 must lie in [start, end]
+            # a second range 2 pi lower where the window may pass +pi, else 2 pi higher (phi_search_table)
+            shift = torch.where(end >= 4.0 + 0.5 * math.pi, search[3], -search[3])  # 4.0: _OFFSET
+            ends = torch.stack([start, end, start - shift, end - shift], dim=1)  # [R, 4]: two ranges
+            found = torch.searchsorted(key, search[0].unsqueeze(1) + torch.clamp(ends, 0.0, 7.5))
+            found = found.view(-1, 2, 2)  # [R, range, (first, end)]: left searches, ends exclusive
+            first = found[:, :, 0]
+            nb = (found[:, :, 1] - first).reshape(-1)  # [2R]: item 2 i + k is range k of row i
             cum2 = torch.cumsum(nb, 0)
             total2 = int(cum2[-1])
-            base2 = first - (cum2 - nb)
-            phi_a = pos[4][a]
-            dphi_low, dphi_high = self.d_low[1][dbl], self.d_high[1][dbl]
+            base2 = (first - (cum2 - nb).view(-1, 2)).reshape(-1)
             for first_row, end_row, before2, size2 in _chunks(cum2, total2, chunk):
-                row, pb = _expand(nb, first_row, end_row, before2, size2, base2)
-                dphi = _wrapped_dphi(phi_a[row], pos[4][pb])
-                near = _where_nonzero(_between(dphi, dphi_low[row], dphi_high[row]))
-                row, pb = row[near], pb[near]
+                item, pb = _expand(nb, first_row, end_row, before2, size2, base2)
+                row = torch.div(item, 2, rounding_mode="floor")
                 pa, pd = a[row], dbl[row]
+                eta_a, eta_b = pos[5][pa], pos[5][pb]
+                deta = eta_a - eta_b if self.deta_sign > 0 else eta_b - eta_a  # as pair_quantities
+                deta_window = _columns(self.d_windows[3::4], pd)  # [2, R]: low, high
+                near = _where_nonzero(_between(deta, deta_window[0], deta_window[1]))
+                pa, pb, pd = pa[near], pb[near], pd[near]
                 q = pair_quantities_feature_major(_columns(zrpe, pa), _columns(zrpe, pb), self.deta_sign)
-                # ~96% of the dphi survivors pass: flag them instead of compacting (no sync)
-                passes.append(_inside(q, _columns(self.d_low, pd), _columns(self.d_high, pd)))
-                srcs.append(pa)
-                dsts.append(pb)
+                # most deta survivors pass every window: flag them instead of compacting (no sync)
+                passes.append(_inside(q, _columns(self.d_windows, pd)))
+                pairs.append(torch.stack([pa, pb]))
                 dbls.append(pd)
                 qs.append(q)
-        return [_joined(srcs, empty), _joined(dsts, empty), _joined(dbls, empty),
+        return [_joined(pairs, torch.zeros((2, 0), dtype=torch.int64, device=device)), _joined(dbls, empty),
                 _joined(qs, torch.zeros((4, 0), dtype=torch.float32, device=device)),
                 _joined(passes, torch.zeros(0, dtype=torch.bool, device=device))]
 
-    def side_matches(self, dbl: torch.Tensor, q: torch.Tensor, valid: torch.Tensor, chunk: int) -> List[torch.Tensor]:
+    def side_matches(self, dbl: torch.Tensor, q: torch.Tensor, valid: torch.Tensor, chunk: int) -> Tuple[List[torch.Tensor], int]:
         """(edge, triplet side) pairs where edge ``e`` (doublet ``dbl`` int64 [E], quantities ``q``
-        float32 [4, E]) is in the side's doublet and inside its four pair windows.
+        float32 [4, E]) is in the side's doublet and can meet its dphi window.
 
-        Only edges flagged ``valid`` (bool [E]) can match. Returns [edge (int64 [M]), side (int64 [M], in
-        [0, 2T)), passes (bool [M]), first-pair count (int64 [1])], sorted by side, so the first-pair
-        matches (sides < T) come first; rows that passed the z0 window but not all four are kept,
-        flagged ``passes = False`` (cheaper than a second compaction). Edges are sorted by (doublet, dphi);
-        a side's candidates are found by binary search on that key (widened by 1e-6), then tested
-        exactly."""
+        Only edges flagged ``valid`` (bool [E]) are candidates. Returns ([edge (int64 [M]), side (int64
+        [M], in [0, 2T)), passes (bool [M]: inside all four pair windows of the side)], first-pair
+        count): rows sorted by side, so the first-pair rows (sides < T) come first. Edges are sorted
+        by (doublet, dphi); a side's candidates are found by binary search on that key (widened by the
+        slack). All four windows are tested on every candidate and failures only flagged: the first
+        window (z0) passes ~64% at mu=200 and all four ~60%, too many for a compaction (a host sync,
+        and another to find the first-pair count) to pay off.
+        """
         device = q.device
         empty = torch.zeros(0, dtype=torch.int64, device=device)
-        key = dbl.to(torch.float64) * 8.0 + _dphi_offset(q[1].to(torch.float64))
+        key = _block_key(dbl, q[1].to(torch.float64))
         # invalid edges go to a block after every doublet's, which no search range reaches
-        key = torch.where(valid, key, torch.full_like(key, 8.0 * (self.d_m1.size(0) + 1)))
+        key = torch.where(valid, key, torch.full_like(key, 8.0 * (self.num_doublets + 1)))
         sorted_key, by_dphi = torch.sort(key)
         q_sorted = _columns(q, by_dphi)
-        first = torch.searchsorted(sorted_key, self.side_key_from)
-        count = torch.clamp(torch.searchsorted(sorted_key, self.side_key_to, right=True) - first, min=0)
+        found = torch.searchsorted(sorted_key, self.side_keys)  # [2, 2T]: left searches, ends exclusive
+        count = found[1] - found[0]
         cum = torch.cumsum(count, 0)
-        total = int(cum[-1])
-        base = first - (cum - count)
+        # one host sync for all candidate rows and those of the first pairs (sides before T)
+        sizes: List[int] = torch.stack([cum[-1], cum[self.num_triplets - 1]]).tolist()
+        total, n_first = sizes[0], sizes[1]
+        base = found[0] - (cum - count)
         edges: List[torch.Tensor] = []
         sides: List[torch.Tensor] = []
         passes: List[torch.Tensor] = []
         for first_item, end_item, before, size in _chunks(cum, total, chunk):
             side, slot = _expand(count, first_item, end_item, before, size, base)
-            # z0 first (55-70% pass at mu=200), then dphi, phi_slope, deta on the survivors
-            near = _where_nonzero(_between(q_sorted[0][slot], self.side_low[0][side], self.side_high[0][side]))
-            side, slot = side[near], slot[near]
-            passes.append(_inside(_columns(q_sorted[1:], slot), _columns(self.side_low[1:], side),
-                                  _columns(self.side_high[1:], side)))
+            passes.append(_inside(_columns(q_sorted, slot), _columns(self.side_windows, side)))
             edges.append(by_dphi[slot])
             sides.append(side)
-        side = _joined(sides, empty)
-        first_pairs = torch.searchsorted(side, torch.full((1,), self.num_triplets, dtype=torch.int64, device=device))
-        return [_joined(edges, empty), side, _joined(passes, torch.zeros(0, dtype=torch.bool, device=device)), first_pairs]
+        matches = [_joined(edges, empty), _joined(sides, empty), _joined(passes, torch.zeros(0, dtype=torch.bool, device=device))]
+        return matches, n_first
 
-    def triplet_support(self, pos: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, dbl: torch.Tensor,
-                        q: torch.Tensor, valid: torch.Tensor, chunk: int) -> torch.Tensor:
-        """bool [E]: edges that are the first or second pair of a triplet passing all its windows.
+    def triplet_support(self, pos: torch.Tensor, pairs: torch.Tensor, dbl: torch.Tensor, q: torch.Tensor,
+                        valid: torch.Tensor, chunk: int) -> torch.Tensor:
+        """bool [E]: edges (``pairs`` int64 [2, E], sorted-hit src and dst) that are the first or second
+        pair of a triplet passing all its windows.
 
         Both pairs are matched to triplet sides (:meth:`side_matches`), then joined on (triplet, middle
         hit) by sorting and binary search. Joined rows are culled with ``diff_dzdr`` (per-match tables:
         nearly sequential reads); ``diff_dydx`` is formed for the survivors only.
         """
         n = pos.size(1)  # hits (pos is feature-major [6, N])
-        support = torch.zeros(src.size(0), dtype=torch.int32, device=pos.device)
-        if src.numel() == 0 or self.num_triplets == 0:
+        support = torch.zeros(pairs.size(1), dtype=torch.int32, device=pos.device)
+        if pairs.size(1) == 0 or self.num_triplets == 0:
             return support > 0
-        matches = self.side_matches(dbl, q, valid, chunk)
+        matches, n_first = self.side_matches(dbl, q, valid, chunk)
         edge, side, passes = matches[0], matches[1], matches[2]
-        n_first = int(matches[3])
         e1, t1, pass1 = edge[:n_first], side[:n_first], passes[:n_first]
         e2, t2, pass2 = edge[n_first:], side[n_first:] - self.num_triplets, passes[n_first:]
         if e1.numel() == 0 or e2.numel() == 0:
             return support > 0
-        # per-edge slopes, NaN where none: the triplet differences then need no positions (bit-identical
-        # to triplet_quantities, which forms the same quotients; MMG's dx12 = x1 - x2 is an exact negation)
-        p_src = _columns(pos[0:4], src)  # x, y, z, r: all that the slopes read
-        p_dst = _columns(pos[0:4], dst)
-        slope_xy = _slope_or_nan(p_dst[1] - p_src[1], p_dst[0] - p_src[0])
-        slope_rz = _slope_or_nan(p_dst[2] - p_src[2], p_dst[3] - p_src[3])
+        src, dst = pairs[0], pairs[1]
+        # per-edge slopes dy/dx and dz/dr, NaN where none: the triplet differences then need no
+        # positions (bit-identical to triplet_quantities, which forms the same quotients; MMG's
+        # dx12 = x1 - x2 is an exact negation, applied to the first pair's row)
+        delta = _columns(pos[0:4], dst) - _columns(pos[0:4], src)  # [4, E]: dx, dy, dz, dr
+        slopes = _slopes_or_nan(delta[1:3], delta[0::3])  # [2, E]: dy/dx, dz/dr
         # failed matches: key -1 on side b (never equal to a key of side a), no rows on side a
         key_b, order_b = torch.sort(torch.where(pass2, t2 * n + src[e2], torch.full_like(t2, -1)))
         e2 = e2[order_b]  # second pairs in join-key order
@@ -415,19 +434,20 @@ class ModuleMapGraphBuilder(nn.Module):
         total = int(cum[-1])
         base = first - (cum - count)
         # per-match tables of what every joined row reads (rows of one first-pair match are adjacent)
-        rz_a, rz_b = slope_rz[e1], slope_rz[e2]  # NaN where no slope
-        dzdr_low, dzdr_high = self.t_lowx[1][t1], self.t_highx[1][t1]
+        rz_a, rz_b = slopes[1][e1], slopes[1][e2]  # NaN where no slope
+        dzdr_window = _columns(self.t_extra[1::2], t1)  # [2, M1]: low, high
+        first_slopes = slopes * self.first_slope_sign
         for first_item, end_item, before, size in _chunks(cum, total, chunk):
             row, b_slot = _expand(count, first_item, end_item, before, size, base)
             # cull: where both slopes exist diff_dzdr is their plain difference; NaN (a slope missing,
             # or inf - inf) rows go on to the exact test
             dzdr = rz_a[row] - rz_b[b_slot]
-            near = _where_nonzero(_between(dzdr, dzdr_low[row], dzdr_high[row]) | (dzdr != dzdr))
+            dzdr_low, dzdr_high = dzdr_window[0][row], dzdr_window[1][row]
+            near = _where_nonzero(_between(dzdr, dzdr_low, dzdr_high) | (dzdr != dzdr))
             row, b_slot = row[near], b_slot[near]
-            a_edge, b_edge, t = e1[row], e2[b_slot], t1[row]
-            x = _slope_difference_nan(torch.stack([slope_xy[a_edge] * self.dydx_sign, slope_rz[a_edge]]),
-                                      torch.stack([slope_xy[b_edge], slope_rz[b_edge]]))  # [2, R]
-            hits = _inside(x, _columns(self.t_lowx, t), _columns(self.t_highx, t)).to(torch.int32)
+            a_edge, b_edge = e1[row], e2[b_slot]
+            x = _slope_difference_nan(_columns(first_slopes, a_edge), _columns(slopes, b_edge))  # [2, R]
+            hits = _inside(x, _columns(self.t_extra, t1[row])).to(torch.int32)
             support.index_add_(0, a_edge, hits)
             support.index_add_(0, b_edge, hits)
         return support > 0
@@ -438,18 +458,17 @@ class ModuleMapGraphBuilder(nn.Module):
         if module_id.dim() != 1 or module_id.size(0) != positions.size(0):
             raise ValueError("module_id must be [N], one per spacepoint")
         module = self.dense_module(module_id)
-        key = module.to(torch.float64) * 64.0 + _key_offset(positions[:, 5].to(torch.float64))
+        key = _block_key(module, positions[:, 4].to(torch.float64))
         key, order = torch.sort(key)
-        # per-module hit counts without bincount (which reads its maximum back to the host on CUDA)
-        counts = torch.zeros(self.num_dense + 1, dtype=torch.int64, device=module.device)
-        counts.scatter_add_(0, module, torch.ones_like(module))
-        starts = torch.cumsum(counts, 0) - counts
-        nrows = counts[self.d_m1]
+        bounds = torch.searchsorted(key, self.module_bounds)  # [2D + 1], see __init__
+        d = self.num_doublets
+        first_hit = bounds[:d]
+        nrows = bounds[d:2 * d] - first_hit
         cum = torch.cumsum(nrows, 0)
         # one host sync for the first expansion's size and the unknown-module count
-        sizes: List[int] = torch.cat([cum[-1:], counts[-1:]]).tolist()
+        sizes: List[int] = torch.cat([cum[-1:], bounds[-1:]]).tolist()
         total = sizes[0] if len(sizes) == 2 else 0
-        unknown = sizes[-1]
+        unknown = positions.size(0) - sizes[-1]
         self.last_unknown = unknown
         if unknown > 0:
             warnings.warn("module map graph: {} of {} spacepoints are in modules unknown to the map (or have a "
@@ -458,10 +477,10 @@ class ModuleMapGraphBuilder(nn.Module):
         pair_chunk = self.pair_chunk if self.pair_chunk > 0 else default_chunk
         triplet_chunk = self.triplet_chunk if self.triplet_chunk > 0 else default_chunk
         pos = _columns(positions.t(), order)  # feature-major [6, N], hits in key order
-        found = self.doublet_edges(pos, key, nrows, cum, total, starts[self.d_m1], pair_chunk)
-        src, dst, dbl, q, valid = found[0], found[1], found[2], found[3], found[4]
-        keep = _where_nonzero(self.triplet_support(pos, src, dst, dbl, q, valid, triplet_chunk))
-        edge_index = torch.stack([order[src[keep]], order[dst[keep]]])
+        found = self.doublet_edges(pos, key, first_hit, nrows, cum, total, pair_chunk)
+        pairs, dbl, q, valid = found[0], found[1], found[2], found[3]
+        keep = _where_nonzero(self.triplet_support(pos, pairs, dbl, q, valid, triplet_chunk))
+        edge_index = order[pairs[:, keep]]
         nodes = scaled_coordinates(positions[:, 3], positions[:, 4], positions[:, 2], positions[:, 5])
         return edge_index, edge_features(nodes, edge_index)
 
