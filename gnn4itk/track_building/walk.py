@@ -188,7 +188,7 @@ def _walk_rounds(
     gather_at, scatter_to, step = _doubled_edges(src, dst, seg_len, present)
     state, hops = _first_pass(gather_at, scatter_to, step, free, num_nodes)
     # Topological order of the starts: depth, then row (keys below 2**61 for < 2**30 nodes).
-    neg_order_key = -(state[:, 3] * num_nodes + nodes)
+    neg_order_key = -(state.select(1, 3) * num_nodes + nodes)
     start_of = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
     # Best successor in one scatter-min of a packed key: descending score, then the target's row.
     no_successor = 9_223_372_036_854_775_807  # 2**63 - 1, above every packed key
@@ -198,23 +198,23 @@ def _walk_rounds(
     row_mask = 1_073_741_823  # 2**30 - 1 (literal: ** gives a float in TorchScript)
     # A node without a usable successor keeps this key: above every real one, it decodes to itself.
     self_key = nodes | (8_589_934_591 << 30)
-    # What a segment adds to the backward state: its hits, one segment.
-    own = torch.stack([seg_len, torch.ones_like(seg_len)], dim=1)
     # Later rounds: columns 0-1 backward (heights without the segment itself), 2 forward
     # (-key of the earliest free segment reaching each one); the same doubled rows as the first pass.
-    step = step[:, :3]
+    step = step.narrow(1, 0, 3)
     scatter_to = scatter_to.unsqueeze(1).expand(-1, 3)
     seed = torch.stack([torch.zeros_like(nodes), torch.zeros_like(nodes), neg_order_key], dim=1)
-    reach, neg_first = state[:, :2], state[:, 2]
+    # Longest free path after each segment, in hits and in segments; -key of the earliest free
+    # segment reaching it.
+    after_hits, after_segments, neg_first = state.select(1, 0), state.select(1, 1), state.select(1, 2)
     pending = True
     while pending:  # one round: every start that no earlier start can disturb
-        height_state = reach + own
-        # Used nodes read -1: no edge into them keeps a path longest, and none is a start.
-        height = torch.where(free, height_state[:, 0], -1)
+        # Height: the longest free path from the segment, in hits. Used nodes read -1: no edge into
+        # them keeps a path longest, and none is a start.
+        height = torch.where(free, after_hits + seg_len, -1)
         start = height >= 2  # its best path has at least two hits
 
         # Best successor: keeps the path longest, then highest score, then lowest row.
-        keeps_longest = take(height, dst) == take(reach[:, 0], src)  # reach = height - own length
+        keeps_longest = take(height, dst) == take(after_hits, src)
         best = self_key.clone()
         best.scatter_reduce_(0, src, torch.where(keeps_longest, successor_key, no_successor), "amin")
         next_seg = best & row_mask
@@ -231,14 +231,13 @@ def _walk_rounds(
         owner = torch.where(ready, nodes, -1)
         for _ in range(hops):  # hand the start's id down its chain of best successors
             owner = owner.scatter_reduce(0, next_seg, owner, "amax")
-        taken = owner >= 0
-        start_of = torch.where(taken, owner, start_of)
-        free = free & ~taken
+        start_of = torch.maximum(start_of, owner)  # -1 wherever nothing is taken now
+        free = free & (owner < 0)
         # Starts never appear later (used only grows): done once every start is used. Every free
         # path of two or more segments begins at a start, and paths only shrink, so the longest
         # unused start (in segments) bounds the loops of the next round. One sync reads both.
         left = start & free
-        longest_left = int(torch.where(left, height_state[:, 1], 0).max())
+        longest_left = int(torch.where(left, after_segments, -1).max()) + 1
         if longest_left == 1:
             # Every start left is one segment without a free successor: nothing can reach or take
             # it any more, so each is its own track. This saves the last round.
@@ -251,7 +250,7 @@ def _walk_rounds(
             moving = seed.clone()
             for _ in range(hops):
                 moving.scatter_reduce_(0, scatter_to, take(moving + penalty, gather_at) + step, "amax")
-            reach, neg_first = moving[:, :2], moving[:, 2]
+            after_hits, after_segments, neg_first = moving.select(1, 0), moving.select(1, 1), moving.select(1, 2)
     return start_of
 
 
