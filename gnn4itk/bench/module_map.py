@@ -4,6 +4,10 @@ Timing mode (default): a map (``--map`` file, or built here from ``--map-events`
 mu=200 events, ``--map-particles``), one event (``--event`` or a synthetic mu=200 event), the scripted
 and the eager builder; medians over ``--repeats`` after ``--warmup`` runs, with device sync.
 
+Before/after (``--compare-builder FILE``): a ``ModuleMapGraphBuilder`` imported from a .py file (e.g. the
+builder before a change, ``git show HEAD:module_map/graph_builder.py > old.py``) is timed scripted beside
+the current one in the same process, interleaved, on the same map and event; both edge sets must be equal.
+
 Coverage study (``--coverage-study``): maps built from growing numbers of particles (``--steps``), each
 evaluated on held-out events: coverage of true edges of target particles (pT >= 1 GeV) and edges per
 hit, plotted against the number of particles (``--plot``).
@@ -36,6 +40,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--map-only", action="store_true", help="build (and --save-map) the map, time nothing")
     parser.add_argument("--check-cpu", action="store_true", help="with --device cuda: also build the graph on "
                         "the CPU and report whether the edge sets are equal")
+    parser.add_argument("--compare-builder", default=None, metavar="FILE", help="a .py file defining "
+                        "ModuleMapGraphBuilder (e.g. the builder before a change): timed scripted beside the "
+                        "current one, interleaved; the edge sets must be equal")
     parser.add_argument("--event", default=None, help="event prefix or directory (first event); default synthetic")
     parser.add_argument("--mu", type=float, default=200, help="pile-up of the synthetic events")
     parser.add_argument("--repeats", type=int, default=20)
@@ -177,8 +184,80 @@ def run_timing(args) -> dict:
             del builder
     for name in variants:
         figures[f"{name}_over_scripted"] = figures[f"{name}_ms"] / figures["scripted_ms"]
+    if args.compare_builder:
+        with torch.no_grad():
+            _compare_builders(args, module_map, positions, module_id, figures)
     _print(figures)
     return figures
+
+
+def _builder_class(path: str):
+    """The ``ModuleMapGraphBuilder`` class defined in the .py file ``path``."""
+    import importlib.util
+    import sys
+
+    from gnn4itk.cli import UserError
+
+    file = Path(path)
+    if not file.is_file() or file.suffix != ".py":
+        raise UserError(f"--compare-builder {path}: not a .py file")
+    name = "_compared_module_map_graph_builder"
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # TorchScript finds the source of the classes through their module
+    spec.loader.exec_module(module)
+    if not hasattr(module, "ModuleMapGraphBuilder"):
+        raise UserError(f"--compare-builder {path}: defines no ModuleMapGraphBuilder")
+    return module.ModuleMapGraphBuilder
+
+
+def _host_syncs(builder, positions, module_id) -> int:
+    """Host syncs of one CUDA call (synchronising operations reported by the sync debug mode)."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            builder(positions, module_id)
+            torch.cuda.synchronize()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def _compare_builders(args, module_map, positions, module_id, figures: dict) -> None:
+    """Time the current scripted builder and the one of ``--compare-builder`` alternately (two rounds of
+    half the repeats each, after their warm-up), and check that their edge sets are equal."""
+    from module_map.graph_builder import ModuleMapGraphBuilder
+
+    cuda = args.device == "cuda"
+    builders = {"current": ModuleMapGraphBuilder, "compared": _builder_class(args.compare_builder)}
+    scripted, edges = {}, {}
+    for name, cls in builders.items():
+        builder = torch.jit.script(cls(module_map).to(args.device))
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        edges[name] = _edge_set(builder(positions, module_id)[0])
+        if cuda:
+            torch.cuda.synchronize()
+            figures[f"{name}_peak_gpu_memory_MB"] = torch.cuda.max_memory_allocated() / 2**20
+        scripted[name] = builder
+    times: dict = {name: [] for name in builders}
+    half = max(args.repeats // 2, 1)
+    for order in (["current", "compared"], ["compared", "current"]):
+        for name in order:
+            builder = scripted[name]
+            times[name] += timed_calls(lambda: builder(positions, module_id), args.device, args.warmup, half)
+    figures["compared_builder"] = args.compare_builder
+    for name in builders:
+        figures[f"{name}_ms"] = 1e3 * statistics.median(times[name])
+        if cuda:
+            figures[f"{name}_host_syncs"] = _host_syncs(scripted[name], positions, module_id)
+    figures["current_over_compared"] = figures["current_ms"] / figures["compared_ms"]
+    after_warmup = {name: _edge_set(b(positions, module_id)[0]) for name, b in scripted.items()}
+    figures["compared_edges_equal"] = edges["current"] == edges["compared"] == after_warmup["current"] == after_warmup["compared"]
+    figures["compared_edges"] = len(edges["compared"])
 
 
 def run_coverage(args) -> dict:
@@ -257,7 +336,9 @@ def _edge_set(edge_index: torch.Tensor) -> set:
 def _print(figures: dict) -> None:
     width = max(len(k) for k in figures)
     for key, value in figures.items():
-        text = f"{value:,.3f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+        numeric = not isinstance(value, bool)  # bools are ints: print True/False, not 1/0
+        text = (f"{value:,.3f}" if isinstance(value, float) else f"{value:,}" if numeric and isinstance(value, int)
+                else str(value))
         print(f"{key:<{width}}  {text}")
 
 
