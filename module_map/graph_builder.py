@@ -46,7 +46,8 @@ from torch import nn
 
 from gnn4itk.edge_features import edge_features, scaled_coordinates
 from module_map.map import DOUBLET_BOUND_BRANCHES, TRIPLET_BOUND_BRANCHES, ModuleMap, bound_columns, float32_bounds
-from module_map.quantities import deta_factor, dydx_factor, pair_quantities_feature_major, slope, slope_difference
+from module_map.quantities import (deta_factor, dydx_factor, pair_quantities_feature_major, quantity_constants, slope,
+                                   slope_difference)
 
 
 def map_windows(module_map: ModuleMap, table: str) -> tuple[np.ndarray, np.ndarray]:
@@ -166,16 +167,17 @@ def _columns(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return table[:, index]
 
 
-def _slopes_or_nan(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+def _slopes_or_nan(num: torch.Tensor, den: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
     """float32, shape of ``num``: ``num / den``, NaN where ``den == 0`` (no slope). With finite
-    positions a real slope is never NaN, so one table holds both the value and :func:`slope`'s mask."""
-    value, has = slope(num, den)
-    return torch.where(has, value, torch.full_like(value, float("nan")))
+    positions a real slope is never NaN, so one table holds both the value and :func:`slope`'s mask.
+    ``constants``: :func:`module_map.quantities.quantity_constants`."""
+    value, has = slope(num, den, constants)
+    return torch.where(has, value, float("nan"))
 
 
-def _slope_difference_nan(q12: torch.Tensor, q23: torch.Tensor) -> torch.Tensor:
+def _slope_difference_nan(q12: torch.Tensor, q23: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
     """:func:`slope_difference` of NaN-coded slopes (:func:`_slopes_or_nan`), float32, any shape."""
-    return slope_difference(q12, q12 == q12, q23, q23 == q23)
+    return slope_difference(q12, q12 == q12, q23, q23 == q23, constants)
 
 
 def phi_search_table(d_m2: np.ndarray, dphi_low: np.ndarray, dphi_high: np.ndarray) -> np.ndarray:
@@ -288,6 +290,8 @@ class ModuleMapGraphBuilder(nn.Module):
         buffer("side_keys", np.stack([key_from, np.maximum(key_to, key_from)]))  # [2, 2T], never a negative count
         buffer("t_extra", np.concatenate([t_low[:, 8:10].T, t_high[:, 8:10].T]))  # [4, T]: dydx, dzdr lows, highs
         buffer("first_slope_sign", np.array([[self.dydx_sign], [1.0]], dtype=np.float32))  # [2, 1]
+        # the quantities' float32 constants, made once: no fill kernels per call
+        self.register_buffer("constants", quantity_constants(torch.device("cpu")))
 
     # ------------------------------------------------------------------ steps
     def dense_module(self, module_id: torch.Tensor) -> torch.Tensor:
@@ -295,7 +299,7 @@ class ModuleMapGraphBuilder(nn.Module):
         if module_id.is_floating_point():
             rounded = torch.round(module_id)
             # non-integers (NaN too) become -1; clamping first keeps huge floats inside int64
-            whole = torch.where(rounded == module_id, rounded, torch.full_like(rounded, -1.0))
+            whole = torch.where(rounded == module_id, rounded, -1.0)
             index = torch.clamp(whole, -1.0, float(self.num_dense)).to(torch.int64)
         else:
             index = torch.clamp(module_id.to(torch.int64), -1, self.num_dense)
@@ -352,7 +356,7 @@ class ModuleMapGraphBuilder(nn.Module):
                 deta_window = _columns(self.d_windows[3::4], pd)  # [2, R]: low, high
                 near = _where_nonzero(_between(deta, deta_window[0], deta_window[1]))
                 pa, pb, pd = pa[near], pb[near], pd[near]
-                q = pair_quantities_feature_major(_columns(zrpe, pa), _columns(zrpe, pb), self.deta_sign)
+                q = pair_quantities_feature_major(_columns(zrpe, pa), _columns(zrpe, pb), self.deta_sign, self.constants)
                 # most deta survivors pass every window: flag them instead of compacting (no sync)
                 passes.append(_inside(q, _columns(self.d_windows, pd)))
                 pairs.append(torch.stack([pa, pb]))
@@ -378,7 +382,7 @@ class ModuleMapGraphBuilder(nn.Module):
         empty = torch.zeros(0, dtype=torch.int64, device=device)
         key = _block_key(dbl, q[1].to(torch.float64))
         # invalid edges go to a block after every doublet's, which no search range reaches
-        key = torch.where(valid, key, torch.full_like(key, 8.0 * (self.num_doublets + 1)))
+        key = torch.where(valid, key, 8.0 * (self.num_doublets + 1))
         sorted_key, by_dphi = torch.sort(key)
         q_sorted = _columns(q, by_dphi)
         found = torch.searchsorted(sorted_key, self.side_keys)  # [2, 2T]: left searches, ends exclusive
@@ -423,13 +427,13 @@ class ModuleMapGraphBuilder(nn.Module):
         # positions (bit-identical to triplet_quantities, which forms the same quotients; MMG's
         # dx12 = x1 - x2 is an exact negation, applied to the first pair's row)
         delta = _columns(pos[0:4], dst) - _columns(pos[0:4], src)  # [4, E]: dx, dy, dz, dr
-        slopes = _slopes_or_nan(delta[1:3], delta[0::3])  # [2, E]: dy/dx, dz/dr
+        slopes = _slopes_or_nan(delta[1:3], delta[0::3], self.constants)  # [2, E]: dy/dx, dz/dr
         # failed matches: key -1 on side b (never equal to a key of side a), no rows on side a
-        key_b, order_b = torch.sort(torch.where(pass2, t2 * n + src[e2], torch.full_like(t2, -1)))
+        key_b, order_b = torch.sort(torch.where(pass2, t2 * n + src[e2], -1))
         e2 = e2[order_b]  # second pairs in join-key order
         key_a = t1 * n + dst[e1]
         first = torch.searchsorted(key_b, key_a)
-        count = torch.where(pass1, torch.searchsorted(key_b, key_a, right=True) - first, torch.zeros_like(first))
+        count = torch.where(pass1, torch.searchsorted(key_b, key_a, right=True) - first, 0)
         cum = torch.cumsum(count, 0)
         total = int(cum[-1])
         base = first - (cum - count)
@@ -446,7 +450,7 @@ class ModuleMapGraphBuilder(nn.Module):
             near = _where_nonzero(_between(dzdr, dzdr_low, dzdr_high) | (dzdr != dzdr))
             row, b_slot = row[near], b_slot[near]
             a_edge, b_edge = e1[row], e2[b_slot]
-            x = _slope_difference_nan(_columns(first_slopes, a_edge), _columns(slopes, b_edge))  # [2, R]
+            x = _slope_difference_nan(_columns(first_slopes, a_edge), _columns(slopes, b_edge), self.constants)  # [2, R]
             hits = _inside(x, _columns(self.t_extra, t1[row])).to(torch.int32)
             support.index_add_(0, a_edge, hits)
             support.index_add_(0, b_edge, hits)

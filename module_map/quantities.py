@@ -30,7 +30,7 @@ A zero denominator follows MMG: if only the first slope exists, ``+FLT_MAX`` whe
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -125,20 +125,31 @@ def pair_quantities(p1: torch.Tensor, p2: torch.Tensor, deta_sign: float) -> tor
     return pair_quantities_feature_major(p1[:, 2:6].t(), p2[:, 2:6].t(), deta_sign).t()
 
 
-def pair_quantities_feature_major(p1: torch.Tensor, p2: torch.Tensor, deta_sign: float) -> torch.Tensor:
+def quantity_constants(device: torch.device) -> torch.Tensor:
+    """float32 [5]: ``pi, 2 pi, FLT_MAX, 1, 0`` rounded to float32, the constants of the torch
+    quantities (the numpy versions use the same float32 values).
+
+    Made by fills (``torch.tensor`` would copy from the host: a CUDA sync). The graph builder keeps one
+    copy as a buffer and passes it in, so that its calls launch no fill kernels for them.
+    """
+    values = [math.pi, 2 * math.pi, 3.4028234663852886e38, 1.0, 0.0]
+    return torch.stack([torch.full((), v, dtype=torch.float32, device=device) for v in values])
+
+
+def pair_quantities_feature_major(p1: torch.Tensor, p2: torch.Tensor, deta_sign: float,
+                                  constants: Optional[torch.Tensor] = None) -> torch.Tensor:
     """:func:`pair_quantities` on feature-major inputs (the GPU graph builder's layout).
 
     Args:
         p1, p2: float32 [4, P], rows ``z, r, phi, eta`` of the inner and outer hits.
         deta_sign: +1 for ``eta1 - eta2``, -1 for ``eta2 - eta1``.
+        constants: :func:`quantity_constants` on the inputs' device (made here if not given).
 
     Returns:
         float32 [4, P]: rows ``z0, dphi, phi_slope, deta``.
     """
-    pi = torch.full((), math.pi, dtype=torch.float32, device=p1.device)  # a fill: torch.tensor would copy (a CUDA sync)
-    two_pi = torch.full((), 2 * math.pi, dtype=torch.float32, device=p1.device)
-    big = torch.full((), 3.4028234663852886e38, dtype=torch.float32, device=p1.device)  # FLT_MAX
-    one = torch.ones((), dtype=torch.float32, device=p1.device)
+    c = quantity_constants(p1.device) if constants is None else constants
+    pi, two_pi, big, one = c[0], c[1], c[2], c[3]
     z1, r1, phi1, eta1 = p1[0], p1[1], p1[2], p1[3]
     z2, r2, phi2, eta2 = p2[0], p2[1], p2[2], p2[3]
     dphi = phi2 - phi1
@@ -156,17 +167,20 @@ def pair_quantities_feature_major(p1: torch.Tensor, p2: torch.Tensor, deta_sign:
     return torch.stack([z0, dphi, phi_slope, deta])
 
 
-def slope(num: torch.Tensor, den: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``num / den`` where ``den != 0`` (else ``num``, unused), and the mask ``den != 0``."""
-    one = torch.ones((), dtype=torch.float32, device=num.device)
+def slope(num: torch.Tensor, den: torch.Tensor, constants: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``num / den`` where ``den != 0`` (else ``num``, unused), and the mask ``den != 0``; ``constants``
+    as in :func:`pair_quantities_feature_major`."""
+    c = quantity_constants(num.device) if constants is None else constants
     has = den != 0
-    return num / torch.where(has, den, one), has
+    return num / torch.where(has, den, c[3]), has
 
 
-def slope_difference(q12: torch.Tensor, has12: torch.Tensor, q23: torch.Tensor, has23: torch.Tensor) -> torch.Tensor:
-    """``q12 - q23``, with MMG's finite values where a slope does not exist (see the module docstring)."""
-    big = torch.full((), 3.4028234663852886e38, dtype=torch.float32, device=q12.device)  # FLT_MAX
-    zero = torch.zeros((), dtype=torch.float32, device=q12.device)
+def slope_difference(q12: torch.Tensor, has12: torch.Tensor, q23: torch.Tensor, has23: torch.Tensor,
+                     constants: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``q12 - q23``, with MMG's finite values where a slope does not exist (see the module docstring);
+    ``constants`` as in :func:`pair_quantities_feature_major`."""
+    c = quantity_constants(q12.device) if constants is None else constants
+    big, zero = c[2], c[4]
     only12 = torch.where(q12 >= 0, big, -big)
     only23 = torch.where(q23 <= 0, big, -big)
     return torch.where(has12 & has23, q12 - q23, torch.where(has12, only12, torch.where(has23, only23, zero)))
