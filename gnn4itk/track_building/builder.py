@@ -12,7 +12,7 @@ from typing import List, Tuple
 import torch
 from torch import Tensor, nn
 
-from gnn4itk.track_building.ops import best_edges, build_segments, count, split_components, split_segments, take
+from gnn4itk.track_building.ops import best_edges, build_segments, split_components, split_segments, take
 from gnn4itk.track_building.reference import MODES
 from gnn4itk.track_building.walk import walk_segments
 
@@ -93,7 +93,7 @@ class TrackBuilder(nn.Module):
         num_hits = r2z2.numel()
         src, dst, score = self._filtered_edges(edge_index, scores, r2z2)
         if self.mode == "junction_removal":
-            best_out, best_in = best_edges(src, dst, score, num_hits)
+            best_out, best_in, _ = best_edges(src, dst, score, num_hits)
             kept = (best_out & best_in).nonzero().squeeze(1)
             src, dst, score = src[kept], dst[kept], score[kept]
 
@@ -147,18 +147,15 @@ class TrackBuilder(nn.Module):
             -1 for hits in no track.
         """
         num_edges = src.numel()
-        best_out, best_in = best_edges(src, dst, score, num_hits)
-        has_incoming = count(dst, num_hits) > 0
+        best_out, best_in, has_incoming = best_edges(src, dst, score, num_hits)
         strong = (best_out & (score >= self.walk_min)) | (score > self.walk_max)
         # The pruned graph stays a mask over the filtered edges (no compaction, no host sync).
         kept = strong & (take(has_incoming, src) | best_in)
         both_src = torch.cat([src, src + num_hits])
         both_dst = torch.cat([dst, dst + num_hits])
         present = torch.cat([torch.ones_like(kept), kept])
-        head, seg_len, link = build_segments(both_src, both_dst, 2 * num_hits, present)
-        track_of, walk_hit = split_segments(
-            src, dst, head[:num_hits], seg_len[:num_hits], link[:num_edges], True
-        )
+        head, seg_len, link, degree = build_segments(both_src, both_dst, 2 * num_hits, present)
+        track_of, walk_hit = split_segments(src, dst, head[:num_hits], seg_len[:num_hits], degree[:num_hits], True)
         walk_head = head[num_hits:] - num_hits
         outside = (walk_head != torch.arange(num_hits, device=src.device)) | ~walk_hit
         # On the CPU compact the segments (work there grows with array sizes) and finish sequentially

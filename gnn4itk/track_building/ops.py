@@ -45,7 +45,7 @@ def take(values: Tensor, index: Tensor) -> Tensor:
     return values.index_select(0, index)
 
 
-def best_edges(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
+def best_edges(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor, Tensor]:
     """The best outgoing edge of every source and the best incoming edge of every target.
 
     Best means highest score, then lowest row index at the other end, then first in the edge list.
@@ -58,7 +58,8 @@ def best_edges(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tuple
         num_nodes: N.
 
     Returns:
-        ``best_out`` and ``best_in``, BoolTensor [E] each: exactly one True per source (target).
+        ``best_out`` and ``best_in``, BoolTensor [E] each: exactly one True per source (target);
+        ``has_incoming`` BoolTensor [N]: the node is the target of an edge (scores must be >= 0).
     """
     num_edges = src.numel()
     node = torch.cat([src, dst + num_nodes])
@@ -72,7 +73,7 @@ def best_edges(src: Tensor, dst: Tensor, score: Tensor, num_nodes: int) -> Tuple
     best = torch.full((2 * num_nodes,), big_key(), dtype=torch.long, device=src.device)
     best.scatter_reduce_(0, node, tie_key, "amin")
     chosen = candidate & (tie_key == take(best, node))
-    return chosen[:num_edges], chosen[num_edges:]
+    return chosen[:num_edges], chosen[num_edges:], top[num_nodes:] > -1.0
 
 
 def list_heads(prev: Tensor) -> Tensor:
@@ -103,7 +104,7 @@ def list_heads(prev: Tensor) -> Tensor:
 
 def build_segments(
     src: Tensor, dst: Tensor, num_nodes: int, present: Optional[Tensor] = None
-) -> Tuple[Tensor, Tensor, Tensor]:
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Contract unbranched chains into segments.
 
     An edge ``u -> v`` is a *link* when ``out(u) == 1`` and ``in(v) == 1``; maximal runs of links are
@@ -117,7 +118,8 @@ def build_segments(
 
     Returns:
         ``head`` LongTensor [N] (head node of each node's segment), ``seg_len`` LongTensor [N] (hits
-        in the segment at head indices, 0 elsewhere) and ``link`` BoolTensor [E].
+        in the segment at head indices, 0 elsewhere), ``link`` BoolTensor [E] and ``degree``
+        LongTensor [N] (in- plus out-degree of each node, counting present edges).
 
     Raises:
         RuntimeError: if links form a directed cycle.
@@ -136,7 +138,7 @@ def build_segments(
     prev.scatter_reduce_(0, dst, torch.where(link, src, -1), "amax")
     head = list_heads(prev)
     seg_len = count(head, num_nodes)  # hits of each segment, at its head
-    return head, seg_len, link
+    return head, seg_len, link, out_deg + in_deg
 
 
 def split_components(src: Tensor, dst: Tensor, num_nodes: int, find_walk: bool = True) -> Tuple[Tensor, Tensor]:
@@ -152,12 +154,12 @@ def split_components(src: Tensor, dst: Tensor, num_nodes: int, find_walk: bool =
     Returns:
         ``track_of`` LongTensor [N] and ``walk_hit`` BoolTensor [N], see :func:`split_segments`.
     """
-    head, seg_len, link = build_segments(src, dst, num_nodes)
-    return split_segments(src, dst, head, seg_len, link, find_walk)
+    head, seg_len, _, degree = build_segments(src, dst, num_nodes)
+    return split_segments(src, dst, head, seg_len, degree, find_walk)
 
 
 def split_segments(
-    src: Tensor, dst: Tensor, head: Tensor, seg_len: Tensor, link: Tensor, find_walk: bool = True
+    src: Tensor, dst: Tensor, head: Tensor, seg_len: Tensor, degree: Tensor, find_walk: bool = True
 ) -> Tuple[Tensor, Tensor]:
     """Weakly connected components that are simple paths, and those that need the walk, from the
     segments of the graph.
@@ -169,7 +171,7 @@ def split_segments(
 
     Args:
         src, dst: LongTensor [E], directed edges (no self-loops) over N nodes.
-        head, seg_len: LongTensor [N] each, link: BoolTensor [E]: :func:`build_segments` of the edges.
+        head, seg_len, degree: LongTensor [N] each: :func:`build_segments` of the edges.
         find_walk: tell the small branching components apart (not needed without the walk).
 
     Returns:
@@ -178,22 +180,20 @@ def split_segments(
         ``find_walk=False``: of any branching component).
     """
     num_nodes = head.numel()
-    # Non-link edges touching each segment (a weighted count: links add 0 where they are, rather
-    # than 1 to a shared spare slot, whose atomics would serialise on the GPU).
-    touching = torch.cat([take(head, src), dst])
-    weight = (~link).long().repeat(2)
-    touched = torch.zeros(num_nodes, dtype=torch.long, device=src.device).scatter_add_(0, touching, weight)
-    branching = take(touched > 0, head)
+    device = src.device
+    # Inside a segment every hit but the head has one incoming link and every hit but the last one
+    # outgoing link, so its degrees add up to 2 (len - 1) exactly when no other edge touches it.
+    degree_sum = torch.zeros_like(degree).scatter_add_(0, head, degree)
+    branching = take(degree_sum > 2 * seg_len - 2, head)
     track_of = torch.where(~branching & (take(seg_len, head) >= 3), head, -1)
     if not find_walk:
         return track_of, branching
     ends, others = torch.cat([src, dst]), torch.cat([dst, src])
-    # Lowest and highest neighbour in one scatter: column 1 holds -neighbour.
-    extremes = torch.full((num_nodes, 2), -num_nodes, dtype=torch.long, device=src.device)
-    extremes.scatter_reduce_(0, ends.unsqueeze(1).expand(-1, 2), torch.stack([others, -others], dim=1), "amax")
-    highest, lowest = extremes[:, 0], -extremes[:, 1]
-    partner = torch.where(lowest == highest, lowest, num_nodes)  # the only neighbour, if one
-    partner_ext = torch.cat([partner, torch.full((1,), -1, dtype=torch.long, device=src.device)])
-    nodes = torch.arange(num_nodes, device=src.device)
-    in_pair = take(partner_ext, partner) == nodes
+    # Lowest and highest neighbour (no neighbour: N - 1 and 0, which never agree for N > 1; N = 1
+    # has no edge). A hit whose lowest and highest neighbour agree has one neighbour only.
+    lowest = torch.full((num_nodes,), num_nodes - 1, dtype=torch.long, device=device)
+    lowest.scatter_reduce_(0, ends, others, "amin")
+    highest = torch.zeros_like(lowest).scatter_reduce_(0, ends, others, "amax")
+    nodes = torch.arange(num_nodes, device=device)
+    in_pair = (lowest == highest) & (take(lowest, lowest) == nodes) & (take(highest, lowest) == nodes)
     return track_of, branching & ~in_pair

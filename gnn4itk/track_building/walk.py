@@ -85,7 +85,7 @@ def walk_tracks(
         raise ValueError(f"the walk packs rows into 30 bits: {num_nodes} spacepoints are too many")
     if num_nodes == 0:
         return torch.zeros(0, dtype=torch.long, device=src.device)
-    head, seg_len, link = build_segments(src, dst, num_nodes)
+    head, seg_len, link, _ = build_segments(src, dst, num_nodes)
     nodes = torch.arange(num_nodes, device=src.device)
     return walk_segments(src, dst, score, head, seg_len, link, head != nodes, compact, sequential_below)
 
