@@ -192,8 +192,9 @@ def phi_search_table(d_m2: np.ndarray, dphi_low: np.ndarray, dphi_high: np.ndarr
     start = dphi_low.astype(np.float64) - _SEARCH_SLACK + _OFFSET
     end = dphi_high.astype(np.float64) + _SEARCH_SLACK + _OFFSET
     whole = (end - start >= math.pi) | ~(end >= start)
-    start = np.where(whole, -1.0, start)
-    end = np.where(whole, _OFFSET_MAX + 1.0, end)
+    # phi_a + start <= 0 and phi_a + end >= 7.5 for every phi_a in [-pi, pi]: clamped to the whole block
+    start = np.where(whole, -10.0, start)
+    end = np.where(whole, 20.0, end)
     shift = np.where(whole, 100.0, 2 * math.pi)
     return np.stack([d_m2 * _BLOCK, start, end, shift])
 
