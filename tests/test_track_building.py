@@ -172,6 +172,20 @@ def test_a_directed_cycle_of_simple_links_is_an_error(mode):
         build_tracks_reference(edges.numpy(), np.full(3, 0.9), np.arange(3.0), mode=mode)
 
 
+@pytest.mark.parametrize("compact_walk", [0, 1])
+def test_a_directed_cycle_in_the_walk_graph_is_an_error(compact_walk):
+    # 0 -> 1 -> 2 -> 0 with a branch 0 -> 4: the walk's segment 1-2-0 has an edge back to itself.
+    edges = torch.tensor([[0, 1, 2, 0], [1, 2, 0, 4]])
+    builder = TrackBuilder(sequential_below=0)
+    builder.compact_walk = compact_walk  # the GPU's path (0) and the CPU's (1)
+    # (TorchScript re-raises it as torch.jit.Error, which keeps the message.)
+    for module, error in ((builder, RuntimeError), (torch.jit.script(builder), torch.jit.Error)):
+        with pytest.raises(error, match="cycle"):
+            module.build(edges, torch.full((4,), 0.9), torch.arange(5.0))
+    with pytest.raises(ValueError, match="cycle"):
+        build_tracks_reference(edges.numpy(), np.full(4, 0.9), np.arange(5.0))
+
+
 def test_positive_float_key_orders_like_the_scores():
     from gnn4itk.track_building.walk import positive_float_key
 
