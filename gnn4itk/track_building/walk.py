@@ -221,16 +221,17 @@ def _walk_rounds(
         # A start is ready when no earlier start reaches any segment of its best path: the earlier
         # starts' paths then never touch it, so it stays the best path in the sequential order.
         # (-earliest key reaching anything on the path from each segment, gathered up the chain.)
+        jumps = _chain_jumps(next_seg, hops)
         on_path = neg_first
-        for _ in range(hops):
-            on_path = torch.maximum(on_path, take(on_path, next_seg))
+        for jump in jumps:
+            on_path = torch.maximum(on_path, take(on_path, jump))
         ready = start & (on_path == neg_order_key)
         if sequential_below > 0 and int(ready.sum()) < sequential_below:
             # Rounds stall (dense graphs): the rest one start at a time, from this round's state.
             return walk_sequential(seg_edges, score, seg_len, ~free, height, -neg_order_key, start_of, present)
         owner = torch.where(ready, nodes, -1)
-        for _ in range(hops):  # hand the start's id down its chain of best successors
-            owner = owner.scatter_reduce(0, next_seg, owner, "amax")
+        for jump in jumps:  # hand the start's id down its chain of best successors
+            owner = owner.scatter_reduce(0, jump, owner, "amax")
         start_of = torch.maximum(start_of, owner)  # -1 wherever nothing is taken now
         free = free & (owner < 0)
         # Starts never appear later (used only grows): done once every start is used. Every free
@@ -252,6 +253,31 @@ def _walk_rounds(
                 moving.scatter_reduce_(0, scatter_to, take(moving + penalty, gather_at) + step, "amax")
             after_hits, after_segments, neg_first = moving.select(1, 0), moving.select(1, 1), moving.select(1, 2)
     return start_of
+
+
+def _chain_jumps(next_seg: Tensor, hops: int) -> List[Tensor]:
+    """Pointers that, applied in turn, cover ``hops`` steps along the best-successor chains.
+
+    A gather (or scatter) along each of them in turn reaches every segment up to ``hops`` steps
+    down the chain: ``hops`` times ``next_seg`` itself, or, where fewer ops, pointer doubling
+    (``next_seg`` applied 1, 2, 4, ... times: ``k`` pointers cover ``2**k - 1`` steps and cost
+    ``k - 1`` gathers to build). Chain ends point to themselves, so going further changes nothing.
+
+    Args:
+        next_seg: LongTensor [S], the best successor of each segment (itself at a chain's end).
+        hops: steps to cover.
+
+    Returns:
+        List of LongTensor [S].
+    """
+    if hops < 3:  # doubling saves ops only from 3 steps on
+        return [next_seg for _ in range(hops)]
+    jumps = [next_seg]
+    covered = 1
+    while covered < hops:
+        jumps.append(take(jumps[-1], jumps[-1]))
+        covered = 2 * covered + 1
+    return jumps
 
 
 def blocked() -> int:
