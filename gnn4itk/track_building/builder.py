@@ -116,8 +116,10 @@ class TrackBuilder(nn.Module):
         kept = ((score > self.cc_cut) & (first != second)).nonzero().squeeze(1)
         # Checked after the compaction's host sync, which has drained the GPU's queue: this second
         # sync then waits for four small kernels only.
-        if edge_index.numel() > 0 and bool(((edge_index < 0) | (edge_index >= num_hits)).any()):
-            raise ValueError(f"edge_index has row indices outside [0, {num_hits})")
+        if edge_index.numel() > 0:
+            lowest, highest = torch.aminmax(edge_index)
+            if bool((lowest < 0) | (highest >= num_hits)):
+                raise ValueError(f"edge_index has row indices outside [0, {num_hits})")
         src, dst, score = take(first, kept), take(second, kept), take(score, kept)
         if self.orient:
             r_src, r_dst = r2z2[src], r2z2[dst]
