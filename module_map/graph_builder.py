@@ -145,6 +145,26 @@ def _block_key(block: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     return block.to(torch.float64) * 8.0 + _offset(angle)  # 8.0: _BLOCK
 
 
+def _ordered_int(values: torch.Tensor) -> torch.Tensor:
+    """int64 [K]: integers in the exact order of the finite float32 ``values`` [K] (-0.0 equal to
+    +0.0, as float comparisons have it), within (-2**33, 2**33).
+
+    ``|v| = |m| 2**e`` with ``|m|`` in [0.5, 1) (``frexp``; exact, subnormals included), so ``(e, m)``
+    orders the magnitudes and ``|m| 2**24`` is an integer (24 mantissa bits). TorchScript cannot
+    reinterpret the bits (``view(dtype)``), hence this arithmetic.
+    """
+    mantissa, exponent = torch.frexp(values)
+    magnitude = (exponent.to(torch.int64) + 150) * 16777216 + (mantissa.abs() * 16777216.0).to(torch.int64)
+    return torch.where(mantissa < 0, -magnitude, torch.where(mantissa == 0, 0, magnitude))
+
+
+def np_ordered_int(values: np.ndarray) -> np.ndarray:
+    """numpy twin of :func:`_ordered_int` (for map constants): float32 [K] -> int64 [K]."""
+    mantissa, exponent = np.frexp(np.asarray(values, dtype=np.float32))
+    magnitude = (exponent.astype(np.int64) + 150) * 2**24 + (np.abs(mantissa) * np.float32(2**24)).astype(np.int64)
+    return np.where(mantissa < 0, -magnitude, np.where(mantissa == 0, 0, magnitude))
+
+
 def _inside(values: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
     """bool [R]: every feature of ``values`` [F, R] inside its window; ``windows`` [2F, R] holds the
     F lower bounds, then the F upper bounds (feature-major)."""
@@ -162,9 +182,13 @@ def _columns(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
     Tables are kept feature-major on purpose: gathering rows of a [K, F] table whose rows are 16 bytes
     (``table[index]``, also ``index_select``) takes a vectorised slice-gather kernel on CUDA that ran
-    ~50x slower than this element gather (H100, torch 2.11: 3.3 ms for 4M rows).
+    ~50x slower than this element gather (H100, torch 2.11: 3.3 ms for 4M rows). On the CPU,
+    ``index_select`` along dim 1 gives the same result ~1.5x faster (one thread, [8, 1.3M] table, 4M
+    indices: 132 against 195 ms); it is not measured on CUDA, which keeps the element gather.
     """
-    return table[:, index]
+    if table.is_cuda:
+        return table[:, index]
+    return torch.index_select(table, 1, index)
 
 
 def _slopes_or_nan(num: torch.Tensor, den: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
@@ -284,10 +308,11 @@ class ModuleMapGraphBuilder(nn.Module):
         side_doublet = np.concatenate([d12, d23]).astype(np.int64)
         side_low = np.concatenate([t_low[:, 0:4], t_low[:, 4:8]]).T  # feature-major [4, 2T]
         side_high = np.concatenate([t_high[:, 0:4], t_high[:, 4:8]]).T
-        buffer("side_windows", np.concatenate([side_low, side_high]))  # [8, 2T]
-        block = side_doublet.astype(np.float64) * _BLOCK
-        key_from = block + np.clip(side_low[1].astype(np.float64) - _SEARCH_SLACK + _OFFSET, 0.0, _OFFSET_MAX)
-        key_to = block + np.clip(side_high[1].astype(np.float64) + _SEARCH_SLACK + _OFFSET, 0.0, _OFFSET_MAX)
+        # [6, 2T]: z0, phiSlope, deta lows, then highs (the exact (doublet, dphi) search tests dphi)
+        buffer("side_windows", np.concatenate([side_low[[0, 2, 3]], side_high[[0, 2, 3]]]))
+        block = side_doublet << 34  # _ordered_int lies in (-2**33, 2**33)
+        key_from = block + np_ordered_int(side_low[1])
+        key_to = block + np_ordered_int(side_high[1]) + 1  # exclusive
         buffer("side_keys", np.stack([key_from, np.maximum(key_to, key_from)]))  # [2, 2T], never a negative count
         buffer("t_extra", np.concatenate([t_low[:, 8:10].T, t_high[:, 8:10].T]))  # [4, T]: dydx, dzdr lows, highs
         buffer("first_slope_sign", np.array([[self.dydx_sign], [1.0]], dtype=np.float32))  # [2, 1]
@@ -369,24 +394,25 @@ class ModuleMapGraphBuilder(nn.Module):
 
     def side_matches(self, dbl: torch.Tensor, q: torch.Tensor, valid: torch.Tensor, chunk: int) -> Tuple[List[torch.Tensor], int]:
         """(edge, triplet side) pairs where edge ``e`` (doublet ``dbl`` int64 [E], quantities ``q``
-        float32 [4, E]) is in the side's doublet and can meet its dphi window.
+        float32 [4, E]) is in the side's doublet and inside its dphi window.
 
         Only edges flagged ``valid`` (bool [E]) are candidates. Returns ([edge (int64 [M]), side (int64
-        [M], in [0, 2T)), passes (bool [M]: inside all four pair windows of the side)], first-pair
-        count): rows sorted by side, so the first-pair rows (sides < T) come first. Edges are sorted
-        by (doublet, dphi); a side's candidates are found by binary search on that key (widened by the
-        slack). All four windows are tested on every candidate and failures only flagged: the first
-        window (z0) passes ~64% at mu=200 and all four ~60%, too many for a compaction (a host sync,
-        and another to find the first-pair count) to pay off.
+        [M], in [0, 2T)), passes (bool [M]: inside the other three pair windows of the side too)],
+        first-pair count): rows sorted by side, so the first-pair rows (sides < T) come first.
+
+        Edges are sorted by the int64 key (doublet, dphi as an order-preserving integer), so a side's
+        edges inside its dphi window are exactly one range of that key (binary search, no slack and no
+        dphi test). z0, phi_slope and deta are tested on every row and failures only flagged: z0
+        passes ~64% at mu=200 and all three ~60%, too many for a compaction (a host sync, and another
+        to find the first-pair count) to pay off.
         """
         device = q.device
         empty = torch.zeros(0, dtype=torch.int64, device=device)
-        key = _block_key(dbl, q[1].to(torch.float64))
         # invalid edges go to a block after every doublet's, which no search range reaches
-        key = torch.where(valid, key, 8.0 * (self.num_doublets + 1))
+        key = torch.where(valid, dbl * 17179869184 + _ordered_int(q[1]), (self.num_doublets + 1) * 17179869184)  # << 34
         sorted_key, by_dphi = torch.sort(key)
-        q_sorted = _columns(q, by_dphi)
-        found = torch.searchsorted(sorted_key, self.side_keys)  # [2, 2T]: left searches, ends exclusive
+        q_sorted = _columns(torch.cat([q[0:1], q[2:4]]), by_dphi)  # [3, E]: z0, phi_slope, deta
+        found = torch.searchsorted(sorted_key, self.side_keys)  # [2, 2T]: first, end (exclusive)
         count = found[1] - found[0]
         cum = torch.cumsum(count, 0)
         # one host sync for all candidate rows and those of the first pairs (sides before T)
