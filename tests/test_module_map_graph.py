@@ -30,11 +30,14 @@ def synthetic_map():
     return module_map
 
 
-@pytest.mark.parametrize("chunks", [(0, 0), (1 << 22, 1 << 21), (64, 32)])
-def test_builder_equals_reference_on_noisy_synthetic_event(synthetic_map, chunks, device):
+@pytest.mark.parametrize("chunks,host_compaction", [((0, 0), True), ((0, 0), False), ((1 << 22, 1 << 21), True),
+                                                   ((64, 32), True), ((64, 32), False)])
+def test_builder_equals_reference_on_noisy_synthetic_event(synthetic_map, chunks, host_compaction, device):
+    """``host_compaction=False`` runs the CUDA path of the join (failed side matches flagged) on the CPU."""
     event = with_noise(synthetic_event(n_particles=400, seed=7), fraction=0.5, seed=3)
     positions, module = _inputs(event)
     builder = ModuleMapGraphBuilder(synthetic_map, pair_chunk=chunks[0], triplet_chunk=chunks[1]).to(device)
+    builder.host_compaction = host_compaction
     with pytest.warns(UserWarning, match="unknown to the map"):
         got = _edges(builder, positions, module, device)
     want = reference_edges(synthetic_map, positions, module)
@@ -128,11 +131,14 @@ def test_wide_windows_equal_reference(device):
     module_map, _ = build_module_map(events, BuildOptions(tolerance=0.02), progress=False)
     event = with_noise(synthetic_event(n_particles=600, seed=9), fraction=1.0, seed=4)
     positions, module = _inputs(event)
-    with pytest.warns(UserWarning, match="unknown to the map"):
-        got = _edges(torch.jit.script(ModuleMapGraphBuilder(module_map, 4096, 4096).to(device)), positions, module, device)
     want = reference_edges(module_map, positions, module)
     assert len(want) > 1000
-    assert got == want
+    for host_compaction in (True, False):
+        builder = ModuleMapGraphBuilder(module_map, 4096, 4096).to(device)
+        builder.host_compaction = host_compaction
+        with pytest.warns(UserWarning, match="unknown to the map"):
+            got = _edges(torch.jit.script(builder), positions, module, device)
+        assert got == want
 
 
 def test_map_without_triplets_gives_no_edges(synthetic_map):
