@@ -112,12 +112,13 @@ def _expand(counts: torch.Tensor, first_item: int, end_item: int, rows_before: i
     return owner, slot
 
 
-def _joined(parts: List[torch.Tensor], empty: torch.Tensor) -> torch.Tensor:
-    """The chunk results ``parts`` concatenated along their last dimension (no copy for one chunk)."""
-    if len(parts) == 0:
-        return empty
+def _joined(parts: List[torch.Tensor], features: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The chunk results ``parts`` concatenated along their last dimension (no copy for one chunk);
+    without parts, an empty tensor [0] (``features`` 0) or [features, 0] of ``dtype``."""
     if len(parts) == 1:
         return parts[0]
+    if len(parts) == 0:
+        return torch.zeros([features, 0] if features > 0 else [0], dtype=dtype, device=device)
     return torch.cat(parts, dim=-1)
 
 
@@ -351,10 +352,6 @@ class ModuleMapGraphBuilder(nn.Module):
         culled by the deta window, the survivors tested with every doublet window, in float32.
         """
         device = pos.device
-        empty = torch.zeros(0, dtype=torch.int64, device=device)
-        if total == 0:
-            return [torch.zeros((2, 0), dtype=torch.int64, device=device), empty,
-                    torch.zeros((4, 0), dtype=torch.float32, device=device), torch.zeros(0, dtype=torch.bool, device=device)]
         base = first_hit - (cum - nrows)
         zrpe = pos[2:6]  # z, r, phi, eta: all that the pair quantities read
         pairs: List[torch.Tensor] = []
@@ -391,9 +388,8 @@ class ModuleMapGraphBuilder(nn.Module):
                 pairs.append(torch.stack([pa, pb]))
                 dbls.append(pd)
                 qs.append(q)
-        return [_joined(pairs, torch.zeros((2, 0), dtype=torch.int64, device=device)), _joined(dbls, empty),
-                _joined(qs, torch.zeros((4, 0), dtype=torch.float32, device=device)),
-                _joined(passes, torch.zeros(0, dtype=torch.bool, device=device))]
+        return [_joined(pairs, 2, torch.int64, device), _joined(dbls, 0, torch.int64, device),
+                _joined(qs, 4, torch.float32, device), _joined(passes, 0, torch.bool, device)]
 
     def side_matches(self, dbl: torch.Tensor, q: torch.Tensor, valid: torch.Tensor, chunk: int) -> Tuple[List[torch.Tensor], int]:
         """(edge, triplet side) pairs where edge ``e`` (doublet ``dbl`` int64 [E], quantities ``q``
@@ -410,7 +406,6 @@ class ModuleMapGraphBuilder(nn.Module):
         to find the first-pair count) to pay off.
         """
         device = q.device
-        empty = torch.zeros(0, dtype=torch.int64, device=device)
         # invalid edges go to a block after every doublet's, which no search range reaches
         key = torch.where(valid, dbl * 17179869184 + _ordered_int(q[1]), (self.num_doublets + 1) * 17179869184)  # << 34
         sorted_key, by_dphi = torch.sort(key)
@@ -430,7 +425,8 @@ class ModuleMapGraphBuilder(nn.Module):
             passes.append(_inside(_columns(q_sorted, slot), _columns(self.side_windows, side)))
             edges.append(by_dphi[slot])
             sides.append(side)
-        matches = [_joined(edges, empty), _joined(sides, empty), _joined(passes, torch.zeros(0, dtype=torch.bool, device=device))]
+        matches = [_joined(edges, 0, torch.int64, device), _joined(sides, 0, torch.int64, device),
+                   _joined(passes, 0, torch.bool, device)]
         return matches, n_first
 
     def triplet_support(self, pos: torch.Tensor, pairs: torch.Tensor, dbl: torch.Tensor, q: torch.Tensor,
