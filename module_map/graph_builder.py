@@ -17,10 +17,10 @@ Algorithm, all vectorised torch with no loop over modules or hits (docs/module_m
    of its second module whose phi can meet the dphi window are at most two contiguous ranges (two when
    the window crosses +-pi), found by one binary search; only those pairs are expanded. They are culled
    by the deta window (~30% pass at mu=200), and only the survivors get every doublet window.
-2. Surviving edges are sorted by (doublet, dphi). For each triplet side (first pair with the 12
-   windows, second pair with the 23 windows; one table of both sides, built once), the edges of its
-   doublet whose dphi can meet the side's window are a contiguous range; they are culled by z0 and the
-   survivors tested with the other three pair windows.
+2. Surviving edges are sorted by an exact int64 (doublet, dphi) key. For each triplet side (first pair
+   with the 12 windows, second pair with the 23 windows; one table of both sides, built once), the
+   edges of its doublet inside the side's dphi window are exactly one key range; they are tested with
+   the other three pair windows (failures flagged, not compacted).
 3. The two sides are joined on (triplet, middle hit) by sorting and binary search. Joined rows are
    culled by ``diff_dzdr`` (2-15% pass), read from per-match tables; ``diff_dydx`` is tested on the
    survivors only. An edge is kept if it is either pair of a passing row.
@@ -28,7 +28,7 @@ Algorithm, all vectorised torch with no loop over modules or hits (docs/module_m
 Every expansion is chunked (``pair_chunk``, ``triplet_chunk`` rows) by one helper (:func:`_chunks`), so
 peak memory is set by the chunk sizes and the number of (edge, triplet) matches, not by the candidate
 count. Host syncs (each one drains the GPU queue) are one per size the host must know: with one chunk
-per stage, 9 per call.
+per stage, 7 per call.
 
 Precision: positions and windows are float32; the quantities come from
 :mod:`module_map.quantities` (bit-identical to the numpy versions used to build maps).
