@@ -335,14 +335,14 @@ class ModuleMapGraphBuilder(nn.Module):
             index = torch.clamp(module_id.to(torch.int64), -1, self.num_dense)
         return self.dense_of[index + 1]
 
-    def doublet_edges(self, pos: torch.Tensor, key: torch.Tensor, first_hit: torch.Tensor, nrows: torch.Tensor,
+    def doublet_edges(self, pos: torch.Tensor, phi: torch.Tensor, key: torch.Tensor, first_hit: torch.Tensor, nrows: torch.Tensor,
                       cum: torch.Tensor, total: int, chunk: int) -> List[torch.Tensor]:
         """Candidate edges: [pairs (int64 [2, E]: src, dst), doublet (int64 [E]), quantities (float32
         [4, E]), passes (bool [E])] in sorted-hit space; ``passes`` flags the pairs inside every window
         of their doublet (all pass the deta window).
 
         ``pos`` is feature-major float32 [6, N] (``x, y, z, r, phi, eta`` rows), hits sorted by ``key``
-        (float64 [N], (module, phi)); doublet ``k`` has ``nrows[k]`` first hits starting at sorted hit
+        (float64 [N], (module, phi)); ``phi`` (float64 [N]) is the phi of the key, in [-pi, pi]; doublet ``k`` has ``nrows[k]`` first hits starting at sorted hit
         ``first_hit[k]`` (int64 [D]); ``cum`` = cumsum(nrows), ``total`` its last value.
 
         For each doublet and each hit a of its first module, the hits b of the second module whose phi
@@ -361,7 +361,7 @@ class ModuleMapGraphBuilder(nn.Module):
         for first_item, end_item, before, size in _chunks(cum, total, chunk):
             dbl, a = _expand(nrows, first_item, end_item, before, size, base)
             search = _columns(self.d_search, dbl)  # float64 [4, R]: block, start, end, shift
-            phi_a = pos[4][a].to(torch.float64)
+            phi_a = phi[a]
             start, end = phi_a + search[1], phi_a + search[2]  # b's phi + 4 must lie in [start, end]
             # a second range 2 pi lower where the window may pass +pi, else 2 pi higher (phi_search_table)
             shift = torch.where(end >= 4.0 + 0.5 * math.pi, search[3], -search[3])  # 4.0: _OFFSET
@@ -492,8 +492,10 @@ class ModuleMapGraphBuilder(nn.Module):
         if module_id.dim() != 1 or module_id.size(0) != positions.size(0):
             raise ValueError("module_id must be [N], one per spacepoint")
         module = self.dense_module(module_id)
-        key = _block_key(module, positions[:, 4].to(torch.float64))
-        key, order = torch.sort(key)
+        # the keys need phi in [-pi, pi]; another range (e.g. [0, 2 pi)) is moved by 2 pi k for the keys
+        # only: the window tests use the inputs, whose dphi wraps once as before
+        phi = torch.remainder(positions[:, 4].to(torch.float64) + math.pi, 2 * math.pi) - math.pi
+        key, order = torch.sort(_block_key(module, phi))
         bounds = torch.searchsorted(key, self.module_bounds)  # [2D + 1], see __init__
         d = self.num_doublets
         first_hit = bounds[:d]
@@ -511,7 +513,7 @@ class ModuleMapGraphBuilder(nn.Module):
         pair_chunk = self.pair_chunk if self.pair_chunk > 0 else default_chunk
         triplet_chunk = self.triplet_chunk if self.triplet_chunk > 0 else default_chunk
         pos = _columns(positions.t(), order)  # feature-major [6, N], hits in key order
-        found = self.doublet_edges(pos, key, first_hit, nrows, cum, total, pair_chunk)
+        found = self.doublet_edges(pos, phi[order], key, first_hit, nrows, cum, total, pair_chunk)
         pairs, dbl, q, valid = found[0], found[1], found[2], found[3]
         keep = _where_nonzero(self.triplet_support(pos, pairs, dbl, q, valid, triplet_chunk))
         edge_index = order[pairs[:, keep]]
