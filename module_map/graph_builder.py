@@ -257,9 +257,11 @@ class ModuleMapGraphBuilder(nn.Module):
         self.pair_chunk = int(pair_chunk)
         self.triplet_chunk = int(triplet_chunk)
         self.cpu_chunk, self.cuda_chunk = CPU_CHUNK, CUDA_CHUNK  # attributes: TorchScript reads no globals
-        # on the CPU, compact the side matches before the join (1.15x faster there); False runs the CUDA
-        # path (failed matches flagged, not removed) on the CPU too, for tests
+        # compact the side matches before the join on the CPU (1.15x faster there) and on CUDA above
+        # compaction_rows matches (two more host syncs); host_compaction=False keeps the failed matches
+        # flagged everywhere (the CUDA path below compaction_rows), for tests
         self.host_compaction = True
+        self.compaction_rows = 1 << 23
         self.deta_sign = deta_factor(module_map.attributes["deta_sign"])
         self.dydx_sign = dydx_factor(module_map.attributes["dydx_convention"])
         self.last_unknown = 0
@@ -448,7 +450,9 @@ class ModuleMapGraphBuilder(nn.Module):
         edge, side, passes = matches[0], matches[1], matches[2]
         e1, t1, pass1 = edge[:n_first], side[:n_first], passes[:n_first]
         e2, t2, pass2 = edge[n_first:], side[n_first:] - self.num_triplets, passes[n_first:]
-        if self.host_compaction and not pos.is_cuda:  # no host sync to save on the CPU: drop the failures
+        # drop the failed matches before the join where that is cheap: on the CPU (no host sync to save)
+        # and where there are so many that the join's work outweighs two syncs
+        if self.host_compaction and (not pos.is_cuda or edge.size(0) > self.compaction_rows):
             keep1, keep2 = _where_nonzero(pass1), _where_nonzero(pass2)
             e1, t1, pass1 = e1[keep1], t1[keep1], pass1[keep1]
             e2, t2, pass2 = e2[keep2], t2[keep2], pass2[keep2]
