@@ -127,9 +127,9 @@ def _where_nonzero(mask: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(mask).squeeze(1)
 
 
-# Sort and search keys are float64 "block + offset": each module (doublet) owns [8 k, 8 k + 8), and a
-# phi (dphi) in [-pi, pi] sits at offset phi + 4, inside (0.85, 7.15); searched offsets are clamped to
-# [0, 7.5], so a search never leaves its block.
+# The (module, phi) key of the hits is float64 "block + offset": module m owns [8 m, 8 m + 8), and a phi
+# in [-pi, pi] sits at offset phi + 4, inside (0.85, 7.15); searched offsets are clamped to [0, 7.5], so
+# a search never leaves its block. (The (doublet, dphi) key of the edges is an exact int64, _ordered_int.)
 _BLOCK = 8.0
 _OFFSET = 4.0
 _OFFSET_MAX = 7.5
