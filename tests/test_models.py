@@ -12,6 +12,7 @@ from gnn4itk.models import (
     InteractionGNN2,
     MetricLearning,
     RadiusGraph,
+    double_from_single,
     radius_graph,
 )
 
@@ -116,6 +117,23 @@ def test_metric_learning_scripted_and_normalised():
     torch.testing.assert_close(scripted_tgt, tgt, rtol=0, atol=0)
     assert not torch.allclose(src, tgt)
     assert set(double.state_dict()) >= {"network.0.weight", "src_decoder.0.weight", "tgt_decoder.0.weight"}
+
+
+def test_double_embedding_from_a_single_one_reproduces_it_on_both_heads():
+    hp = dict(node_features=FEATURES * 3, emb_hidden=32, nb_layer=3, emb_dim=12, activation="Tanh")
+    x = torch.randn(64, 12)
+    single = MetricLearning(hp).eval()
+    double = double_from_single(single)
+    src, tgt = double(x)
+    torch.testing.assert_close(src, single(x), rtol=0, atol=0)
+    torch.testing.assert_close(tgt, single(x), rtol=0, atol=0)
+    assert double.hparams["model"] == "DoubleMetricLearning"
+    # a copy, not shared parameters: training the double form leaves the single one alone
+    with torch.no_grad():
+        double.src_decoder[0].weight.add_(1.0)
+    torch.testing.assert_close(double(x)[1], single(x), rtol=0, atol=0)
+    with pytest.raises(TypeError, match="MetricLearning"):
+        double_from_single(double)
 
 
 def test_filter_scripted_chunks_and_cut():

@@ -229,3 +229,17 @@ def test_filter_trains_on_a_random_edge_subset_when_asked(event):
     whole = EdgeClassifierModule({"model": "Filter", **config["model"]}, config["training"])
     assert whole._edge_subset(sample) is sample
     assert total > 50
+
+
+def test_double_embedding_training_can_start_from_a_single_embedding(tmp_path, event):
+    single = run_training("metric_learning", small_config("metric_learning"), output_dir=tmp_path / "single", max_epochs=1)
+    config = small_config("double_metric_learning")
+    config["training"]["lr"] = 0.0  # the double embedding must stay where it started
+    double = run_training("double_metric_learning", config, output_dir=tmp_path / "double", max_epochs=1,
+                          init_from=single["checkpoint"])
+    start = load_acorn_checkpoint(single["checkpoint"])
+    after = load_acorn_checkpoint(double["checkpoint"])
+    x = torch.from_numpy(prepare_sample(event, SampleSpec(FEATURES, SCALES))["x"].numpy())
+    src, tgt = after(x)
+    torch.testing.assert_close(src, start(x), rtol=0, atol=0)
+    torch.testing.assert_close(tgt, start(x), rtol=0, atol=0)

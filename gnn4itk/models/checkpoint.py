@@ -111,7 +111,7 @@ def load_acorn_checkpoint(path: str | Path, map_location: str | torch.device = "
 
     Args:
         path: ``.ckpt`` file with ``hyper_parameters`` and ``state_dict`` (acorn key names).
-        map_location: device for the tensors.
+        map_location: device of the returned model (the file is read there too).
         strict: refuse missing or unexpected state-dict keys (the default).
 
     Returns:
@@ -128,7 +128,8 @@ def load_acorn_checkpoint(path: str | Path, map_location: str | torch.device = "
             f"{path} does not match {type(model).__name__}: missing keys {result.missing_keys}, "
             f"unexpected keys {result.unexpected_keys}"
         )
-    return model.eval()
+    # load_state_dict copies into the freshly built (CPU) parameters: move the model itself
+    return model.to(map_location).eval()
 
 
 def save_acorn_checkpoint(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:

@@ -89,3 +89,31 @@ class DoubleMetricLearning(nn.Module):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         trunk = self.network(x)
         return F.normalize(self.src_decoder(trunk), p=2.0, dim=1), F.normalize(self.tgt_decoder(trunk), p=2.0, dim=1)
+
+
+def double_from_single(single: MetricLearning) -> DoubleMetricLearning:
+    """A :class:`DoubleMetricLearning` whose source and target embeddings both equal ``single``'s.
+
+    The double form's trunk has exactly the single form's hidden layers, and each head its output layer,
+    so the copy reproduces ``single`` on both heads (``src == tgt == single(x)``): its radius graph is the
+    single embedding's in both directions. It is the natural start for training a double embedding
+    (``gnn4itk train double_metric_learning --init-from``): a double embedding trained from random weights
+    collapsed within minutes here (docs/models.md), while this one starts from a working graph.
+
+    Args:
+        single: a trained :class:`MetricLearning`.
+
+    Returns:
+        a new :class:`DoubleMetricLearning` (same hyperparameters, ``model`` set to its class name), in
+        eval mode on ``single``'s device.
+    """
+    if not isinstance(single, MetricLearning):
+        raise TypeError(f"double_from_single needs a MetricLearning model, not {type(single).__name__}")
+    hparams = {**single.hparams, "model": "DoubleMetricLearning"}
+    double = DoubleMetricLearning(hparams).to(next(single.parameters()).device)
+    output_layer = single.network[len(single.network) - 1]
+    with torch.no_grad():
+        double.network.load_state_dict(nn.Sequential(*single.network[: len(single.network) - 1]).state_dict())
+        double.src_decoder[0].load_state_dict(output_layer.state_dict())
+        double.tgt_decoder[0].load_state_dict(output_layer.state_dict())
+    return double.eval()

@@ -72,12 +72,18 @@ def _events(source):
 
 
 def _load_initial_weights(model, path: str | Path) -> None:
-    """Copy the weights of the acorn-layout checkpoint ``path`` into ``model`` (same architecture)."""
-    from gnn4itk.models import load_acorn_checkpoint
+    """Copy the weights of the acorn-layout checkpoint ``path`` into ``model`` (same architecture).
+
+    A single ``MetricLearning`` checkpoint may also start a ``DoubleMetricLearning`` model: both heads then
+    begin as the single embedding (:func:`gnn4itk.models.double_from_single`).
+    """
+    from gnn4itk.models import double_from_single, load_acorn_checkpoint
 
     if not Path(path).is_file():
         raise ValueError(f"init_from: no checkpoint file {path}")
     source = load_acorn_checkpoint(path)
+    if type(source).__name__ == "MetricLearning" and type(model).__name__ == "DoubleMetricLearning":
+        source = double_from_single(source)
     if type(source).__name__ != type(model).__name__:
         raise ValueError(f"init_from: {path} holds a {type(source).__name__}, the config builds a {type(model).__name__}")
     try:
