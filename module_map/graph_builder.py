@@ -189,7 +189,9 @@ def _columns(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """
     if table.is_cuda:
         return table[:, index]
-    return torch.index_select(table, 1, index)
+    # the method: torch_geometric replaces the function torch.index_select by a Python function on
+    # import, which TorchScript cannot compile
+    return table.index_select(1, index)
 
 
 def _slopes_or_nan(num: torch.Tensor, den: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:

@@ -155,3 +155,13 @@ def test_map_without_triplets_gives_no_edges(synthetic_map):
     edge_index, edge_attr = torch.jit.script(ModuleMapGraphBuilder(empty))(torch.from_numpy(positions),
                                                                            torch.from_numpy(module))
     assert edge_index.shape == (2, 0) and edge_attr.shape == (0, 6)
+
+
+def test_scripts_with_torch_geometric_imported(synthetic_map):
+    """torch_geometric replaces torch.index_select by a Python function on import; the builder must still
+    script (the served and CLI pipelines import both) and run on the CPU."""
+    pytest.importorskip("torch_geometric")
+    event = synthetic_event(n_particles=200, seed=13)
+    positions, module = _inputs(event)
+    eager = _edges(ModuleMapGraphBuilder(synthetic_map), positions, module)
+    assert _edges(torch.jit.script(ModuleMapGraphBuilder(synthetic_map)), positions, module) == eager
