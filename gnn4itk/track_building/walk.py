@@ -162,11 +162,11 @@ def _walk_rounds(
 ) -> Tensor:
     """The rounds of the walk on the segment graph (see the module docstring).
 
-    Every pass over the edges moves all quantities at once: the edge list is doubled (rows ``[0, E)``
-    read their source and write their target, rows ``[E, 2E)`` the reverse) and one scatter-max per
-    hop updates a state with a column per quantity; rows add ``blocked()`` to the columns that do not
-    travel their way, so those never win. Used segments are blocked the same way (a penalty added
-    to what is read from them) instead of rewriting the edges every round.
+    Every pass over the edges moves all quantities at once, in one scatter-max per hop over a
+    doubled edge list and a doubled node state (:func:`_doubled_edges`): rows ``[0, S)`` of the
+    state hold what travels forward (earliest start, depth), rows ``[S, 2S)`` what travels backward
+    (longest path after the segment). Used segments are blocked by a penalty added to what is read
+    from them instead of rewriting the edges every round; absent edges are blocked in their step.
 
     Args:
         seg_edges: LongTensor [2, E], segment edges; self-loops only on nodes that are used from
@@ -186,9 +186,10 @@ def _walk_rounds(
     src, dst = seg_edges[0], seg_edges[1]
     free = ~used
     gather_at, scatter_to, step = _doubled_edges(src, dst, seg_len, present)
-    state, hops = _first_pass(gather_at, scatter_to, step, free, num_nodes)
+    state, hops = _first_pass(dst, gather_at, scatter_to, step, free)
+    forward, backward = state.narrow(0, 0, num_nodes), state.narrow(0, num_nodes, num_nodes)
     # Topological order of the starts: depth, then row (keys below 2**61 for < 2**30 nodes).
-    neg_order_key = -(state.select(1, 3) * num_nodes + nodes)
+    neg_order_key = -(forward.select(1, 1) * num_nodes + nodes)
     start_of = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
     # Best successor in one scatter-min of a packed key: descending score, then the target's row.
     no_successor = 9_223_372_036_854_775_807  # 2**63 - 1, above every packed key
@@ -198,14 +199,13 @@ def _walk_rounds(
     row_mask = 1_073_741_823  # 2**30 - 1 (literal: ** gives a float in TorchScript)
     # A node without a usable successor keeps this key: above every real one, it decodes to itself.
     self_key = nodes | (8_589_934_591 << 30)
-    # Later rounds: columns 0-1 backward (heights without the segment itself), 2 forward
-    # (-key of the earliest free segment reaching each one); the same doubled rows as the first pass.
-    step = step.narrow(1, 0, 3)
-    scatter_to = scatter_to.unsqueeze(1).expand(-1, 3)
-    seed = torch.stack([torch.zeros_like(nodes), torch.zeros_like(nodes), neg_order_key], dim=1)
+    # Later rounds: forward rows start from the order keys (column 1, the depth, is recomputed
+    # and not used), backward rows from 0.
+    seed = torch.cat([torch.stack([neg_order_key, torch.zeros_like(nodes)], dim=1), torch.zeros_like(forward)])
+    scatter_to = scatter_to.unsqueeze(1).expand(-1, 2)
     # Longest free path after each segment, in hits and in segments; -key of the earliest free
     # segment reaching it.
-    after_hits, after_segments, neg_first = state.select(1, 0), state.select(1, 1), state.select(1, 2)
+    after_hits, after_segments, neg_first = backward.select(1, 0), backward.select(1, 1), forward.select(1, 0)
     pending = True
     while pending:  # one round: every start that no earlier start can disturb
         # Height: the longest free path from the segment, in hits. Used nodes read -1: no edge into
@@ -247,11 +247,13 @@ def _walk_rounds(
         pending, hops = longest_left > 0, longest_left - 1
         if pending:
             # Heights and earliest keys over the free segments: used ones read as blocked().
-            penalty = torch.where(free, 0, blocked()).unsqueeze(1)
+            penalty = torch.where(free, 0, blocked()).repeat(2).unsqueeze(1)
             moving = seed.clone()
             for _ in range(hops):
                 moving.scatter_reduce_(0, scatter_to, take(moving + penalty, gather_at) + step, "amax")
-            after_hits, after_segments, neg_first = moving.select(1, 0), moving.select(1, 1), moving.select(1, 2)
+            backward = moving.narrow(0, num_nodes, num_nodes)
+            after_hits, after_segments = backward.select(1, 0), backward.select(1, 1)
+            neg_first = moving.select(1, 0).narrow(0, 0, num_nodes)
     return start_of
 
 
@@ -289,65 +291,74 @@ def blocked() -> int:
 def _doubled_edges(
     src: Tensor, dst: Tensor, seg_len: Tensor, present: Optional[Tensor]
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """Rows of the doubled edge list: ``gather_at`` LongTensor [2E] (node read), ``scatter_to``
-    LongTensor [2E] (node written) and ``step`` LongTensor [2E, 5] (added to what is read), in the
-    column layout of :func:`_first_pass`; edges not ``present`` (BoolTensor [E] or None) are
-    blocked in every column."""
-    real = src != dst  # a (parked) self-loop adds no hop
-    if present is not None:
-        real = real & present
-    real = real.long()
-    never = torch.full_like(real, blocked())
-    zero = torch.zeros_like(real)
-    forward = torch.stack([never, never, zero, take(seg_len, src), real], dim=1)
-    backward = torch.stack([take(seg_len, dst), real, never, never, never], dim=1)
+    """The doubled edge list over the doubled node state of the walk's passes.
+
+    Node ``v`` has two rows in the state: ``v`` (forward: column 0 = -key of the earliest start
+    reaching it, 1 = depth in hits) and ``S + v`` (backward: column 0 = longest path in hits after
+    it, 1 = the same in segments). Edge rows ``[0, E)`` read ``src`` and write ``dst`` (forward),
+    rows ``[E, 2E)`` read ``S + dst`` and write ``S + src`` (backward), so one scatter-max moves
+    both directions and every column of every row carries a real quantity.
+
+    Args:
+        src, dst: LongTensor [E], segment edges over S nodes (self-loops: parked links).
+        seg_len: LongTensor [S].
+        present: BoolTensor [E] or None: edges not present are blocked in every column.
+
+    Returns:
+        ``gather_at`` LongTensor [2E] (row read), ``scatter_to`` LongTensor [2E] (row written) and
+        ``step`` LongTensor [2E, 2] (added to what is read).
+    """
+    num_nodes = seg_len.numel()
+    real = (src != dst).long()  # a (parked) self-loop adds no hop
+    forward = torch.stack([torch.zeros_like(real), take(seg_len, src)], dim=1)
+    backward = torch.stack([take(seg_len, dst), real], dim=1)
     step = torch.cat([forward, backward])
     if present is not None:
         step = torch.where(present.repeat(2).unsqueeze(1), step, blocked())
-    return torch.cat([src, dst]), torch.cat([dst, src]), step
+    return torch.cat([src, dst + num_nodes]), torch.cat([dst, src + num_nodes]), step
 
 
 def _first_pass(
-    gather_at: Tensor, scatter_to: Tensor, step: Tensor, free: Tensor, num_nodes: int
+    dst: Tensor, gather_at: Tensor, scatter_to: Tensor, step: Tensor, free: Tensor
 ) -> Tuple[Tensor, int]:
     """Depth and the first round's heights and earliest starts, in one scatter per hop.
 
-    Columns of the state: 0 = longest path in hits after the segment (its height without itself),
-    1 = the same in segments, 2 = -(row) of the earliest *source* reaching the segment, 3 = depth in
-    hits (longest path from a source to the head), 4 = depth in segment hops. Column 2 needs no
-    depth: every segment is reached by a source (depth 0, the smallest keys), so the earliest free
-    segment reaching it is the source with the lowest row.
+    The state has the layout of :func:`_doubled_edges`. The earliest start needs no depth in the
+    first round: every segment is reached by a source (depth 0, the smallest keys), so the earliest
+    free segment reaching it is the source with the lowest row: sources start at ``-row``, the other
+    segments below every row.
 
     Args:
-        gather_at, scatter_to, step: the doubled edge list (:func:`_doubled_edges`), [2E], [2E]
-            and [2E, 5].
+        dst: LongTensor [E], edge targets (for the sources: segments without a present incoming edge).
+        gather_at, scatter_to, step: the doubled edge list (:func:`_doubled_edges`).
         free: BoolTensor [S], segments that take part.
-        num_nodes: S.
 
     Returns:
-        ``state`` LongTensor [S, 5] and the longest path in segment edges.
+        ``state`` LongTensor [2S, 2] and the longest path in segment edges.
 
     Raises:
         RuntimeError: if the segment graph has a directed cycle.
     """
-    num_edges = gather_at.numel() // 2
+    num_nodes = free.numel()
     nodes = torch.arange(num_nodes, device=free.device)
-    real = step[:num_edges, 4]  # forward rows: 1 for an edge between two segments, else 0 or blocked
-    has_incoming = torch.zeros_like(nodes).scatter_reduce_(0, scatter_to[:num_edges], real, "amax") > 0
+    real = step.select(1, 1).narrow(0, dst.numel(), dst.numel())  # backward rows: 1, 0 or blocked
+    has_incoming = torch.zeros_like(nodes).scatter_reduce_(0, dst, real, "amax") > 0
     # Non-sources start below every row (-2**31, not blocked(): the state's sum must fit an int64).
     source_key = torch.where(free & ~has_incoming, -nodes, -2_147_483_648)
     zero = torch.zeros_like(nodes)
-    state = torch.stack([zero, zero, source_key, zero, zero], dim=1)
-    scatter_to = scatter_to.unsqueeze(1).expand(-1, 5)
+    state = torch.cat([torch.stack([source_key, zero], dim=1), torch.zeros((num_nodes, 2), dtype=torch.long, device=free.device)])
+    scatter_to = scatter_to.unsqueeze(1).expand(-1, 2)
     total = state[0, 0]  # placeholder for TorchScript's types: set after round 2, before it is read
     for rounds in range(num_nodes + 4):  # an acyclic graph has fewer hops than segments
         state.scatter_reduce_(0, scatter_to, take(state, gather_at) + step, "amax")
         # The first rounds always change something on real graphs: checking them would only cost
         # host syncs (a round without change leaves the state as it is). Every column only grows,
-        # so an unchanged sum means an unchanged state; one sync reads that and the longest path.
+        # so an unchanged sum means an unchanged state; one sync reads that and the longest path
+        # in segment edges (the most segments after any segment, minus one... i.e. column 1 of the
+        # backward rows counts the segments after a segment: its maximum is the longest path).
         if rounds >= 3:
             new_total = state.sum()
-            flags: List[int] = torch.stack([new_total - total, state[:, 4].max()]).tolist()
+            flags: List[int] = torch.stack([new_total - total, state.select(1, 1).narrow(0, num_nodes, num_nodes).max()]).tolist()
             if flags[0] == 0:
                 return state, flags[1]
             total = new_total
