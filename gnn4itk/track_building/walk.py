@@ -354,8 +354,7 @@ def _first_pass(
         # The first rounds always change something on real graphs: checking them would only cost
         # host syncs (a round without change leaves the state as it is). Every column only grows,
         # so an unchanged sum means an unchanged state; one sync reads that and the longest path
-        # in segment edges (the most segments after any segment, minus one... i.e. column 1 of the
-        # backward rows counts the segments after a segment: its maximum is the longest path).
+        # in segment edges (the largest count of segments after a segment: backward column 1).
         if rounds >= 3:
             new_total = state.sum()
             flags: List[int] = torch.stack([new_total - total, state.select(1, 1).narrow(0, num_nodes, num_nodes).max()]).tolist()
