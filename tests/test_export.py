@@ -2,6 +2,8 @@
 tritonserver (CPU) whose LABELS equal the in-process pipeline for every pipeline, ensemble and fused."""
 
 import numpy as np
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -119,7 +121,12 @@ def test_export_command_writes_a_checked_repository(tmp_path):
     pytest.importorskip("tritonclient.grpc", reason="tritonclient (the 'serve' extra) is not installed")
     config = write_tiny_module_map_pipeline(tmp_path / "mm", synthetic_events(1, n_particles=200, seed=3))
     (tmp_path / "mm.yaml").write_text(yaml.safe_dump(config))
-    base = [sys.executable, "-m", "export", "--config", f"ModuleMap={tmp_path / 'mm.yaml'}", "--device", "cpu"]
+    # a MetricLearning configuration whose embedding weights do not exist
+    missing = yaml.safe_load((Path(__file__).parents[1] / "configs" / "MetricLearning.yaml").read_text())
+    missing["graph_construction"]["checkpoint"] = str(tmp_path / "no_such_embedding.ckpt")
+    (tmp_path / "ml.yaml").write_text(yaml.safe_dump(missing))
+    base = [sys.executable, "-m", "export", "--config", f"ModuleMap={tmp_path / 'mm.yaml'}",
+            "--config", f"MetricLearning={tmp_path / 'ml.yaml'}", "--device", "cpu"]
     result = subprocess.run(
         base + ["--pipelines", "ModuleMap", "MetricLearning", "--skip-missing", "--check", "--output", str(tmp_path / "models")],
         capture_output=True, text=True, timeout=900,

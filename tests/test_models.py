@@ -192,6 +192,18 @@ def test_radius_graph_matches_brute_force(method, rotate, grid_dims, double, n, 
     assert runs.numel() == torch.unique(edges[0]).numel()
 
 
+@pytest.mark.parametrize("double", [False, True])
+def test_radius_graph_tree_bounded_on_a_collapsed_embedding(double):
+    # Every point within r of every other (an untrained embedding): the tree keeps only each query's k_max
+    # nearest whenever its pending candidates pass max_candidates, and still equals the definition.
+    query = sphere(500, 4, seed=11) * 0.05
+    database = sphere(500, 4, seed=12) * 0.05 if double else None
+    module = RadiusGraph(0.2, 6, method="tree", leaf_size=8, max_candidates=3000)
+    edges = module(query, database)
+    assert as_pairs(edges) == reference_radius_graph(query, query if database is None else database, 0.2, 6)
+    assert torch.equal(torch.jit.script(module)(query, database), edges)
+
+
 def test_radius_graph_k_max_keeps_nearest():
     query = sphere(400, 3, seed=3)
     full = radius_graph(query, None, 0.5, 10_000)

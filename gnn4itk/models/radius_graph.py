@@ -13,7 +13,9 @@ Three exact methods:
   matrix product of per-leaf operands, and pairs within 1e-3 of ``r_max^2`` are decided from the
   given coordinates, like the brute force. For the single form only leaf pairs a <= b are computed
   and mirrored. A few host syncs in all (one per ``levels_per_step`` tree levels below 8, one per
-  product chunk, three at the end), memory O(``max_candidates``).
+  product chunk, three at the end), memory O(``max_candidates`` + Q * ``k_max``): when the pairs within
+  the radius outgrow ``max_candidates`` (a broad, e.g. untrained, embedding puts most points inside one
+  radius), those pending are decided and cut to each query's ``k_max`` nearest before the next chunk.
 * ``"grid"``: bin the database on its first ``grid_dims`` coordinates with cells of side ``r_max``.
   Since ``|a_d - b_d| <= ||a - b||``, every neighbour of a query lies in the ``3**grid_dims`` cells around
   the query's cell. Points are sorted by cell; for each query the candidates of its neighbouring cells
@@ -497,26 +499,76 @@ def radius_graph_tree(
     candidates_q: List[torch.Tensor] = []
     candidates_d: List[torch.Tensor] = []
     candidates_dist: List[torch.Tensor] = []
+    pending = 0
+    # Kept pairs of earlier chunks, already capped at k_max per query (empty until candidates overflow).
+    settled_src = torch.zeros(0, dtype=torch.long, device=device)
+    settled_dst = torch.zeros(0, dtype=torch.long, device=device)
+    settled_dist = torch.zeros(0, dtype=torch.float64, device=device)
+    settled_any = False
     for start in range(0, leaf_a.numel(), pairs_per_product):
         a, b = leaf_a[start : start + pairs_per_product], leaf_b[start : start + pairs_per_product]
         slot_q, slot_d, approx = _leaf_pair_candidates(query_operand, database_operand, a, b, threshold)
         candidates_q.append(slot_q)
         candidates_d.append(slot_d)
         candidates_dist.append(approx)
-    if len(candidates_q) == 0:
+        pending += slot_q.numel()
+        if pending > max_candidates and start + pairs_per_product < leaf_a.numel():
+            # A broad embedding (an untrained one, say) puts most points inside one radius: keeping every
+            # candidate until the end would need memory quadratic in N. Decide what is pending now and keep
+            # only each query's k_max nearest, so memory stays O(max_candidates + Q * k_max).
+            decided = _decide_candidates(
+                query, database, query_tree.rows, database_tree.rows, torch.cat(candidates_q), torch.cat(candidates_d),
+                torch.cat(candidates_dist), r2, slack, leaf_q, leaf_d, skip_self, symmetric)
+            if settled_any:
+                decided = _with_settled(settled_src, settled_dst, settled_dist, decided)
+            settled = _group_and_cap(query, database, decided[0], decided[1], decided[2], decided[3], k_max)
+            settled_src, settled_dst, settled_dist = settled[0], settled[1], settled[2]
+            settled_any = True
+            # cleared in place: rebinding the names to new lists miscompiled under TorchScript (torch 2.13:
+            # candidates of earlier chunks came back after a second settle)
+            candidates_q.clear()
+            candidates_d.clear()
+            candidates_dist.clear()
+            pending = 0
+    if len(candidates_q) == 0 and not settled_any:
         return empty
+    if len(candidates_q) == 0:
+        return torch.stack([settled_src, settled_dst]), settled_dist.to(query.dtype)
     if len(candidates_q) == 1:
         slot_q, slot_d, approx = candidates_q[0], candidates_d[0], candidates_dist[0]
     else:
         slot_q, slot_d, approx = torch.cat(candidates_q), torch.cat(candidates_d), torch.cat(candidates_dist)
-    rows, cols = query_tree.rows[slot_q], database_tree.rows[slot_d]
+    decided = _decide_candidates(
+        query, database, query_tree.rows, database_tree.rows, slot_q, slot_d, approx, r2, slack, leaf_q, leaf_d, skip_self, symmetric)
+    if settled_any:
+        decided = _with_settled(settled_src, settled_dst, settled_dist, decided)
+    src, dst, dist2 = _group_and_cap(query, database, decided[0], decided[1], decided[2], decided[3], k_max)
+    return torch.stack([src, dst]), dist2.to(query.dtype)
+
+
+def _with_settled(
+    src: torch.Tensor, dst: torch.Tensor, dist2: torch.Tensor, decided: Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Settled pairs (all kept) in front of newly decided candidates, in :func:`_decide_candidates`' form."""
+    keep = torch.ones(src.shape, dtype=torch.bool, device=src.device)
+    return (torch.cat([src, decided[0]]), torch.cat([dst, decided[1]]), torch.cat([dist2, decided[2]]),
+            torch.cat([keep, decided[3]]))
+
+
+def _decide_candidates(
+    query: torch.Tensor, database: torch.Tensor, query_rows: torch.Tensor, database_rows: torch.Tensor,
+    slot_q: torch.Tensor, slot_d: torch.Tensor, approx: torch.Tensor, r2: float, slack: torch.Tensor,
+    leaf_q: int, leaf_d: int, skip_self: bool, symmetric: bool,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Candidate pairs of :func:`radius_graph_tree` (tree slots, float64 frame distances) to point rows,
+    squared distances (DoubleTensor) and a keep mask, mirrored when ``symmetric``; nothing compacted."""
+    rows, cols = query_rows[slot_q], database_rows[slot_d]
     # Pairs near r_max: the distance of the given coordinates decides (_exact_sq_distance), as in the
     # brute force.
     dist2 = approx
     near_edge = torch.nonzero(approx > r2 - slack).squeeze(1)
     dist2[near_edge] = _exact_sq_distance(query[rows[near_edge]], database[cols[near_edge]])
     keep = dist2 < r2
-    dist2 = dist2.to(query.dtype)
     if skip_self:
         keep = keep & (rows != cols)
     if symmetric:
@@ -524,8 +576,16 @@ def radius_graph_tree(
         mirror = keep & (slot_q // leaf_q != slot_d // leaf_d)
         rows, cols = torch.cat([rows, cols]), torch.cat([cols, rows])
         dist2, keep = torch.cat([dist2, dist2]), torch.cat([keep, mirror])
-    # Group by query row with one stable 32-bit sort (half the passes of a 64-bit one) in which the
-    # dropped candidates sort last, past every row: no separate compaction of the candidates.
+    return rows, cols, dist2, keep
+
+
+def _group_and_cap(
+    query: torch.Tensor, database: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, dist2: torch.Tensor,
+    keep: torch.Tensor, k_max: int,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The kept pairs grouped by query row, at most the ``k_max`` nearest per row (exact distances rank)."""
+    # One stable 32-bit sort (half the passes of a 64-bit one) in which the dropped candidates sort last,
+    # past every row: no separate compaction of the candidates.
     n_kept = int(keep.sum().item())
     key = torch.where(keep, rows, torch.full_like(rows, query.shape[0])).to(torch.int32)
     sorted_rows, order = torch.sort(key, stable=True)
@@ -534,10 +594,8 @@ def radius_graph_tree(
     if n_kept > 0 and int(torch.bincount(src).max().item()) > k_max:
         # The cap picks the nearest: rank by the exact distances, like the brute force.
         dist2 = _exact_sq_distance(query[src], database[dst])
-        src, dst, dist2 = _nearest_per_group(src, dst, dist2, k_max)
-    else:
-        dist2 = dist2[order]
-    return torch.stack([src, dst]), dist2.to(query.dtype)
+        return _nearest_per_group(src, dst, dist2, k_max)
+    return src, dst, dist2[order]
 
 
 def radius_graph(
