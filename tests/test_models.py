@@ -134,6 +134,8 @@ def test_double_embedding_from_a_single_one_reproduces_it_on_both_heads():
     torch.testing.assert_close(double(x)[1], single(x), rtol=0, atol=0)
     with pytest.raises(TypeError, match="MetricLearning"):
         double_from_single(double)
+    with pytest.raises(ValueError, match="batch norm"):
+        double_from_single(MetricLearning({**hp, "batchnorm": True}))
 
 
 def test_filter_scripted_chunks_and_cut():

@@ -109,9 +109,12 @@ def double_from_single(single: MetricLearning) -> DoubleMetricLearning:
     """
     if not isinstance(single, MetricLearning):
         raise TypeError(f"double_from_single needs a MetricLearning model, not {type(single).__name__}")
+    output_layer = single.network[len(single.network) - 1]
+    if not isinstance(output_layer, nn.Linear) or bool(single.hparams.get("batchnorm", False)):
+        # with batch norm the two layouts differ (the single form normalises its output as well)
+        raise ValueError("double_from_single needs an embedding without batch norm (acorn's default)")
     hparams = {**single.hparams, "model": "DoubleMetricLearning"}
     double = DoubleMetricLearning(hparams).to(next(single.parameters()).device)
-    output_layer = single.network[len(single.network) - 1]
     with torch.no_grad():
         double.network.load_state_dict(nn.Sequential(*single.network[: len(single.network) - 1]).state_dict())
         double.src_decoder[0].load_state_dict(output_layer.state_dict())
