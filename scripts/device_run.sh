@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One batched run on the lent GPU machine (see docs/benchmarks.md). Usage: scripts/device_run.sh PHASE...
 # Phases: env, sim, mapsim, map, coverage, train, validate, train-embedding, train-edges, validate-ml, bench,
-# tests. Results go to $OUT (device tool) or ./work/device-out. Times are bounded by environment variables
+# speed, tests. Results go to $OUT (device tool) or ./work/device-out. Times are bounded by environment variables
 # (*_MINUTES, *_SECONDS) so that one call stays inside the device's 10-minute limit.
 set -uo pipefail
 OUT=${OUT:-work/device-out}; mkdir -p "$OUT" work
@@ -86,6 +86,23 @@ for phase in "$@"; do
         $G validate --pipeline $p --events work/sim/test --max-events ${VAL_MAX:-4} --device cuda \
           --json "$OUT/validate_$p.json" 2>&1 | grep -v -i warn | tail -14
       done ;;
+    speed)
+      # The GPU speed figures of the module-map builder (#3) and track building (#5) in one go, old code against
+      # new where a copy of the old travels in the repository root (bench_old_graph_builder.py, bench_old_tb/,
+      # untracked and not ignored). Needs the simulation wheels; about 3 minutes on a fresh machine.
+      [ -d work/sim/test ] || $G simulate --pileup 200 --events 1 --jobs 1 --seed 900000 --output work/sim/test --no-progress | tail -1
+      if [ ! -f work/maps/gun2m.npz ]; then
+        $G simulate --pileup 200 --generator gun --gun-pt-min 0.9 --events 210 --jobs 16 --seed 5000000 \
+          --output work/sim/mapgun2m --no-progress | tail -1
+        $G build-module-map --events work/sim/mapgun2m --min-pt 0.9 --output work/maps/gun2m --no-progress | tail -2
+      fi
+      old_builder=""; [ -f bench_old_graph_builder.py ] && old_builder="--compare-builder bench_old_graph_builder.py"
+      $G bench module-map --device cuda --map work/maps/gun2m.npz --event work/sim/test/event000000000 --repeats 30 \
+        --warmup 5 --check-cpu $old_builder --json "$OUT/bench_module_map.json" 2>&1 | grep -v -i warn | tail -30
+      old_tb=""; [ -d bench_old_tb ] && old_tb="--compare-with bench_old_tb"
+      $G bench track-building --device cuda $old_tb --json "$OUT/bench_track_building.json" 2>&1 | tail -16
+      python3 -m pytest -q -x -p no:cacheprovider tests/test_track_building*.py tests/test_module_map_graph*.py \
+        tests/test_models.py 2>&1 | tail -4 ;;
     tests)
       python3 -m pytest -q -x -p no:cacheprovider ${TEST_ARGS:-tests/test_pipeline.py tests/test_track_building.py tests/test_module_map_graph.py} 2>&1 | tail -15 ;;
   esac
