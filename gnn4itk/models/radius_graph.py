@@ -500,11 +500,8 @@ def radius_graph_tree(
     candidates_d: List[torch.Tensor] = []
     candidates_dist: List[torch.Tensor] = []
     pending = 0
-    # Kept pairs of earlier chunks, already capped at k_max per query (empty until candidates overflow).
-    settled_src = torch.zeros(0, dtype=torch.long, device=device)
-    settled_dst = torch.zeros(0, dtype=torch.long, device=device)
-    settled_dist = torch.zeros(0, dtype=torch.float64, device=device)
-    settled_any = False
+    # Kept pairs of earlier chunks, capped at k_max per query; None until the candidates overflow.
+    settled: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
     for start in range(0, leaf_a.numel(), pairs_per_product):
         a, b = leaf_a[start : start + pairs_per_product], leaf_b[start : start + pairs_per_product]
         slot_q, slot_d, approx = _leaf_pair_candidates(query_operand, database_operand, a, b, threshold)
@@ -516,43 +513,43 @@ def radius_graph_tree(
             # A broad embedding (an untrained one, say) puts most points inside one radius: keeping every
             # candidate until the end would need memory quadratic in N. Decide what is pending now and keep
             # only each query's k_max nearest, so memory stays O(max_candidates + Q * k_max).
-            decided = _decide_candidates(
-                query, database, query_tree.rows, database_tree.rows, torch.cat(candidates_q), torch.cat(candidates_d),
-                torch.cat(candidates_dist), r2, slack, leaf_q, leaf_d, skip_self, symmetric)
-            if settled_any:
-                decided = _with_settled(settled_src, settled_dst, settled_dist, decided)
-            settled = _group_and_cap(query, database, decided[0], decided[1], decided[2], decided[3], k_max)
-            settled_src, settled_dst, settled_dist = settled[0], settled[1], settled[2]
-            settled_any = True
+            settled = _settle(
+                query, database, query_tree.rows, database_tree.rows, candidates_q, candidates_d, candidates_dist,
+                r2, slack, leaf_q, leaf_d, skip_self, symmetric, k_max, settled)
             # cleared in place: rebinding the names to new lists miscompiled under TorchScript (torch 2.13:
             # candidates of earlier chunks came back after a second settle)
             candidates_q.clear()
             candidates_d.clear()
             candidates_dist.clear()
             pending = 0
-    if len(candidates_q) == 0 and not settled_any:
-        return empty
+    # A settle always has a later chunk, so candidates are pending here unless there were no leaf pairs.
     if len(candidates_q) == 0:
-        return torch.stack([settled_src, settled_dst]), settled_dist.to(query.dtype)
-    if len(candidates_q) == 1:
-        slot_q, slot_d, approx = candidates_q[0], candidates_d[0], candidates_dist[0]
-    else:
-        slot_q, slot_d, approx = torch.cat(candidates_q), torch.cat(candidates_d), torch.cat(candidates_dist)
-    decided = _decide_candidates(
-        query, database, query_tree.rows, database_tree.rows, slot_q, slot_d, approx, r2, slack, leaf_q, leaf_d, skip_self, symmetric)
-    if settled_any:
-        decided = _with_settled(settled_src, settled_dst, settled_dist, decided)
-    src, dst, dist2 = _group_and_cap(query, database, decided[0], decided[1], decided[2], decided[3], k_max)
+        return empty
+    src, dst, dist2 = _settle(
+        query, database, query_tree.rows, database_tree.rows, candidates_q, candidates_d, candidates_dist,
+        r2, slack, leaf_q, leaf_d, skip_self, symmetric, k_max, settled)
     return torch.stack([src, dst]), dist2.to(query.dtype)
 
 
-def _with_settled(
-    src: torch.Tensor, dst: torch.Tensor, dist2: torch.Tensor, decided: Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Settled pairs (all kept) in front of newly decided candidates, in :func:`_decide_candidates`' form."""
-    keep = torch.ones(src.shape, dtype=torch.bool, device=src.device)
-    return (torch.cat([src, decided[0]]), torch.cat([dst, decided[1]]), torch.cat([dist2, decided[2]]),
-            torch.cat([keep, decided[3]]))
+def _settle(
+    query: torch.Tensor, database: torch.Tensor, query_rows: torch.Tensor, database_rows: torch.Tensor,
+    candidates_q: List[torch.Tensor], candidates_d: List[torch.Tensor], candidates_dist: List[torch.Tensor],
+    r2: float, slack: torch.Tensor, leaf_q: int, leaf_d: int, skip_self: bool, symmetric: bool, k_max: int,
+    settled: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pending candidate chunks of :func:`radius_graph_tree` decided, joined to the pairs ``settled`` before
+    (all kept), grouped by query row and capped at each row's ``k_max`` nearest: (src, dst, dist2 (DoubleTensor))."""
+    if len(candidates_q) == 1:  # the usual case: no concatenation copy
+        slot_q, slot_d, approx = candidates_q[0], candidates_d[0], candidates_dist[0]
+    else:
+        slot_q, slot_d, approx = torch.cat(candidates_q), torch.cat(candidates_d), torch.cat(candidates_dist)
+    rows, cols, dist2, keep = _decide_candidates(
+        query, database, query_rows, database_rows, slot_q, slot_d, approx, r2, slack, leaf_q, leaf_d, skip_self, symmetric)
+    if settled is not None:
+        rows, cols = torch.cat([settled[0], rows]), torch.cat([settled[1], cols])
+        dist2 = torch.cat([settled[2], dist2])
+        keep = torch.cat([torch.ones(settled[0].shape, dtype=torch.bool, device=keep.device), keep])
+    return _group_and_cap(query, database, rows, cols, dist2, keep, k_max)
 
 
 def _decide_candidates(
