@@ -56,7 +56,9 @@ def nearest_within(query: torch.Tensor, database: torch.Tensor, r_max: float, k_
     edges = []
     for start in range(0, query.shape[0], block_rows):
         block = query[start : start + block_rows]
-        distance = torch.cdist(block, database)  # matmul form: 100x faster on the GPU; ranking only
+        # matmul form: ~100x faster than the exact one on the GPU; its ~1e-7 relative error near r_max only
+        # moves a training pair across the radius now and then, which the hinge loss does not mind
+        distance = torch.cdist(block, database)
         nearest_distance, nearest = torch.topk(distance, k, dim=1, largest=False)
         rows = torch.arange(start, start + block.shape[0], device=query.device).unsqueeze(1).expand_as(nearest)
         keep = (nearest_distance < r_max) & (nearest != rows)
