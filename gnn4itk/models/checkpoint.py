@@ -111,14 +111,15 @@ def load_acorn_checkpoint(path: str | Path, map_location: str | torch.device = "
 
     Args:
         path: ``.ckpt`` file with ``hyper_parameters`` and ``state_dict`` (acorn key names).
-        map_location: device of the returned model (the file is read there too).
+        map_location: device of the returned model.
         strict: refuse missing or unexpected state-dict keys (the default).
 
     Returns:
         the model (``MetricLearning``, ``DoubleMetricLearning``, ``Filter``, ``ChainedInteractionGNN2``,
         ``RecurrentInteractionGNN2`` or ``InteractionGNN2``) in eval mode.
     """
-    checkpoint = read_checkpoint(path, map_location)
+    # read on the CPU, where the model is built, and moved once at the end (no device round trip)
+    checkpoint = read_checkpoint(path, "cpu")
     hparams = plain_hparams(checkpoint["hyper_parameters"])
     state_dict = checkpoint["state_dict"]
     model = build_model(hparams, state_dict)
@@ -128,7 +129,6 @@ def load_acorn_checkpoint(path: str | Path, map_location: str | torch.device = "
             f"{path} does not match {type(model).__name__}: missing keys {result.missing_keys}, "
             f"unexpected keys {result.unexpected_keys}"
         )
-    # load_state_dict copies into the freshly built (CPU) parameters: move the model itself
     return model.to(map_location).eval()
 
 
