@@ -143,6 +143,16 @@ def test_bad_inputs_raise_clear_errors():
         builder(torch.tensor([[0], [4]]), torch.ones(1), torch.zeros(4))
     with pytest.raises(torch.jit.Error, match="ValueError: edge_index has row indices outside"):
         torch.jit.script(builder)(torch.tensor([[0], [4]]), torch.ones(1), torch.zeros(4))
+    # Also on the GPU's path (the check waits for the walk's first host sync), in every mode, and
+    # for an edge that the score cut drops.
+    for mode in MODES:
+        gpu_path = TrackBuilder(mode=mode, sequential_below=0)
+        gpu_path.compact_walk = 0
+        for edges, scores in (([[0, 1, 2], [1, 2, 4]], [0.9, 0.9, 0.9]), ([[0, 1, -1], [1, 2, 3]], [0.9, 0.9, 0.0])):
+            with pytest.raises(ValueError, match="outside"):
+                gpu_path(torch.tensor(edges), torch.tensor(scores), torch.zeros(4))
+    with pytest.raises(ValueError, match="outside"):
+        build_tracks_reference(np.array([[0, 1, -1], [1, 2, 3]]), np.array([0.9, 0.9, 0.0]), np.zeros(4))
     with pytest.raises(ValueError, match="mode"):
         TrackBuilder(mode="walk")
     with pytest.raises(ValueError, match="walk_min"):
@@ -184,6 +194,34 @@ def test_a_directed_cycle_in_the_walk_graph_is_an_error(compact_walk):
             module.build(edges, torch.full((4,), 0.9), torch.arange(5.0))
     with pytest.raises(ValueError, match="cycle"):
         build_tracks_reference(edges.numpy(), np.full(4, 0.9), np.arange(5.0))
+
+
+@pytest.mark.parametrize("compact_walk", [0, 1])
+def test_segments_longer_than_the_unchecked_pointer_jumping(compact_walk):
+    # A 100-hit chain with a branch: the walk's pointer jumping needs more than its five unchecked
+    # rounds (32 hits), so the builder notices at the walk's first sync and runs again, checked.
+    edges = [(i, i + 1) for i in range(100)] + [(50, 101), (101, 102)]
+    scores = [0.9] * 100 + [0.95, 0.9]
+    builder = TrackBuilder(sequential_below=0)
+    builder.compact_walk = compact_walk
+    edge_index = np.array(edges, dtype=np.int64).T
+    want = build_tracks_reference(edge_index, np.array(scores, dtype=np.float32), np.arange(103.0))
+    inputs = (torch.from_numpy(edge_index), torch.tensor(scores), torch.arange(103.0))
+    for module in (builder, torch.jit.script(builder)):
+        labels, track_ids = module.build(*inputs)
+        assert labels.tolist() == want[0].tolist() and track_ids.tolist() == want[1].tolist()
+    assert len(split_labels(want[0])) == 2
+
+
+def test_order_key_sorts_like_torch_sort():
+    from gnn4itk.track_building.builder import _order_key
+
+    special = [0.0, -0.0, 1e-45, -1e-45, 3e-39, -3e-39, 1.0, -1.0, 3e38, -3e38, np.inf, -np.inf, np.nan, 0.5, -0.5]
+    values = torch.cat([torch.tensor(special, dtype=torch.float32), torch.randn(5000) * 10.0 ** torch.randint(-40, 38, (5000,))])
+    values = torch.cat([values, values[:200]])  # ties
+    key = torch.jit.script(_order_key)(values)
+    assert int(key.min()) >= 2**24 and int(key.max()) < 2**34
+    assert torch.equal(torch.sort(key, stable=True)[1], torch.sort(values, stable=True)[1])
 
 
 def test_positive_float_key_orders_like_the_scores():

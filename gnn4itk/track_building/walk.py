@@ -35,7 +35,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from gnn4itk.track_building.ops import build_segments, take
+from gnn4itk.track_building.ops import arange_of, build_segments, filled, fresh, negated, take
 from gnn4itk.track_building.sequential import walk_sequential
 
 
@@ -53,7 +53,8 @@ def positive_float_key(values: Tensor) -> Tensor:
     """
     mantissa, exponent = torch.frexp(values)
     key = ((exponent.long() + 149) << 24) | (mantissa * 16777216.0).long()
-    return torch.where(torch.isinf(values), 8_589_934_591, key)  # 2**33 - 1
+    # (== inf rather than isinf: it fuses with the rest)
+    return torch.where(values == float("inf"), 8_589_934_591, key)  # 2**33 - 1
 
 
 def walk_tracks(
@@ -85,9 +86,12 @@ def walk_tracks(
         raise ValueError(f"the walk packs rows into 30 bits: {num_nodes} spacepoints are too many")
     if num_nodes == 0:
         return torch.zeros(0, dtype=torch.long, device=src.device)
-    head, seg_len, link, _ = build_segments(src, dst, num_nodes)
+    head, seg_len, _, link, in_degree, _ = build_segments(src, dst, num_nodes)
     nodes = torch.arange(num_nodes, device=src.device)
-    return walk_segments(src, dst, score, head, seg_len, link, head != nodes, compact, sequential_below)
+    start, _ = walk_segments(
+        src, dst, score, head, seg_len, link, head != nodes, compact, sequential_below, in_degree=in_degree
+    )
+    return start
 
 
 def walk_segments(
@@ -101,7 +105,11 @@ def walk_segments(
     compact: bool = False,
     sequential_below: int = 0,
     present: Optional[Tensor] = None,
-) -> Tensor:
+    key: Optional[Tensor] = None,
+    in_degree: Optional[Tensor] = None,
+    pending: Optional[Tensor] = None,
+    positions: Optional[Tensor] = None,
+) -> Tuple[Tensor, int]:
     """Walkthrough over a pruned DAG whose segments are already built (:func:`walk_tracks` without
     the :func:`~gnn4itk.track_building.ops.build_segments` call, for callers that build them
     together with other graphs' segments).
@@ -116,123 +124,207 @@ def walk_segments(
         compact, sequential_below: as in :func:`walk_tracks`.
         present: BoolTensor [E] or None: only these edges belong to the pruned graph (the others
             are ignored; ``link`` must be False on them), so that it needs no compaction.
+        key: LongTensor [E] or None: :func:`positive_float_key` of ``score``, if the caller has it.
+        in_degree: LongTensor [N] or None: present edges into each node (from
+            :func:`~gnn4itk.track_building.ops.build_segments`), if the caller has it.
+        pending: LongTensor [] or None: checks the caller left for the walk's first host sync. If it
+            is not 0 there, the walk stops at once and returns it.
+        positions: LongTensor [>= N] or None: ``arange``, if the caller shares one.
 
     Returns:
-        LongTensor [N]: for every node, the node that started its track, or -1.
+        LongTensor [N]: for every node, the node that started its track, or -1; and 0, or the value
+        of ``pending`` if that was not 0 (then the tracks are meaningless).
     """
     device = src.device
     num_nodes = head.numel()
     if num_nodes > 1_073_741_824:
         raise ValueError(f"the walk packs rows into 30 bits: {num_nodes} spacepoints are too many")
+    if key is None:
+        key = positive_float_key(score)
     if num_nodes == 0:
-        return torch.zeros(0, dtype=torch.long, device=device)
+        return torch.zeros(0, dtype=torch.long, device=device), _read(pending)
     if compact:
-        heads = (~outside).nonzero().squeeze(1)
+        heads = negated(outside).nonzero().squeeze(1)
         num_segments = heads.numel()
         if num_segments == 0:  # no walk component
-            return torch.full((num_nodes,), -1, dtype=torch.long, device=device)
+            return torch.full((num_nodes,), -1, dtype=torch.long, device=device), _read(pending)
         segment_of = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
         segment_of.index_copy_(0, heads, torch.arange(num_segments, device=device))
-        between = ~link & ~take(outside, take(head, src))
+        between = negated(link) & negated(take(outside, take(head, src)))
         if present is not None:
             between = between & present
         between = between.nonzero().squeeze(1)
-        seg_edges = torch.stack([take(segment_of, take(head, take(src, between))), take(segment_of, take(dst, between))])
-        used = torch.zeros(num_segments, dtype=torch.bool, device=device)
-        start_of = _walk_rounds(seg_edges, take(score, between), take(seg_len, heads), used, sequential_below)
+        start_of, flags = _walk_rounds(
+            take(segment_of, take(head, take(src, between))),
+            take(segment_of, take(dst, between)),
+            take(score, between),
+            take(key, between),
+            take(seg_len, heads),
+            torch.ones(num_segments, dtype=torch.bool, device=device),
+            None,
+            None,
+            None,
+            sequential_below,
+            pending,
+            positions,
+        )
+        if flags != 0:
+            return head, flags  # (meaningless, sized like the result)
         start_row = torch.where(start_of >= 0, take(heads, start_of.clamp(min=0)), -1)
-        return torch.where(take(outside, head), -1, take(start_row, take(segment_of, head).clamp(min=0)))
+        return torch.where(take(outside, head), -1, take(start_row, take(segment_of, head).clamp(min=0))), 0
     # A segment is represented by its head node, so ties by segment number are ties by row, and
-    # nothing needs compacting (no host syncs). Edges that do not count (links, and later edges
-    # with a used end) become self-loops on a used node, where they change nothing. (Not on one
-    # shared spare slot: a million atomics on one address serialise the scatters on the GPU.)
-    # The target of a link is no head: its seg_len is 0, so its self-loop adds no depth. Only heads
-    # take part; every other node counts as used from the start.
-    seg_edges = torch.stack([torch.where(link, dst, take(head, src)), dst])
-    return take(_walk_rounds(seg_edges, score, seg_len, outside, sequential_below, present), head)
+    # nothing needs compacting (no host syncs). Links become self-loops on their target (no head:
+    # its seg_len is 0, so they move nothing; not one shared spare slot: a million atomics on one
+    # address serialise the scatters on the GPU); absent edges are blocked in the walk's steps.
+    # Only heads take part; every other node counts as used from the start.
+    seg_src = torch.where(link, dst, take(head, src))
+    start_of, flags = _walk_rounds(
+        seg_src, dst, score, key, seg_len, negated(outside), present, link, in_degree, sequential_below, pending, positions
+    )
+    return take(start_of, head), flags
+
+
+def _read(pending: Optional[Tensor]) -> int:
+    """The value of ``pending`` (one host sync), 0 for None."""
+    if pending is None:
+        return 0
+    return int(pending)
 
 
 def _walk_rounds(
-    seg_edges: Tensor,
+    src: Tensor,
+    dst: Tensor,
     score: Tensor,
+    key: Tensor,
     seg_len: Tensor,
-    used: Tensor,
-    sequential_below: int = 0,
-    present: Optional[Tensor] = None,
-) -> Tensor:
+    free: Tensor,
+    present: Optional[Tensor],
+    link: Optional[Tensor],
+    in_degree: Optional[Tensor],
+    sequential_below: int,
+    pending: Optional[Tensor],
+    positions: Optional[Tensor] = None,
+) -> Tuple[Tensor, int]:
     """The rounds of the walk on the segment graph (see the module docstring).
 
-    Every pass over the edges moves all quantities at once, in one scatter-max per hop over a
-    doubled edge list and a doubled node state (:func:`_doubled_edges`): rows ``[0, S)`` of the
-    state hold what travels forward (earliest start, depth), rows ``[S, 2S)`` what travels backward
-    (longest path after the segment). Used segments are blocked by a penalty added to what is read
-    from them instead of rewriting the edges every round; absent edges are blocked in their step.
+    Every pass over the edges moves all quantities at once, in one gather, one add and one
+    scatter-max per hop over a flat, feature-major state of four quantities per segment (element
+    gathers only: see :func:`~gnn4itk.track_building.ops.take`):
+
+    ======== ========================================== ========= ======== ============
+    rows      quantity (per segment ``v``)               reads     writes   step
+    ======== ========================================== ========= ======== ============
+    [0, S)    -key of the earliest free start reaching   ``src``   ``dst``  0
+    [S, 2S)   longest path after ``v``, in hits          ``dst``   ``src``  len(dst)
+    [2S, 3S)  longest path after ``v``, in segments      ``dst``   ``src``  1
+    [3S, 4S)  depth (longest path before ``v``, in hits) ``src``   ``dst``  len(src)
+    ======== ========================================== ========= ======== ============
+
+    The depth is needed once (first pass); later passes move the first three only. Used segments
+    are blocked by a step of ``blocked()`` on the edges that read them (one gather per round
+    instead of rewriting the edges); absent edges are blocked in every pass.
 
     Args:
-        seg_edges: LongTensor [2, E], segment edges; self-loops only on nodes that are used from
-            the start and have ``seg_len`` 0 (they change nothing).
-        score: FloatTensor [E].
+        src, dst: LongTensor [E], segment edges; self-loops only on nodes that are used from the
+            start and have ``seg_len`` 0 (parked links, which change nothing), or on cycles.
+        score: FloatTensor [E]; key: LongTensor [E], its :func:`positive_float_key`.
         seg_len: LongTensor [S], hits per segment (0 on nodes that are no segment).
-        used: BoolTensor [S], nodes that take no part; edges join only two used or two unused nodes.
-        sequential_below: finish sequentially once a round has fewer ready starts (0: never).
+        free: BoolTensor [S], nodes that take part; edges join only two free or two other nodes.
         present: BoolTensor [E] or None: only these edges count (the others are blocked).
+        link: BoolTensor [E] or None: parked links (present, but no hop).
+        in_degree: LongTensor [S] or None: present edges into each node (else counted here).
+        sequential_below: finish sequentially once a round has fewer ready starts (0: never).
+        pending, positions: see :func:`walk_segments`.
 
     Returns:
-        LongTensor [S]: the segment that started each segment's track, or -1.
+        LongTensor [S]: the segment that started each segment's track, or -1; and the flags of
+        ``pending`` (0: none).
     """
     device = seg_len.device
     num_nodes = seg_len.numel()
-    nodes = torch.arange(num_nodes, device=device)
-    src, dst = seg_edges[0], seg_edges[1]
-    free = ~used
-    gather_at, scatter_to, step = _doubled_edges(src, dst, seg_len, present)
-    state, hops = _first_pass(dst, gather_at, scatter_to, step, free)
-    forward, backward = state.narrow(0, 0, num_nodes), state.narrow(0, num_nodes, num_nodes)
+    num_edges = src.numel()
+    nodes = arange_of(num_nodes, positions, device)
+    if present is None:
+        present = torch.ones(num_edges, dtype=torch.bool, device=device)
+    real = present if link is None else present ^ link  # links are present edges
+    if in_degree is None:
+        in_degree = torch.zeros_like(nodes).scatter_add_(0, dst, real.long())
+    # The earliest start needs no depth in the first pass: every segment is reached by a source
+    # (depth 0, the smallest keys), so the earliest free segment reaching it is the source with the
+    # lowest row: sources start at -row, the other segments below every row (-2**31, not
+    # blocked(): the state's sums must fit an int64).
+    source = free & (in_degree == 0)
+    zero = filled(free, 0)
+    state = torch.cat([torch.where(source, -nodes, -2_147_483_648), zero, zero, zero])
+    start_of = filled(free, -1)
+    # The segment lengths at both ends of every edge, and whether its source is a source, in one
+    # gather.
+    ends = torch.cat([src, dst])
+    end_info = take(seg_len * 2 + source.long(), ends)
+    len_src, len_dst = end_info[:num_edges] >> 1, end_info[num_edges:] >> 1
+    absent = torch.where(present, 0, blocked())
+    step = torch.cat([absent, torch.where(present, len_dst, blocked()), torch.where(real, 1, absent), torch.where(present, len_src, blocked())])
+    gather_at = torch.cat([src, dst + num_nodes, dst + 2 * num_nodes, src + 3 * num_nodes])
+    scatter_to = torch.cat([dst, src + num_nodes, src + 2 * num_nodes, dst + 3 * num_nodes])
+    # What the first hop reads needs no gather: the seeds at the edges' sources, zeros elsewhere.
+    source_key = torch.where((end_info[:num_edges] & 1) > 0, -src, -2_147_483_648)
+    first_hop = torch.cat([source_key + absent, torch.where(present, len_dst, blocked()), torch.where(real, 1, absent), torch.where(present, len_src, blocked())])
+    hops, flags, last_read = _first_pass(state, gather_at, scatter_to, step, first_hop, num_nodes, pending)
+    if flags != 0:
+        return nodes, flags
+    forward_key, after_hits, after_segments = state[:num_nodes], state[num_nodes : 2 * num_nodes], state[2 * num_nodes : 3 * num_nodes]
     # Topological order of the starts: depth, then row (keys below 2**61 for < 2**30 nodes).
-    neg_order_key = -(forward.select(1, 1) * num_nodes + nodes)
-    start_of = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
+    neg_order_key = -(state[3 * num_nodes :] * num_nodes + nodes)
+    # Later passes: forward rows start from the order keys, backward rows from 0 (used segments
+    # from blocked(), set each round). Their first hop reads the seeds (if the read segment is
+    # free), the same in every round: the order key at each edge's source, zeros elsewhere (the
+    # first pass's last hop read the sources' depths, converged).
+    seed = torch.cat([neg_order_key, zero, zero])
+    zero_edges = filled(present, 0)
+    seed_read = torch.cat([-(last_read[3 * num_edges :] * num_nodes + src), zero_edges, zero_edges])
+    gather_at, scatter_to, step = gather_at[: 3 * num_edges], scatter_to[: 3 * num_edges], step[: 3 * num_edges]
+    read_node = torch.cat([ends, dst])  # the segment each of those edge rows reads
     # Best successor in one scatter-min of a packed key: descending score, then the target's row.
     no_successor = 9_223_372_036_854_775_807  # 2**63 - 1, above every packed key
-    successor_key = ((8_589_934_591 - positive_float_key(score)) << 30) | dst
-    if present is not None:
-        successor_key = torch.where(present, successor_key, no_successor)
+    successor_key = torch.where(present, ((8_589_934_591 - key) << 30) | dst, no_successor)
     row_mask = 1_073_741_823  # 2**30 - 1 (literal: ** gives a float in TorchScript)
-    # A node without a usable successor keeps this key: above every real one, it decodes to itself.
-    self_key = nodes | (8_589_934_591 << 30)
-    # Later rounds: forward rows start from the order keys (column 1, the depth, is recomputed
-    # and not used), backward rows from 0.
-    seed = torch.cat([torch.stack([neg_order_key, torch.zeros_like(nodes)], dim=1), torch.zeros_like(forward)])
-    scatter_to = scatter_to.unsqueeze(1).expand(-1, 2)
-    # Longest free path after each segment, in hits and in segments; -key of the earliest free
-    # segment reaching it.
-    after_hits, after_segments, neg_first = backward.select(1, 0), backward.select(1, 1), forward.select(1, 0)
-    pending = True
-    while pending:  # one round: every start that no earlier start can disturb
+    pending_round = True
+    while pending_round:  # one round: every start that no earlier start can disturb
         # Height: the longest free path from the segment, in hits. Used nodes read -1: no edge into
         # them keeps a path longest, and none is a start.
         height = torch.where(free, after_hits + seg_len, -1)
         start = height >= 2  # its best path has at least two hits
 
-        # Best successor: keeps the path longest, then highest score, then lowest row.
-        keeps_longest = take(height, dst) == take(after_hits, src)
-        best = self_key.clone()
+        # Best successor of each free segment: keeps the path longest, then highest score, then
+        # lowest row. (Used segments get none: chains from free starts never enter them.)
+        end_height = take(height, ends)
+        src_height = end_height[:num_edges]
+        keeps_longest = (end_height[num_edges:] == src_height - len_src) & (src_height >= 0)
+        # A node without a usable successor keeps its self key: above every real one, it decodes to
+        # itself.
+        best = fresh(nodes, start) | (8_589_934_591 << 30)
         best.scatter_reduce_(0, src, torch.where(keeps_longest, successor_key, no_successor), "amin")
-        next_seg = best & row_mask
         # A start is ready when no earlier start reaches any segment of its best path: the earlier
         # starts' paths then never touch it, so it stays the best path in the sequential order.
-        # (-earliest key reaching anything on the path from each segment, gathered up the chain.)
-        jumps = _chain_jumps(next_seg, hops)
-        on_path = neg_first
-        for jump in jumps:
-            on_path = torch.maximum(on_path, take(on_path, jump))
+        # (-earliest key reaching anything on the path from each segment, gathered up the chain
+        # by pointer doubling: ``jumps`` holds the best successor applied 1, 2, 4, ... times, and
+        # on_path, combined with the last one below, covers at least ``hops`` steps. Straight-line
+        # code for up to 3 steps, the usual case, so that the fuser merges across it.)
+        next_seg = best & row_mask
+        twice, last, further, on_path = _chain_jumps(next_seg, forward_key, hops)
+        on_path = torch.max(on_path, take(on_path, last))
         ready = start & (on_path == neg_order_key)
+        # Ready starts hand their id down their chains: one scatter per pointer, in place on the
+        # halves of one fresh buffer (a scatter may not read the tensor it writes).
+        own = torch.where(ready, nodes, -1)
+        marks = torch.cat([own, own])
         if sequential_below > 0 and int(ready.sum()) < sequential_below:
             # Rounds stall (dense graphs): the rest one start at a time, from this round's state.
-            return walk_sequential(seg_edges, score, seg_len, ~free, height, -neg_order_key, start_of, present)
-        owner = torch.where(ready, nodes, -1)
-        for jump in jumps:  # hand the start's id down its chain of best successors
-            owner = owner.scatter_reduce(0, jump, owner, "amax")
-        start_of = torch.maximum(start_of, owner)  # -1 wherever nothing is taken now
+            seg_edges = torch.stack([src, dst])
+            used = negated(free)
+            return walk_sequential(seg_edges, score, seg_len, used, height, -neg_order_key, start_of, present), 0
+        owner = _hand_down(marks, next_seg, twice, further)
+        start_of = torch.max(start_of, owner)  # -1 wherever nothing is taken now
         free = free & (owner < 0)
         # Starts never appear later (used only grows): done once every start is used. Every free
         # path of two or more segments begins at a start, and paths only shrink, so the longest
@@ -244,42 +336,85 @@ def _walk_rounds(
             # it any more, so each is its own track. This saves the last round.
             start_of = torch.where(left, nodes, start_of)
             longest_left = 0
-        pending, hops = longest_left > 0, longest_left - 1
-        if pending:
-            # Heights and earliest keys over the free segments: used ones read as blocked().
-            penalty = torch.where(free, 0, blocked()).repeat(2).unsqueeze(1)
-            moving = seed.clone()
-            for _ in range(hops):
-                moving.scatter_reduce_(0, scatter_to, take(moving + penalty, gather_at) + step, "amax")
-            backward = moving.narrow(0, num_nodes, num_nodes)
-            after_hits, after_segments = backward.select(1, 0), backward.select(1, 1)
-            neg_first = moving.select(1, 0).narrow(0, 0, num_nodes)
-    return start_of
+        pending_round, hops = longest_left > 0, longest_left - 1
+        if pending_round:
+            # Heights and earliest keys over the free segments: edges that read a used segment are
+            # blocked, and used segments start blocked (what free ones write into them is never
+            # read).
+            readable = take(free, read_node)
+            step_now = torch.where(readable, step, step + blocked())
+            moving = torch.where(torch.cat([free, free, free]), seed, blocked())
+            # (A row that reads a used segment writes step_now alone: below every free seed.)
+            moving.scatter_reduce_(0, scatter_to, torch.where(readable, seed_read + step, step_now), "amax")
+            for _ in range(hops - 1):
+                moving.scatter_reduce_(0, scatter_to, take(moving, gather_at) + step_now, "amax")
+            forward_key = moving[:num_nodes]
+            after_hits, after_segments = moving[num_nodes : 2 * num_nodes], moving[2 * num_nodes :]
+    return start_of, 0
 
 
-def _chain_jumps(next_seg: Tensor, hops: int) -> List[Tensor]:
-    """Pointers that, applied in turn, cover ``hops`` steps along the best-successor chains.
+def _chain_jumps(next_seg: Tensor, forward_key: Tensor, hops: int) -> Tuple[Tensor, Tensor, List[Tensor], Tensor]:
+    """Pointers along the best-successor chains, and the largest ``forward_key`` on a chain's start.
 
-    A gather (or scatter) along each of them in turn reaches every segment up to ``hops`` steps
-    down the chain: ``hops`` times ``next_seg`` itself, or, where fewer ops, pointer doubling
-    (``next_seg`` applied 1, 2, 4, ... times: ``k`` pointers cover ``2**k - 1`` steps and cost
-    ``k - 1`` gathers to build). Chain ends point to themselves, so going further changes nothing.
+    Pointer doubling: ``next_seg`` applied 1, 2, 4, ... times. Each doubling step moves the running
+    maximum and the pointer in one gather (of ``[maximum, pointer]`` at ``[pointer, S + pointer]``).
+    Returned after ``k >= 2`` pointers, with the maximum over ``2**(k-1) - 1`` steps: one more
+    gather along the last pointer (by the caller) covers ``2**k - 1 >= hops`` steps. Chain ends
+    point to themselves, so going further changes nothing.
 
     Args:
         next_seg: LongTensor [S], the best successor of each segment (itself at a chain's end).
+        forward_key: LongTensor [S].
         hops: steps to cover.
 
     Returns:
-        List of LongTensor [S].
+        LongTensor [S] each: ``next_seg`` applied twice and the last pointer; the pointers after
+        the second (List of LongTensor [S], usually none: kept apart from ``next_seg``, whose
+        kernel the fuser then shares with the code around); and the largest ``forward_key`` over
+        the segment and the next ``2**(k-1) - 1`` segments of its chain.
     """
-    if hops < 3:  # doubling saves ops only from 3 steps on
-        return [next_seg for _ in range(hops)]
-    jumps = [next_seg]
-    covered = 1
+    num_nodes = forward_key.numel()  # (not next_seg's: that would wait for its kernel and split it)
+    both = take(torch.cat([forward_key, next_seg]), torch.cat([next_seg, next_seg + num_nodes]))
+    on_path = torch.max(forward_key, both[:num_nodes])
+    twice = both[num_nodes:]
+    jump = twice
+    further: List[Tensor] = []
+    covered = 3  # by on_path and the caller's gather along the last pointer
     while covered < hops:
-        jumps.append(take(jumps[-1], jumps[-1]))
+        both = take(torch.cat([on_path, jump]), torch.cat([jump, jump + num_nodes]))
+        on_path = torch.max(on_path, both[:num_nodes])
+        jump = both[num_nodes:]
+        further.append(jump)
         covered = 2 * covered + 1
-    return jumps
+    return twice, jump, further, on_path
+
+
+def _hand_down(marks: Tensor, next_seg: Tensor, twice: Tensor, further: List[Tensor]) -> Tensor:
+    """Hand each start's id down its chain: one scatter-max along each pointer of :func:`_chain_jumps`.
+
+    The scatters run in place on the two halves of ``marks``, each reading the other (a scatter
+    may not read the tensor it writes): the first moves the ids by one step into the upper half,
+    the second the upper half by two steps into the lower half, and the maximum of both halves then
+    covers three steps. From the third pointer on the halves are merged before each scatter.
+
+    Args:
+        marks: LongTensor [2S], fresh: twice the start's own id at each ready start, -1 elsewhere.
+        next_seg, twice, further: the pointers (1, 2, then 4, 8, ... steps).
+
+    Returns:
+        LongTensor [S]: the id of the start whose chain (within the pointers' reach) holds each
+        segment, -1 elsewhere. Chains of different ready starts are disjoint.
+    """
+    num_nodes = next_seg.numel()
+    lower, upper = marks[:num_nodes], marks[num_nodes:]
+    upper.scatter_reduce_(0, next_seg, lower, "amax")
+    lower.scatter_reduce_(0, twice, upper, "amax")
+    for jump in further:
+        merged = torch.max(lower, upper)
+        marks = torch.cat([merged, merged])
+        lower, upper = marks[:num_nodes], marks[num_nodes:]
+        upper.scatter_reduce_(0, jump, lower, "amax")
+    return torch.max(lower, upper)
 
 
 def blocked() -> int:
@@ -288,79 +423,53 @@ def blocked() -> int:
     return -2_305_843_009_213_693_952
 
 
-def _doubled_edges(
-    src: Tensor, dst: Tensor, seg_len: Tensor, present: Optional[Tensor]
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """The doubled edge list over the doubled node state of the walk's passes.
-
-    Node ``v`` has two rows in the state: ``v`` (forward: column 0 = -key of the earliest start
-    reaching it, 1 = depth in hits) and ``S + v`` (backward: column 0 = longest path in hits after
-    it, 1 = the same in segments). Edge rows ``[0, E)`` read ``src`` and write ``dst`` (forward),
-    rows ``[E, 2E)`` read ``S + dst`` and write ``S + src`` (backward), so one scatter-max moves
-    both directions and every column of every row carries a real quantity.
-
-    Args:
-        src, dst: LongTensor [E], segment edges over S nodes (self-loops: parked links).
-        seg_len: LongTensor [S].
-        present: BoolTensor [E] or None: edges not present are blocked in every column.
-
-    Returns:
-        ``gather_at`` LongTensor [2E] (row read), ``scatter_to`` LongTensor [2E] (row written) and
-        ``step`` LongTensor [2E, 2] (added to what is read).
-    """
-    num_nodes = seg_len.numel()
-    real = (src != dst).long()  # a (parked) self-loop adds no hop
-    forward = torch.stack([torch.zeros_like(real), take(seg_len, src)], dim=1)
-    backward = torch.stack([take(seg_len, dst), real], dim=1)
-    step = torch.cat([forward, backward])
-    if present is not None:
-        step = torch.where(present.repeat(2).unsqueeze(1), step, blocked())
-    return torch.cat([src, dst + num_nodes]), torch.cat([dst, src + num_nodes]), step
-
-
 def _first_pass(
-    dst: Tensor, gather_at: Tensor, scatter_to: Tensor, step: Tensor, free: Tensor
-) -> Tuple[Tensor, int]:
-    """Depth and the first round's heights and earliest starts, in one scatter per hop.
+    state: Tensor,
+    gather_at: Tensor,
+    scatter_to: Tensor,
+    step: Tensor,
+    first_hop: Tensor,
+    num_nodes: int,
+    pending: Optional[Tensor],
+) -> Tuple[int, int, Tensor]:
+    """Depth and the first round's heights and earliest starts, in one scatter per hop (in place).
 
-    The state has the layout of :func:`_doubled_edges`. The earliest start needs no depth in the
-    first round: every segment is reached by a source (depth 0, the smallest keys), so the earliest
-    free segment reaching it is the source with the lowest row: sources start at ``-row``, the other
-    segments below every row.
+    After ``k`` hops every quantity is exact for paths of up to ``k`` segment edges, and the longest
+    path in segment edges (rows ``[2S, 3S)``) reads ``min(longest, k)``. So a maximum below ``k``
+    means that everything has converged. Three hops run unchecked (mu=200 graphs need four), then
+    one host sync per hop reads the maximum (and ``pending``).
 
     Args:
-        dst: LongTensor [E], edge targets (for the sources: segments without a present incoming edge).
-        gather_at, scatter_to, step: the doubled edge list (:func:`_doubled_edges`).
-        free: BoolTensor [S], segments that take part.
+        state: LongTensor [4S], the layout of :func:`_walk_rounds`, seeded.
+        gather_at, scatter_to, step: LongTensor [4E] each: the rows each edge row reads and writes,
+            and what it adds.
+        first_hop: LongTensor [4E], what the first hop writes (read from the seeds without a gather).
+        num_nodes: S.
+        pending: see :func:`walk_segments`.
 
     Returns:
-        ``state`` LongTensor [2S, 2] and the longest path in segment edges.
+        The longest path in segment edges; the flags of ``pending`` (0: none; else the state is not
+        converged); and LongTensor [4E]: what the last hop read (the converged state at
+        ``gather_at``).
 
     Raises:
         RuntimeError: if the segment graph has a directed cycle.
     """
-    num_nodes = free.numel()
-    nodes = torch.arange(num_nodes, device=free.device)
-    real = step.select(1, 1).narrow(0, dst.numel(), dst.numel())  # backward rows: 1, 0 or blocked
-    has_incoming = torch.zeros_like(nodes).scatter_reduce_(0, dst, real, "amax") > 0
-    # Non-sources start below every row (-2**31, not blocked(): the state's sum must fit an int64).
-    source_key = torch.where(free & ~has_incoming, -nodes, -2_147_483_648)
-    zero = torch.zeros_like(nodes)
-    state = torch.cat([torch.stack([source_key, zero], dim=1), torch.zeros((num_nodes, 2), dtype=torch.long, device=free.device)])
-    scatter_to = scatter_to.unsqueeze(1).expand(-1, 2)
-    total = state[0, 0]  # placeholder for TorchScript's types: set after round 2, before it is read
-    for rounds in range(num_nodes + 4):  # an acyclic graph has fewer hops than segments
-        state.scatter_reduce_(0, scatter_to, take(state, gather_at) + step, "amax")
-        # The first rounds always change something on real graphs: checking them would only cost
-        # host syncs (a round without change leaves the state as it is). Every column only grows,
-        # so an unchanged sum means an unchanged state; one sync reads that and the longest path
-        # in segment edges (the largest count of segments after a segment: backward column 1).
-        if rounds >= 3:
-            new_total = state.sum()
-            flags: List[int] = torch.stack([new_total - total, state.select(1, 1).narrow(0, num_nodes, num_nodes).max()]).tolist()
-            if flags[0] == 0:
-                return state, flags[1]
-            total = new_total
-        elif rounds == 2:
-            total = state.sum()
+    after_segments = state[2 * num_nodes : 3 * num_nodes]
+    state.scatter_reduce_(0, scatter_to, first_hop, "amax")
+    read = first_hop
+    for hop in range(1, num_nodes + 4):  # an acyclic graph has fewer hops than segments
+        read = take(state, gather_at)
+        state.scatter_reduce_(0, scatter_to, read + step, "amax")
+        if hop >= 3:
+            longest = after_segments.max()
+            if pending is None:
+                most = int(longest)
+            else:
+                values: List[int] = torch.stack([longest, pending]).tolist()
+                if values[1] != 0:
+                    return -1, values[1], read
+                most = values[0]
+            if most <= hop:  # converged before this hop: it read the final state
+                return most, 0, read
     raise RuntimeError("the walk graph has a directed cycle; orient the edges (orient=True)")
