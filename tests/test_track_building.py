@@ -217,7 +217,8 @@ def test_order_key_sorts_like_torch_sort():
     from gnn4itk.track_building.builder import _order_key
 
     special = [0.0, -0.0, 1e-45, -1e-45, 3e-39, -3e-39, 1.0, -1.0, 3e38, -3e38, np.inf, -np.inf, np.nan, 0.5, -0.5]
-    values = torch.cat([torch.tensor(special, dtype=torch.float32), torch.randn(5000) * 10.0 ** torch.randint(-40, 38, (5000,))])
+    spread = torch.randn(5000) * 10.0 ** torch.randint(-40, 38, (5000,))  # some overflow to +-inf
+    values = torch.cat([torch.tensor(special, dtype=torch.float32), spread])
     values = torch.cat([values, values[:200]])  # ties
     key = torch.jit.script(_order_key)(values)
     assert int(key.min()) >= 2**24 and int(key.max()) < 2**34

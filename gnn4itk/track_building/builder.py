@@ -1,8 +1,10 @@
 """``TrackBuilder``: GNN4ITk track building as one scriptable ``nn.Module`` (CPU and CUDA).
 
 Same semantics as :func:`gnn4itk.track_building.reference.build_tracks_reference` (see
-``docs/track_building.md``), computed with whole-graph torch ops: simple-path components by chain contraction
-(:func:`~gnn4itk.track_building.ops.split_components`), the walkthrough by :func:`gnn4itk.track_building.walk.walk_tracks`.
+``docs/track_building.md``), computed with whole-graph torch ops: simple-path components by chain
+contraction (:func:`~gnn4itk.track_building.ops.build_segments`,
+:func:`~gnn4itk.track_building.ops.split_segments`), the walkthrough by
+:func:`gnn4itk.track_building.walk.walk_segments`.
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ class TrackBuilder(nn.Module):
         if num_hits >= 1_073_741_824:
             raise ValueError(f"rows are packed into 30 bits: {num_hits} spacepoints are too many")
         if edge_index.size(1) == 0:  # no edge, no track
-            return torch.full((1,), -1, dtype=torch.long, device=r2z2.device), torch.full((num_hits,), -1, dtype=torch.long, device=r2z2.device)
+            no_track = torch.full((num_hits,), -1, dtype=torch.long, device=r2z2.device)
+            return torch.full((1,), -1, dtype=torch.long, device=r2z2.device), no_track
         if num_hits == 0:
             raise ValueError(f"edge_index has row indices outside [0, {num_hits})")
         # (Checks above, before any device work: the rest is one block of code, which the fuser
@@ -131,15 +134,17 @@ class TrackBuilder(nn.Module):
             track_of, _ = split_segments(src, dst, head, seg_len, seg_degree, False, positions)
         return labels_from_track_of(track_of, r2z2, positions)
 
-    def _filtered_edges(self, edge_index: Tensor, score: Tensor, r2z2: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _filtered_edges(
+        self, edge_index: Tensor, score: Tensor, r2z2: Tensor
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Edges with score > cc_cut and no self-loop; oriented and merged when ``orient``.
 
         Takes ``edge_index`` LongTensor [2, E] (checked shape, E > 0), ``score`` FloatTensor [E] and
-        ``r2z2`` FloatTensor [N], N > 0. Returns ``src``, ``dst`` (LongTensor [E'], rows clamped into [0, N)), ``score`` (FloatTensor
-        [E']) and ``bad`` (BoolTensor []: some row of ``edge_index`` lies outside [0, N)). ``bad`` is
-        read at a later host sync (the first the call needs anyway); until then the clamped rows keep
-        every gather in range (on CUDA an index out of range is a device-side assert that ends the
-        context).
+        ``r2z2`` FloatTensor [N], N > 0. Returns ``src``, ``dst`` (LongTensor [E'], rows clamped
+        into [0, N)), ``score`` (FloatTensor [E']) and ``bad`` (BoolTensor []: some row of
+        ``edge_index`` lies outside [0, N)). ``bad`` is read at a later host sync (the first the
+        call needs anyway); until then the clamped rows keep every gather in range (on CUDA an index
+        out of range is a device-side assert that ends the context).
         """
         num_hits = r2z2.numel()
         edge_index = edge_index.long()

@@ -18,7 +18,7 @@ latency, hence the habits here (see "How the GPU implementation works" in ``docs
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor

@@ -147,7 +147,8 @@ def walk_segments(
         heads = negated(outside).nonzero().squeeze(1)
         num_segments = heads.numel()
         if num_segments == 0:  # no walk component
-            return torch.full((num_nodes,), -1, dtype=torch.long, device=device), _read(pending)
+            no_track = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
+            return no_track, _read(pending)
         segment_of = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
         segment_of.index_copy_(0, heads, torch.arange(num_segments, device=device))
         between = negated(link) & negated(take(outside, take(head, src)))
@@ -252,7 +253,7 @@ def _walk_rounds(
     # The earliest start needs no depth in the first pass: every segment is reached by a source
     # (depth 0, the smallest keys), so the earliest free segment reaching it is the source with the
     # lowest row: sources start at -row, the other segments below every row (-2**31, not
-    # blocked(): the state's sums must fit an int64).
+    # blocked(): blocked steps are added to what is read, and the sums must fit an int64).
     source = free & (in_degree == 0)
     zero = filled(free, 0)
     state = torch.cat([torch.where(source, -nodes, -2_147_483_648), zero, zero, zero])
@@ -263,16 +264,19 @@ def _walk_rounds(
     end_info = take(seg_len * 2 + source.long(), ends)
     len_src, len_dst = end_info[:num_edges] >> 1, end_info[num_edges:] >> 1
     absent = torch.where(present, 0, blocked())
-    step = torch.cat([absent, torch.where(present, len_dst, blocked()), torch.where(real, 1, absent), torch.where(present, len_src, blocked())])
+    hits_step, segments_step = torch.where(present, len_dst, blocked()), torch.where(real, 1, absent)
+    depth_step = torch.where(present, len_src, blocked())
+    step = torch.cat([absent, hits_step, segments_step, depth_step])
     gather_at = torch.cat([src, dst + num_nodes, dst + 2 * num_nodes, src + 3 * num_nodes])
     scatter_to = torch.cat([dst, src + num_nodes, src + 2 * num_nodes, dst + 3 * num_nodes])
     # What the first hop reads needs no gather: the seeds at the edges' sources, zeros elsewhere.
     source_key = torch.where((end_info[:num_edges] & 1) > 0, -src, -2_147_483_648)
-    first_hop = torch.cat([source_key + absent, torch.where(present, len_dst, blocked()), torch.where(real, 1, absent), torch.where(present, len_src, blocked())])
+    first_hop = torch.cat([source_key + absent, hits_step, segments_step, depth_step])
     hops, flags, last_read = _first_pass(state, gather_at, scatter_to, step, first_hop, num_nodes, pending)
     if flags != 0:
         return nodes, flags
-    forward_key, after_hits, after_segments = state[:num_nodes], state[num_nodes : 2 * num_nodes], state[2 * num_nodes : 3 * num_nodes]
+    forward_key, after_hits = state[:num_nodes], state[num_nodes : 2 * num_nodes]
+    after_segments = state[2 * num_nodes : 3 * num_nodes]
     # Topological order of the starts: depth, then row (keys below 2**61 for < 2**30 nodes).
     neg_order_key = -(state[3 * num_nodes :] * num_nodes + nodes)
     # Later passes: forward rows start from the order keys, backward rows from 0 (used segments
@@ -301,15 +305,16 @@ def _walk_rounds(
         src_height = end_height[:num_edges]
         keeps_longest = (end_height[num_edges:] == src_height - len_src) & (src_height >= 0)
         # A node without a usable successor keeps its self key: above every real one, it decodes to
-        # itself.
+        # itself. (fresh: a copy of nodes made in the kernel that computes start.)
         best = fresh(nodes, start) | (8_589_934_591 << 30)
         best.scatter_reduce_(0, src, torch.where(keeps_longest, successor_key, no_successor), "amin")
         # A start is ready when no earlier start reaches any segment of its best path: the earlier
         # starts' paths then never touch it, so it stays the best path in the sequential order.
         # (-earliest key reaching anything on the path from each segment, gathered up the chain
-        # by pointer doubling: ``jumps`` holds the best successor applied 1, 2, 4, ... times, and
-        # on_path, combined with the last one below, covers at least ``hops`` steps. Straight-line
-        # code for up to 3 steps, the usual case, so that the fuser merges across it.)
+        # by pointer doubling: the best successor applied 1 (next_seg), 2 (twice), 4, 8, ...
+        # (further) times; on_path, combined along the last pointer here, covers at least
+        # ``hops`` steps. Up to 3 steps, the usual case, it is code without a loop, which the
+        # fuser merges across.)
         next_seg = best & row_mask
         twice, last, further, on_path = _chain_jumps(next_seg, forward_key, hops)
         on_path = torch.max(on_path, take(on_path, last))
