@@ -11,7 +11,11 @@ MAP_EVENTS  ?= 100   # hard-gun events (~9.6k particles of pT >= 0.9 GeV each); 
 JOBS        ?= 2
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install test demo serve default-map clean
+# Triton's PyTorch backend (what the libtorch flavour needs), built for the installed torch: CPU build here,
+# GPU build where nvcc exists. The script rebuilds only when torch or the sources change.
+PYTORCH_BACKEND := build/triton-pytorch-backend
+
+.PHONY: install test demo serve default-map pytorch-backend build-deps clean
 
 install: $(STAMP)
 
@@ -23,7 +27,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
-test: $(STAMP)
+# Compilers and headers for the backend build (Debian packages; CI and developer machines run as root).
+build-deps:
+	@command -v cmake >/dev/null && command -v c++ >/dev/null && test -f /usr/share/cmake/RapidJSON/RapidJSONConfig.cmake || { \
+	  echo "installing cmake, g++ and rapidjson-dev for Triton's PyTorch backend"; \
+	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q cmake g++ make rapidjson-dev >/dev/null; }
+
+pytorch-backend: $(STAMP) build-deps
+	PYTHON=$(PY) scripts/build_pytorch_backend.sh $(PYTORCH_BACKEND)
+
+test: $(STAMP) pytorch-backend
 	# pytest exits 5 when it collects no test: say so instead of failing or passing silently.
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc

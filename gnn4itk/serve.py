@@ -7,6 +7,11 @@ bundles tritonserver 2.51 with the python backend only. The wheel's backends fol
 backend stub, which depends on the Python version; it is assembled once in a cache folder
 (``$XDG_CACHE_HOME/gnn4itk/tritonserver-<version>-py<X.Y>``).
 
+A tree without Triton's PyTorch backend (the wheel's) gets the one ``make pytorch-backend`` builds
+(``scripts/build_pytorch_backend.sh``: ``build/triton-pytorch-backend/``, or ``$GNN4ITK_PYTORCH_BACKEND``):
+the assembled backends folder holds ``pytorch/`` with links to ``libtriton_pytorch.so`` and to the tree's
+``libtritonserver.so``, and the server's ``LD_LIBRARY_PATH`` gets the ``torch/lib`` it was built against.
+
 :class:`TritonServer` is a context manager: it starts the server in its own process group, waits for
 ``/v2/health/ready``, and on exit (or when this process dies: ``PR_SET_PDEATHSIG``) stops the whole
 group, python-backend stubs included.
@@ -15,7 +20,9 @@ group, python-backend stubs included.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
@@ -34,6 +41,13 @@ from pathlib import Path
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 TRITONSERVER_ENV = "GNN4ITK_TRITONSERVER"  # root of an unpacked tritonserver tree
+PYTORCH_BACKEND_ENV = "GNN4ITK_PYTORCH_BACKEND"  # folder holding a built libtriton_pytorch.so
+BUILT_PYTORCH_BACKEND = Path(__file__).resolve().parents[1] / "build" / "triton-pytorch-backend"
+PYTORCH_BACKEND_LIB = "libtriton_pytorch.so"
+BUILD_PYTORCH_BACKEND_HINT = (
+    "build it with `make pytorch-backend` (scripts/build_pytorch_backend.sh), point $GNN4ITK_PYTORCH_BACKEND at a "
+    "folder holding libtriton_pytorch.so, or serve with the NGC tritonserver container"
+)
 SERVER_PYTHONPATH_ENV = "GNN4ITK_TRITONSERVER_PYTHONPATH"  # first on the server's (and stubs') PYTHONPATH
 PR_SET_PDEATHSIG = 1
 
@@ -51,12 +65,15 @@ class Installation:
         backend_dir: folder of backends to pass as ``--backend-directory``, or None for the built-in default.
         env: extra environment (LD_LIBRARY_PATH, PATH) for the server process.
         source: ``"PATH"``, ``"nvidia-pytriton <version>"`` or ``"GNN4ITK_TRITONSERVER=<root>"``.
+        pytorch_backend: True when the backends include Triton's PyTorch backend (``pytorch_libtorch``
+            models load), False when they do not, None when unknown (a server found on ``PATH``).
     """
 
     binary: Path
     backend_dir: Path | None
     env: dict[str, str]
     source: str
+    pytorch_backend: bool | None = None
 
 
 def find_tritonserver(cache_dir: str | Path | None = None, root: str | Path | None = None) -> Installation:
@@ -101,8 +118,9 @@ def tritonserver_tree(root: Path, cache_dir: str | Path | None, source: str, cac
     """The installation of an unpacked tritonserver folder (``bin/tritonserver``, ``backends/``).
 
     The python backend needs ``backends/python/triton_python_backend_stub``; a tree without it (the wheel's)
-    must hold ``python_backend_stubs/<X.Y>/`` for the running Python, and its backends are then assembled
-    once, with that stub, under ``cache_dir/gnn4itk/tritonserver-<cache_key>-py<X.Y>``.
+    must hold ``python_backend_stubs/<X.Y>/`` for the running Python. A tree without ``backends/pytorch``
+    gets the built PyTorch backend (:func:`find_pytorch_backend`) when there is one. Either way its backends
+    are then assembled once under ``cache_dir/gnn4itk/tritonserver-<cache_key>-py<X.Y>``.
     """
     binary = root / "bin" / "tritonserver"
     if not binary.is_file():
@@ -111,22 +129,75 @@ def tritonserver_tree(root: Path, cache_dir: str | Path | None, source: str, cac
     if not backends.is_dir():
         raise ServerError(f"{source}: no backends folder at {backends}")
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    # The wheel's libraries sit two levels above its tritonserver folder; the NGC layout has lib/.
+    libs = [root.parent.parent / "nvidia_pytriton.libs", root / "lib", Path(sysconfig.get_config_var("LIBDIR") or "")]
+    stub = None
     python_backend = backends / "python"
     if python_backend.is_dir() and not (python_backend / "triton_python_backend_stub").is_file():
         stub = root / "python_backend_stubs" / python / "triton_python_backend_stub"
         if not stub.is_file():
             raise ServerError(f"{source}: no python backend stub for Python {python} (neither "
                               f"{python_backend / 'triton_python_backend_stub'} nor {stub})")
+    built = None if (backends / "pytorch").is_dir() else find_pytorch_backend()
+    torch_lib = []
+    if built is not None:
+        server_lib = _server_library(libs)
+        if server_lib is None:
+            raise ServerError(f"{source}: no libtritonserver*.so in {[str(p) for p in libs[:2]]} for the PyTorch backend")
+        built = (built, server_lib)
+        torch_lib = [_built_against_torch_lib(built[0])]
+    if stub is not None or built is not None:
         cache = Path(cache_dir or os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gnn4itk"
-        backends = _assemble_backends(backends, stub, cache / f"tritonserver-{cache_key}-py{python}")
-    # The wheel's libraries sit two levels above its tritonserver folder; the NGC layout has lib/.
-    libs = [root.parent.parent / "nvidia_pytriton.libs", root / "lib", Path(sysconfig.get_config_var("LIBDIR") or "")]
+        backends = _assemble_backends(backends, stub, cache / f"tritonserver-{cache_key}-py{python}", built)
     env = {
         # The stub embeds libpython: take the running interpreter's, and its PATH so that it finds this venv.
-        "LD_LIBRARY_PATH": _join_paths([str(p) for p in libs if p.is_dir()], os.environ.get("LD_LIBRARY_PATH")),
+        "LD_LIBRARY_PATH": _join_paths([str(p) for p in libs if p.is_dir()] + torch_lib, os.environ.get("LD_LIBRARY_PATH")),
         "PATH": _join_paths([str(Path(sys.executable).parent)], os.environ.get("PATH")),
     }
-    return Installation(binary, backends, env, source)
+    has_pytorch = (backends / "pytorch" / PYTORCH_BACKEND_LIB).exists()
+    return Installation(binary, backends, env, source, pytorch_backend=has_pytorch)
+
+
+def find_pytorch_backend() -> Path | None:
+    """The folder of a built ``libtriton_pytorch.so``: ``$GNN4ITK_PYTORCH_BACKEND``, else this checkout's build.
+
+    Raises:
+        ServerError: when ``$GNN4ITK_PYTORCH_BACKEND`` is set but holds no backend library.
+    """
+    named = os.environ.get(PYTORCH_BACKEND_ENV)
+    if named:
+        folder = Path(named).resolve()
+        if not (folder / PYTORCH_BACKEND_LIB).is_file():
+            raise ServerError(f"{PYTORCH_BACKEND_ENV}={named}: no {PYTORCH_BACKEND_LIB} there")
+        return folder
+    return BUILT_PYTORCH_BACKEND if (BUILT_PYTORCH_BACKEND / PYTORCH_BACKEND_LIB).is_file() else None
+
+
+def _built_against_torch_lib(folder: Path) -> str:
+    """The ``torch/lib`` the backend in ``folder`` was linked with (its ``TORCH_LIB`` file), else this torch's.
+
+    The server process loads that libtorch; it must be the one the backend was compiled against.
+    """
+    recorded = folder / "TORCH_LIB"
+    if recorded.is_file():
+        path = Path(recorded.read_text().strip())
+        if not (path / "libtorch.so").is_file():
+            raise ServerError(f"the PyTorch backend in {folder} was built against {path}, which no longer holds "
+                              f"libtorch.so: rebuild it ({BUILD_PYTORCH_BACKEND_HINT})")
+        return str(path)
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        raise ServerError(f"the PyTorch backend in {folder} needs libtorch, and torch is not installed")
+    return str(Path(spec.origin).parent / "lib")
+
+
+def _server_library(libs: list[Path]) -> Path | None:
+    """``libtritonserver.so`` of the tree (the wheel names it ``libtritonserver-<hash>.so``)."""
+    for folder in libs[:2]:
+        found = sorted(folder.glob("libtritonserver*.so")) if folder.is_dir() else []
+        if found:
+            return found[0]
+    return None
 
 
 def _with_server_pythonpath(found: Installation) -> Installation:
@@ -134,29 +205,58 @@ def _with_server_pythonpath(found: Installation) -> Installation:
     if not extra:
         return found
     env = {**found.env, "PYTHONPATH": _join_paths([extra], os.environ.get("PYTHONPATH"))}
-    return Installation(found.binary, found.backend_dir, env, f"{found.source}, {SERVER_PYTHONPATH_ENV}={extra}")
+    return dataclasses.replace(found, env=env, source=f"{found.source}, {SERVER_PYTHONPATH_ENV}={extra}")
 
 
 def _join_paths(first: list[str], rest: str | None) -> str:
     return ":".join(first + ([rest] if rest else []))
 
 
-def _assemble_backends(source: Path, stub: Path, target: Path) -> Path:
-    """Copy the wheel's backends with the stub into ``target/backends`` once (atomically: tests run in parallel)."""
+def _assemble_backends(source: Path, stub: Path | None, target: Path, pytorch: tuple[Path, Path] | None = None) -> Path:
+    """Copy the tree's backends into ``target/backends`` once (atomically: tests run in parallel).
+
+    ``stub`` goes into ``python/``; ``pytorch`` = (folder of the built ``libtriton_pytorch.so``, the tree's
+    ``libtritonserver`` library) becomes ``pytorch/`` with links to both, renewed on every call, since the
+    build can move or be rebuilt while the copied backends stay.
+    """
     backends = target / "backends"
-    if (backends / "python" / "triton_python_backend_stub").is_file():
-        return backends
-    target.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="backends-", dir=target))
-    shutil.copytree(source, staging / "backends", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(stub, staging / "backends" / "python" / "triton_python_backend_stub")
-    try:
-        os.rename(staging / "backends", backends)
-    except OSError:
-        if not (backends / "python" / "triton_python_backend_stub").is_file():
-            raise
-    shutil.rmtree(staging, ignore_errors=True)
+    if not (backends / "python").is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="backends-", dir=target))
+        shutil.copytree(source, staging / "backends", ignore=shutil.ignore_patterns("__pycache__"))
+        if stub is not None:
+            shutil.copy2(stub, staging / "backends" / "python" / "triton_python_backend_stub")
+        try:
+            os.rename(staging / "backends", backends)
+        except OSError:
+            if not (backends / "python").is_dir():
+                raise
+        shutil.rmtree(staging, ignore_errors=True)
+    if pytorch is not None:
+        folder, server_lib = pytorch
+        (backends / "pytorch").mkdir(exist_ok=True)
+        # libtriton_pytorch.so finds libtritonserver.so beside itself (its RUNPATH is $ORIGIN).
+        for name, points_to in ((PYTORCH_BACKEND_LIB, folder / PYTORCH_BACKEND_LIB), ("libtritonserver.so", server_lib)):
+            _replace_link(backends / "pytorch" / name, points_to)
     return backends
+
+
+def _replace_link(link: Path, points_to: Path) -> None:
+    if link.is_symlink() and os.readlink(link) == str(points_to):
+        return
+    temporary = link.with_name(f".{link.name}.{os.getpid()}")
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(points_to)
+    os.replace(temporary, link)  # atomic: a server starting in parallel sees the old link or the new one
+
+
+def libtorch_models(repository: Path) -> list[str]:
+    """Names of the models in ``repository`` that Triton's PyTorch backend runs (``pytorch_libtorch``)."""
+    found = []
+    for config in sorted(Path(repository).glob("*/config.pbtxt")):
+        if re.search(r'^\s*(platform:\s*"pytorch_libtorch"|backend:\s*"pytorch")', config.read_text(), re.MULTILINE):
+            found.append(config.parent.name)
+    return found
 
 
 def free_port() -> int:
@@ -232,6 +332,11 @@ class TritonServer:
         self.extra_args = list(extra_args or [])
         self.ready_timeout = ready_timeout
         self.installation = installation or find_tritonserver()
+        if self.installation.pytorch_backend is False and (needing := libtorch_models(self.repository)):
+            raise ServerError(
+                f"models {needing[:3]}{' ...' if len(needing) > 3 else ''} are pytorch_libtorch, and "
+                f"{self.installation.source} has no PyTorch backend: {BUILD_PYTORCH_BACKEND_HINT}"
+            )
         self._own_log = log_file is None
         if log_file == "-":
             self.log_path = None

@@ -80,13 +80,14 @@ def test_model_repository_configs_parse(specs, tmp_path, flavour):
 
 
 @pytest.mark.slow
-def test_served_labels_equal_in_process_for_every_pipeline(pipelines, specs, features, tmp_path):
+@pytest.mark.parametrize("flavour", ["python", "libtorch"])
+def test_served_labels_equal_in_process_for_every_pipeline(pipelines, specs, features, tmp_path, flavour):
     grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient (the 'serve' extra) is not installed")
     httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient (the 'serve' extra) is not installed")
     from gnn4itk.serve import TritonServer
 
     _, built = pipelines
-    write_model_repository(tmp_path / "models", list(specs.values()), instance_kind="cpu")
+    write_model_repository(tmp_path / "models", list(specs.values()), flavour=flavour, instance_kind="cpu")
     array = features.numpy()
     with TritonServer(tmp_path / "models", 0, 0, 0, device="cpu") as server:
         grpc = grpcclient.InferenceServerClient(server.url_grpc)
