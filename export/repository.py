@@ -34,6 +34,7 @@ import numpy as np
 FEATURES = "FEATURES"
 LABELS = "LABELS"
 MODEL_FILE = "model.pt"
+DIGEST_SUFFIX = "__DIGEST"
 DEFAULT_MAX_SPACEPOINTS = 1_000_000
 DEFAULT_WARMUP_SPACEPOINTS = 1000
 FLAVOURS = ("python", "libtorch")
@@ -363,11 +364,14 @@ def _write_torchscript_model(out_dir: Path, model: _Model, parameters: dict, opt
         head = {"name": name, "backend": "python", "max_batch_size": 0}
         extra = {**parameters, "torchscript_file": MODEL_FILE}
     warmup = _warmup_entries(model_dir, model, inputs, options["warmup_rows"])
+    if flavour == "python":
+        # Intermediate tensors travel with a digest the next step checks (export/python_backend/model.py).
+        inputs += _io(_digests(model.inputs))
+        outputs += _io(_digests(model.outputs))
+        if warmup and _digests(model.inputs):
+            warmup = []  # no digests in the warm-up files: such a step is warmed by its first request
     for kind in INSTANCE_KINDS:
         params = dict(extra)
-        if flavour == "python" and kind == "gpu":
-            # Let GPU tensors from the previous ensemble step arrive on the GPU (the default copies to host).
-            params["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"
         config = {
             **head,
             "input": inputs,
@@ -383,6 +387,11 @@ def _write_torchscript_model(out_dir: Path, model: _Model, parameters: dict, opt
         if kind == options["kind"]:
             (model_dir / "config.pbtxt").write_text(text)
     return name
+
+
+def _digests(tensors: Sequence[TensorSpec]) -> list[TensorSpec]:
+    """``X__DIGEST`` INT64 [1] for every intermediate tensor X (neither FEATURES nor LABELS)."""
+    return [TensorSpec(t.name + DIGEST_SUFFIX, "INT64", (1,)) for t in tensors if t.name not in (FEATURES, LABELS)]
 
 
 def _warmup_entries(model_dir: Path, model: _Model, inputs: list[dict], random_rows: int) -> list[dict]:
@@ -419,16 +428,19 @@ def _write_ensemble(out_dir: Path, name: str, num_features: int, steps: list[tup
         if flavour == "libtorch":
             in_names = _positional("INPUT", len(model.inputs))
             out_names = _positional("OUTPUT", len(model.outputs))
+            step_inputs, step_outputs = model.inputs, model.outputs
         else:
-            in_names = [t.name for t in model.inputs]
-            out_names = [t.name for t in model.outputs]
+            step_inputs, step_outputs = model.inputs + _digests(model.inputs), model.outputs + _digests(model.outputs)
+            in_names = [t.name for t in step_inputs]
+            out_names = [t.name for t in step_outputs]
+        used_here = used | {n + DIGEST_SUFFIX for n in used}
         schedule.append(
             {
                 "model_name": runner,
                 "model_version": -1,
-                "input_map": [{"key": k, "value": t.name} for k, t in zip(in_names, model.inputs)],
+                "input_map": [{"key": k, "value": t.name} for k, t in zip(in_names, step_inputs)],
                 "output_map": [
-                    {"key": k, "value": t.name} for k, t in zip(out_names, model.outputs) if t.name in used
+                    {"key": k, "value": t.name} for k, t in zip(out_names, step_outputs) if t.name in used_here
                 ],
             }
         )

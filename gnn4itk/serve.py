@@ -140,10 +140,10 @@ def tritonserver_tree(root: Path, cache_dir: str | Path | None, source: str, cac
                               f"{python_backend / 'triton_python_backend_stub'} nor {stub})")
     built = None if (backends / "pytorch").is_dir() else find_pytorch_backend()
     torch_lib = []
-    if built is not None:
-        server_lib = _server_library(libs)
-        if server_lib is None:
-            raise ServerError(f"{source}: no libtritonserver*.so in {[str(p) for p in libs[:2]]} for the PyTorch backend")
+    server_lib = _server_library(libs) if built is not None else None
+    if server_lib is None:
+        built = None  # a tree without libtritonserver.so beside it cannot load the backend: models say so
+    else:
         built = (built, server_lib)
         torch_lib = [_built_against_torch_lib(built[0])]
     if stub is not None or built is not None:

@@ -134,7 +134,7 @@ def test_every_config_parses_as_model_config(tmp_path, flavour, kind):
         assert configs["ModuleMap_fused"].platform != "ensemble"
         steps = configs["ModuleMap"].ensemble_scheduling.step
         assert [s.model_name for s in steps] == ["ModuleMap_score", "ModuleMap_labels"]
-        assert dict(steps[1].input_map) == {"SCORE": "SCORE"}
+        assert dict(steps[1].input_map) == {"SCORE": "SCORE", "SCORE__DIGEST": "SCORE__DIGEST"}
 
 
 def test_both_instance_kinds_are_written_for_the_device_switch(tmp_path):
@@ -143,8 +143,13 @@ def test_both_instance_kinds_are_written_for_the_device_switch(tmp_path):
     assert (model / "config.pbtxt").read_text() == (model / "configs" / "cpu.pbtxt").read_text()
     gpu = parse_config((model / "configs" / "gpu.pbtxt").read_text())
     assert gpu.instance_group[0].kind == gpu.instance_group[0].KIND_GPU
-    # GPU tensors from the previous ensemble step must be allowed to stay on the GPU.
-    assert gpu.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
+    # Tensors cross the python stub's boundary on the host only: the python backend's GPU path returned
+    # wrong LABELS without an error once Triton's CUDA memory pool ran dry (export/python_backend/model.py).
+    assert "FORCE_CPU_ONLY_INPUT_TENSORS" not in gpu.parameters
+    score = parse_config((tmp_path / "m" / "ModuleMap_score" / "configs" / "gpu.pbtxt").read_text())
+    assert [o.name for o in score.output] == ["SCORE", "SCORE__DIGEST"]
+    labels = parse_config((tmp_path / "m" / "ModuleMap_labels" / "configs" / "gpu.pbtxt").read_text())
+    assert [i.name for i in labels.input] == ["SCORE", "SCORE__DIGEST"] and [o.name for o in labels.output] == ["LABELS"]
 
 
 def test_warmup_files_hold_the_given_features(tmp_path):

@@ -1,8 +1,18 @@
 """Generic Triton python-backend model: runs one TorchScript file with torch, nothing else of gnn4itk.
 
 The model's ``config.pbtxt`` (written by ``export/repository.py``) names the file (parameter
-``torchscript_file``), the inputs in forward-argument order and the outputs in return order. Tensors travel
-through DLPack, so GPU tensors stay on the GPU (set ``FORCE_CPU_ONLY_INPUT_TENSORS: "no"`` for that).
+``torchscript_file``), the inputs in forward-argument order and the outputs in return order.
+
+Tensors cross the boundary between Triton and this stub on the host only: inputs arrive in host memory
+(``FORCE_CPU_ONLY_INPUT_TENSORS`` is left at its default) and outputs are handed back as host tensors. The
+python backend's GPU path (CUDA IPC through Triton's CUDA memory pool) breaks when that pool runs dry: Triton
+falls back to pinned host memory, the stub's copy fails with ``failed to copy data: invalid argument``, and the
+response still goes out with whatever its buffer held. On an H100 that returned wrong LABELS without any
+error under load (docs/serving.md).
+
+Every intermediate tensor ``X`` of an ensemble travels with ``X__DIGEST`` (INT64 [1]): the producing step
+computes it on its device before the hand-over, the consuming step recomputes it where it ran the copy and
+refuses the request when they differ. A damaged transfer becomes an error, never wrong tracks.
 
 Checks on ``FEATURES`` (float32 [N, F]) come BEFORE the module runs and are answered with a
 ``TritonError`` for that request only; the server keeps serving:
@@ -10,7 +20,8 @@ Checks on ``FEATURES`` (float32 [N, F]) come BEFORE the module runs and are answ
 * rank other than 2, F other than the ``num_features`` parameter, dtype other than float32;
 * N above ``max_spacepoints`` (default 1,000,000) -- refused instead of running out of memory;
 * N below 3 for a model giving ``LABELS``: answered ``[-1]`` (no track) without running the module;
-* NaN/inf values are replaced with 0 and counted in the server log.
+* NaN/inf values are replaced with 0 and counted in the server log;
+* an intermediate input whose ``__DIGEST`` does not match is refused (a transfer went wrong).
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import triton_python_backend_utils as pb_utils
 FEATURES = "FEATURES"
 LABELS = "LABELS"
 MIN_SPACEPOINTS = 3
+DIGEST_SUFFIX = "__DIGEST"
 JIT_FUSERS = ("none", "fuser0", "fuser1")  # torch.jit.fuser names: none, legacy fuser, NNC
 DEFAULT_MAX_SPACEPOINTS = 1_000_000
 
@@ -46,6 +58,27 @@ def check_features(shape, dtype: str, num_features, max_spacepoints) -> None:
         raise RequestError(f"FEATURES has {shape[0]} rows, more than max_spacepoints = {max_spacepoints}")
 
 
+def digest(value: torch.Tensor) -> torch.Tensor:
+    """A position-sensitive checksum of a tensor's bytes: LongTensor [1] on ``value``'s device.
+
+    Integer arithmetic wraps modulo 2**64 and is associative, so the CPU and every GPU get the same value
+    whatever their reduction order. Words are weighted by (position mod 65521) + 1 so that swapped or
+    shifted blocks change it; the byte count is added so that truncation does too.
+    """
+    flat = value.contiguous().reshape(-1)
+    if flat.numel() == 0:
+        return torch.zeros(1, dtype=torch.int64, device=value.device)
+    if flat.stride(0) != 1:  # a 1-element tensor counts as contiguous whatever its stride (DLPack keeps it)
+        flat = torch.empty(flat.shape, dtype=flat.dtype, device=flat.device).copy_(flat)
+    data = flat.view(torch.uint8)
+    size = data.numel()
+    if size % 4:
+        data = torch.cat([data, data.new_zeros(4 - size % 4)])
+    words = data.view(torch.int32).to(torch.int64)
+    weights = torch.arange(words.numel(), device=words.device, dtype=torch.int64).remainder_(65521).add_(1)
+    return (words * weights).sum().add(size).reshape(1)
+
+
 def _to_torch(tensor: "pb_utils.Tensor") -> torch.Tensor:
     """A zero-copy torch view of a request tensor, host or GPU, through DLPack.
 
@@ -59,7 +92,8 @@ def _to_torch(tensor: "pb_utils.Tensor") -> torch.Tensor:
 
 
 def _to_triton(name: str, value: torch.Tensor) -> "pb_utils.Tensor":
-    value = value.contiguous()
+    """A host tensor for Triton (a GPU ``value`` is copied to the host first: see the module docstring)."""
+    value = value.detach().to("cpu").contiguous()
     if value.numel() == 0:  # zero-size buffers cannot travel through DLPack
         return pb_utils.Tensor(name, np.zeros(tuple(value.shape), dtype=_NUMPY_DTYPES[value.dtype]))
     return pb_utils.Tensor.from_dlpack(name, torch.utils.dlpack.to_dlpack(value))
@@ -75,8 +109,13 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.name = args["model_name"]
-        self.input_names = [i["name"] for i in config["input"]]
-        self.output_names = [o["name"] for o in config["output"]]
+        # X__DIGEST inputs and outputs go with the intermediate tensor X: they are not the module's.
+        self.input_names = [i["name"] for i in config["input"] if not i["name"].endswith(DIGEST_SUFFIX)]
+        self.output_names = [o["name"] for o in config["output"] if not o["name"].endswith(DIGEST_SUFFIX)]
+        declared_inputs = {i["name"] for i in config["input"]}
+        declared_outputs = {o["name"] for o in config["output"]}
+        self.checked_inputs = [n for n in self.input_names if n + DIGEST_SUFFIX in declared_inputs]
+        self.digested_outputs = [n for n in self.output_names if n + DIGEST_SUFFIX in declared_outputs]
         self.num_features = int(params["num_features"]) if "num_features" in params else None
         self.max_spacepoints = int(params.get("max_spacepoints", DEFAULT_MAX_SPACEPOINTS))
         if args["model_instance_kind"] == "GPU":
@@ -93,6 +132,7 @@ class TritonPythonModel:
         if self.fuser not in JIT_FUSERS:
             raise ValueError(f"{self.name}: parameter jit_fuser must be one of {JIT_FUSERS}, got {self.fuser!r}")
         self.nonfinite_total = 0
+        self.corrupted_total = 0
         # Where each input arrived (host or GPU): shows whether ensemble steps hand GPU tensors on
         # through DLPack or Triton copied them to the host; logged at unload.
         self.arrivals: dict = {}
@@ -139,6 +179,8 @@ class TritonPythonModel:
             device_value = value.to(self.device)  # a blocking copy: the request's memory is read before it returns
             if DEBUG:
                 self._log_sums(name, tensor, value, device_value)
+            if name in self.checked_inputs:
+                self._check_digest(request, name, device_value)
             inputs.append(device_value)
         with torch.inference_mode(), torch.jit.fuser(self.fuser):
             result = self.module(*inputs)
@@ -148,7 +190,23 @@ class TritonPythonModel:
         values = list(result) if isinstance(result, (tuple, list)) else [result]
         if len(values) != len(self.output_names):
             raise RuntimeError(f"the module returned {len(values)} tensors, the config declares {self.output_names}")
-        return [_to_triton(name, value) for name, value in zip(self.output_names, values)]
+        outputs = dict(zip(self.output_names, values))
+        # Digests of what this step hands on, taken on its own device before the copy to the host.
+        outputs.update({name + DIGEST_SUFFIX: digest(outputs[name]) for name in self.digested_outputs})
+        return [_to_triton(name, value) for name, value in outputs.items()]
+
+    def _check_digest(self, request, name: str, value: torch.Tensor) -> None:
+        sent = pb_utils.get_input_tensor_by_name(request, name + DIGEST_SUFFIX)
+        if sent is None:
+            raise RequestError(f"input {name + DIGEST_SUFFIX} is missing")
+        expected = int(_to_torch(sent).reshape(-1)[0])
+        received = int(digest(value)[0])
+        if received != expected:
+            self.corrupted_total += 1
+            raise RequestError(
+                f"input {name} {list(value.shape)} arrived damaged (digest {received} instead of {expected}): the "
+                f"transfer between ensemble steps failed, nothing was computed from it ({self.corrupted_total} since start)"
+            )
 
     def _log_sums(self, name: str, tensor, value: torch.Tensor, device_value: torch.Tensor) -> None:
         """GNN4ITK_SERVE_DEBUG: sums of one input as numpy, torch on the host and torch on the device see it."""
@@ -174,5 +232,6 @@ class TritonPythonModel:
     def finalize(self):
         arrivals = ", ".join(f"{k} x{v}" for k, v in sorted(self.arrivals.items())) or "none"
         pb_utils.Logger.log_info(
-            f"{self.name}: unloaded; {self.nonfinite_total} non-finite FEATURES values replaced; inputs received: {arrivals}"
+            f"{self.name}: unloaded; {self.nonfinite_total} non-finite FEATURES values replaced; "
+            f"{self.corrupted_total} damaged inputs refused; inputs received: {arrivals}"
         )

@@ -11,6 +11,7 @@ spacepoint, LABELS grouping positive rows by score), sized like real LABELS traf
 from __future__ import annotations
 
 import importlib.util
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -65,6 +66,11 @@ def _client_module():
         raise UserError(f"bench serving runs from a source checkout: {path} not found")
     spec = importlib.util.spec_from_file_location("gnn4itk_client", path)
     module = importlib.util.module_from_spec(spec)
+    # Registered before it runs: its dataclasses look their module up, and client processes it spawns
+    # import it by name (client/ goes on sys.path for them).
+    sys.modules[spec.name] = module
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
     spec.loader.exec_module(module)
     return module
 
