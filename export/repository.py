@@ -357,7 +357,11 @@ def _write_torchscript_model(out_dir: Path, model: _Model, parameters: dict, opt
         inputs = _io(model.inputs, _positional("INPUT", len(model.inputs)))
         outputs = _io(model.outputs, _positional("OUTPUT", len(model.outputs)))
         head = {"name": name, "platform": "pytorch_libtorch", "max_batch_size": 0}
-        extra = {**parameters, "INFERENCE_MODE": "true"}
+        # TorchScript's tensor-expression fuser (NNC) is off, as in the python flavour (parameter jit_fuser):
+        # on CUDA it compiled the GNN's edge-input concatenation of gathered rows into a kernel of the wrong
+        # dtype ("mat1 and mat2 must have the same dtype, but got Int and Float"; docs/serving.md).
+        fuser = "true" if str(parameters.get("jit_fuser", "none")) == "fuser1" else "false"
+        extra = {**parameters, "INFERENCE_MODE": "true", "ENABLE_TENSOR_FUSER": fuser}
     else:
         shutil.copyfile(PYTHON_MODEL_SOURCE, version_dir / "model.py")
         inputs, outputs = _io(model.inputs), _io(model.outputs)

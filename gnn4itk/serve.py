@@ -259,6 +259,43 @@ def libtorch_models(repository: Path) -> list[str]:
     return found
 
 
+MIN_CUDA_POOL_BYTES = 256 << 20
+MAX_CUDA_POOL_BYTES = 4 << 30
+CUDA_POOL_EVENTS_PER_INSTANCE = 8
+"""Events' worth of FEATURES-sized tensors each GPU instance may hold in Triton's CUDA pool at once."""
+
+
+def cuda_pool_sizes(repository: Path, device: str | None, gpu_count: int | None = None) -> dict[int, int]:
+    """Triton CUDA memory pool per GPU (``--cuda-memory-pool-byte-size``) for a repository: {gpu: bytes}.
+
+    Ensemble steps hand tensors to each other through this pool; Triton's 64 MB default holds about five
+    FEATURES tensors of a mu=200 event, and when it runs dry Triton falls back to pinned host memory (slower
+    for the libtorch flavour; for the python backend's GPU path it meant wrong answers, see
+    ``export/python_backend/model.py``). The pool is sized from the largest event the models accept:
+    ``CUDA_POOL_EVENTS_PER_INSTANCE`` x ``max_spacepoints`` x F x 4 bytes per GPU instance of the largest
+    instance count, kept within [256 MiB, 4 GiB]. Empty for CPU serving or without GPUs.
+    """
+    configs = sorted(Path(repository).glob(f"*/configs/{device}.pbtxt" if device else "*/config.pbtxt"))
+    texts = [c.read_text() for c in configs]
+    if device == "cpu" or not any("KIND_GPU" in t for t in texts):
+        return {}
+    if gpu_count is None:
+        import torch
+
+        gpu_count = torch.cuda.device_count()
+    features_bytes, instances = 0, 1
+    for text in texts:
+        rows = re.search(r'key: "max_spacepoints"\s*value \{\s*string_value: "(\d+)"', text)
+        width = re.search(r'key: "num_features"\s*value \{\s*string_value: "(\d+)"', text)
+        if rows and width:
+            features_bytes = max(features_bytes, int(rows.group(1)) * int(width.group(1)) * 4)
+        if "KIND_GPU" in text and (count := re.search(r"count: (\d+)", text)):
+            instances = max(instances, int(count.group(1)))
+    size = CUDA_POOL_EVENTS_PER_INSTANCE * features_bytes * instances
+    size = min(MAX_CUDA_POOL_BYTES, max(MIN_CUDA_POOL_BYTES, size))
+    return {gpu: size for gpu in range(gpu_count)}
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now (the OS picks it, so parallel test workers do not collide)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -384,6 +421,8 @@ class TritonServer:
             cmd.append(f"--backend-directory={install.backend_dir}")
         if self.device is not None:
             cmd.append(f"--model-config-name={self.device}")
+        if not any(a.startswith("--cuda-memory-pool-byte-size") for a in self.extra_args):
+            cmd += [f"--cuda-memory-pool-byte-size={gpu}:{size}" for gpu, size in cuda_pool_sizes(self.repository, self.device).items()]
         if self.tls:
             cert, key, root, mutual = self.tls
             cmd += ["--grpc-use-ssl-mutual=true" if mutual else "--grpc-use-ssl=true"]

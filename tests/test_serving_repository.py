@@ -325,3 +325,26 @@ def test_incomplete_tritonserver_tree_is_named(tmp_path, remove):
         expected = "no tritonserver executable"
     with pytest.raises(ServerError, match=expected):
         find_tritonserver(cache_dir=tmp_path / "cache", root=tree)
+
+
+def test_libtorch_models_run_without_the_tensor_fuser(tmp_path):
+    write_model_repository(tmp_path / "m", toy_specs(tmp_path / "ts"), flavour="libtorch", instance_kind="gpu")
+    config = parse_config((tmp_path / "m" / "ModuleMap_fused_libtorch" / "config.pbtxt").read_text())
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    assert params["ENABLE_TENSOR_FUSER"] == "false" and params["INFERENCE_MODE"] == "true"
+
+
+def test_cuda_pool_is_sized_from_the_largest_event_and_the_instances(tmp_path):
+    from gnn4itk.serve import MAX_CUDA_POOL_BYTES, MIN_CUDA_POOL_BYTES, cuda_pool_sizes
+
+    specs = toy_specs(tmp_path / "ts")  # F = 4
+    write_model_repository(tmp_path / "big", specs, instance_kind="gpu", count=4, max_spacepoints=1_000_000)
+    assert cuda_pool_sizes(tmp_path / "big", "gpu", gpu_count=2) == {0: 8 * 1_000_000 * 4 * 4 * 4, 1: 8 * 1_000_000 * 4 * 4 * 4}
+    assert cuda_pool_sizes(tmp_path / "big", "cpu", gpu_count=2) == {}
+    assert cuda_pool_sizes(tmp_path / "big", "gpu", gpu_count=0) == {}
+    write_model_repository(tmp_path / "small", specs, instance_kind="gpu", max_spacepoints=1000)
+    assert cuda_pool_sizes(tmp_path / "small", None, gpu_count=1) == {0: MIN_CUDA_POOL_BYTES}
+    write_model_repository(tmp_path / "huge", specs, instance_kind="gpu", count=8, max_spacepoints=10_000_000)
+    assert cuda_pool_sizes(tmp_path / "huge", "gpu", gpu_count=1) == {0: MAX_CUDA_POOL_BYTES}
+    write_model_repository(tmp_path / "cpu", specs, instance_kind="cpu")
+    assert cuda_pool_sizes(tmp_path / "cpu", None, gpu_count=1) == {}
