@@ -3,7 +3,9 @@
 # H100: Python 3.12, torch, numpy 2). See docs/serving.md, "GPU serving without the NGC container".
 #
 #   scripts/device_serve_gpu.sh prepare          # here, where pip works: fill $CARRY (default .triton-gpu, ~42 MB)
-#   scripts/device_serve_gpu.sh [PHASE...]       # there; phases: serve autocast bench bench-pipeline (default all)
+#   scripts/device_serve_gpu.sh [PHASE...]       # there; phases: serve autocast bench bench-pipeline load gpu-tests
+#                                                # (default: the first four); setup also builds Triton's PyTorch
+#                                                # backend for the GPU (RapidJSON headers from $DEVIN/rapidjson)
 #                                                # SERVE_DEBUG=1: python models log input sums (GNN4ITK_SERVE_DEBUG)
 #
 # Results go to $OUT (device tool) or work/device-out. On the device tool: carry .triton-gpu and start the
@@ -32,7 +34,7 @@ prepare() {
   cp -a "$dl/unz/pytriton/tritonserver/python_backend_stubs/3.12" "$t/pytriton/tritonserver/python_backend_stubs/"
   cp -a "$dl/unz/nvidia_pytriton.libs" "$t/"
   rm -f "$t"/nvidia_pytriton.libs/libpython3-*.13.so.1.0   # the 3.13 stub's; 3.12 uses the host's libpython
-  python3 -m pip install -q --no-deps --no-compile --target "$stage/np1" "$dl"/numpy-1.26.4-*.whl || return 1
+  mkdir -p "$stage/np1" && unzip -q "$dl"/numpy-1.26.4-*.whl -d "$stage/np1" || return 1  # a cp312 wheel: unpacked, not installed
   rm -rf "$stage"/np1/numpy/{tests,*/tests,f2py} "$stage/np1/bin"
   tar -C "$stage" -cf - tritonserver np1 | xz -9 -T0 > "$CARRY/tritonserver-gpu.tar.xz"
   cp "$dl"/{tritonclient,python_rapidjson,geventhttpclient,gevent,greenlet,zope_event,zope_interface,brotli,protobuf}-*.whl "$CARRY/wheels/"
@@ -45,20 +47,28 @@ prepare() {
 }
 
 setup() {
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$CARRY"/wheels/*.whl || return 1
+  # A warm machine keeps /tmp from an earlier call: a later call need not carry $CARRY again (the 64 MiB limit).
+  if [ -d /tmp/site/tritonclient ]; then echo "client wheels already in /tmp/site"
+  else python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$CARRY"/wheels/*.whl || return 1; fi
   export PYTHONPATH=/tmp/site:$PWD
-  mkdir -p /tmp/triton && tar -C /tmp/triton -xJf "$CARRY/tritonserver-gpu.tar.xz" || return 1
   export GNN4ITK_TRITONSERVER=/tmp/triton/tritonserver/pytriton/tritonserver
+  if [ -x "$GNN4ITK_TRITONSERVER/bin/tritonserver" ]; then echo "tritonserver already in /tmp/triton"
+  else mkdir -p /tmp/triton && tar -C /tmp/triton -xJf "$CARRY/tritonserver-gpu.tar.xz" || return 1; fi
   local site; site=$(python3 -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
   # numpy<2 first for the stubs only (this shell keeps the host's numpy 2); torch's site-packages after it
   export GNN4ITK_TRITONSERVER_PYTHONPATH=/tmp/triton/np1:$site
   local libdir; libdir=$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
   if [ ! -e "$libdir/libpython3.12.so.1.0" ] && ! ldconfig -p | grep -q 'libpython3\.12\.so\.1\.0'; then
-    dpkg -x "$CARRY"/libpython3.12t64_*.deb /tmp/libpy && export LD_LIBRARY_PATH=/tmp/libpy/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    [ -d /tmp/libpy ] || dpkg -x "$CARRY"/libpython3.12t64_*.deb /tmp/libpy || return 1
+    export LD_LIBRARY_PATH=/tmp/libpy/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     echo "libpython3.12.so.1.0 not on this host: using Ubuntu's from $CARRY"
   fi
+  # Triton's PyTorch backend, GPU build, against this host's torch (RapidJSON's headers travel in $DEVIN).
+  export GNN4ITK_PYTORCH_BACKEND=/tmp/triton-pytorch-backend
+  TRITON_BACKEND_GPU=ON JOBS=16 PYTHON=python3 CMAKE_ARGS="-DRapidJSON_DIR=$PWD/${DEVIN:-.devin}/rapidjson -G Ninja" \
+    scripts/build_pytorch_backend.sh "$GNN4ITK_PYTORCH_BACKEND" || return 1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  python3 -c "import sys, torch, numpy, google.protobuf, grpc, tritonclient.grpc, tritonclient.http; print(sys.version.split()[0], 'torch', torch.__version__, 'numpy', numpy.__version__, 'protobuf', google.protobuf.__version__, 'grpcio', grpc.__version__)" || return 1
+  python3 -c "import sys, torch, numpy, google.protobuf, grpc, tritonclient.grpc; print(sys.version.split()[0], 'torch', torch.__version__, 'numpy', numpy.__version__, 'protobuf', google.protobuf.__version__, 'grpcio', grpc.__version__)" || return 1
   PYTHONPATH=$GNN4ITK_TRITONSERVER_PYTHONPATH python3 -c "import numpy; print('stub numpy', numpy.__version__)"
   ldd "$GNN4ITK_TRITONSERVER/python_backend_stubs/3.12/triton_python_backend_stub" | grep -E 'python|not found'
 }
@@ -93,6 +103,11 @@ run_phase() {
     bench-pipeline)
       timeout ${BENCH_S:-150} python3 -m gnn4itk bench serving --device cuda --torchscript "$WORK/torchscript/ModuleMap/fused.pt" \
         --features "$WORK/features.npy" --repeats 10 --requests 40 --json "$OUT/bench_serving_modulemap_cuda.json" 2>&1 | grep -v -i warn ;;
+    load)  # issue #14: both flavours under load, every answer checked; LOAD_ARGS e.g. "--counts 1 --concurrency 8"
+      timeout ${LOAD_S:-560} python3 scripts/serve_gpu_load.py --map "${LOAD_MAP:-synthetic:12}" --event "${LOAD_EVENT:-synthetic}" \
+        --out "$OUT/load" ${LOAD_ARGS:-} 2>&1 | grep -v -i -E "warn|^\s*$" ;;
+    gpu-tests)
+      timeout ${TEST_S:-200} python3 -m pytest -q -p no:cacheprovider tests/test_python_backend_model.py tests/test_serving_libtorch.py -x 2>&1 | tail -15 ;;
     *) echo "unknown phase $1"; return 2 ;;
   esac
 }
