@@ -6,7 +6,6 @@ refuse or handle every bad request (its ``InputGuard``), with a clear error and 
 """
 
 import shutil
-import threading
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from gnn4itk.pipeline import build_pipeline  # noqa: E402
 from gnn4itk.serve import ServerError, TritonServer, find_pytorch_backend, find_tritonserver  # noqa: E402
 from module_map.synthetic import synthetic_event, synthetic_events  # noqa: E402
 from tests.pipeline_fixtures import write_tiny_metric_learning_pipeline, write_tiny_module_map_pipeline  # noqa: E402
-from tests.test_serving_server import _running, grpc_infer, make_certificate  # noqa: E402
+from tests.test_serving_server import _running, grpc_infer, make_certificate, run_mixed_clients  # noqa: E402
 
 pytestmark = pytest.mark.slow
 MAX_SPACEPOINTS = 5000
@@ -129,39 +128,16 @@ def test_concurrent_clients_mixing_good_and_bad_requests(server, pipelines, feat
     too_many = np.resize(features, (MAX_SPACEPOINTS + 1, features.shape[1]))
     bad = [(np.zeros((10, 3), np.float32), "unexpected shape"), (too_many, "above max_spacepoints")]
     models = ["ModuleMap", "ModuleMap_fused", "MetricLearning", "MetricLearning_fused"]
-    failures = []
 
-    def client_run(worker, requests=20):
-        client = grpcclient.InferenceServerClient(server.url_grpc)
-        for i in range(requests):
-            model = models[(worker + i) % len(models)]
-            try:
-                if i % 4 == 3:
-                    array, reason = bad[(worker + i) % len(bad)]
-                    tensor = grpcclient.InferInput("FEATURES", list(array.shape), "FP32")
-                    tensor.set_data_from_numpy(array)
-                    try:
-                        client.infer(model, [tensor])
-                        failures.append(f"worker {worker}: bad request {i} was answered")
-                    except InferenceServerException as error:
-                        if reason not in str(error):
-                            failures.append(f"worker {worker}: unclear error {error}")
-                    continue
-                k = (worker + i) % len(good)
-                tensor = grpcclient.InferInput("FEATURES", list(good[k].shape), "FP32")
-                tensor.set_data_from_numpy(good[k])
-                labels = client.infer(model, [tensor]).as_numpy("LABELS")
-                if not np.array_equal(labels, expected[model.removesuffix("_fused")][k]):
-                    failures.append(f"worker {worker}: request {i} to {model} got wrong LABELS")
-            except Exception as error:  # noqa: BLE001 -- collected and asserted below
-                failures.append(f"worker {worker}: request {i}: {error!r}")
-        client.close()
+    def pick(worker, i):
+        model = models[(worker + i) % len(models)]
+        if i % 4 == 3:
+            array, reason = bad[(worker + i) % len(bad)]
+            return model, array, None, reason
+        k = (worker + i) % len(good)
+        return model, good[k], expected[model.removesuffix("_fused")][k], None
 
-    threads = [threading.Thread(target=client_run, args=(w,)) for w in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    failures = run_mixed_clients(server.url_grpc, 6, 20, pick)
     assert failures == []
     assert_still_serving(server, pipelines, features)
 

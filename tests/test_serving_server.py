@@ -173,40 +173,15 @@ def test_concurrent_clients_mixing_good_and_bad_requests(server):
         ("MetricLearning_fused", poisoned, "poisoned event"),
     ]
 
-    def client_run(worker, failures, requests=50):
-        client = grpcclient.InferenceServerClient(server.url_grpc)
-        for i in range(requests):
-            model = ("ModuleMap", "ModuleMap_fused")[i % 2]
-            try:
-                if i % 5 == 4:
-                    bad_model, features, reason = bad[(worker + i) % len(bad)]
-                    tensor = grpcclient.InferInput("FEATURES", list(features.shape), "FP32")
-                    tensor.set_data_from_numpy(features)
-                    try:
-                        client.infer(bad_model, [tensor])
-                        failures.append(f"worker {worker}: bad request {i} was answered")
-                    except InferenceServerException as error:
-                        if reason not in str(error):
-                            failures.append(f"worker {worker}: unclear error {error}")
-                    continue
-                k = (worker + i) % len(good)
-                tensor = grpcclient.InferInput("FEATURES", list(good[k].shape), "FP32")
-                tensor.set_data_from_numpy(good[k])
-                labels = client.infer(model, [tensor]).as_numpy("LABELS")
-                if not np.array_equal(labels, expected[k]):
-                    failures.append(f"worker {worker}: request {i} got wrong LABELS")
-            except Exception as error:  # noqa: BLE001 -- collected and asserted below
-                failures.append(f"worker {worker}: request {i}: {error!r}")
-        client.close()
+    def pick(worker, i):
+        if i % 5 == 4:
+            bad_model, features, reason = bad[(worker + i) % len(bad)]
+            return bad_model, features, None, reason
+        k = (worker + i) % len(good)
+        return ("ModuleMap", "ModuleMap_fused")[i % 2], good[k], expected[k], None
 
     def load(clients=8):
-        failures = []
-        threads = [threading.Thread(target=client_run, args=(w, failures)) for w in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return failures
+        return run_mixed_clients(server.url_grpc, clients, 50, pick)
 
     assert load(clients=2) == []  # warm-up: the python backend's shared memory reaches its working size
     after_warmup = server.resident_memory()
@@ -214,6 +189,41 @@ def test_concurrent_clients_mixing_good_and_bad_requests(server):
     after_run = server.resident_memory()
     assert after_warmup > 0
     assert abs(after_run - after_warmup) <= 0.10 * after_warmup, (after_warmup, after_run)
+
+
+def run_mixed_clients(url, clients, requests, pick):
+    """``clients`` gRPC clients in threads, ``requests`` each; ``pick(worker, i)`` gives (model, FEATURES,
+    expected LABELS or None, reason): a bad request (expected None) must be refused with ``reason`` in its
+    error, a good one answered with exactly ``expected``. Returns the problems found."""
+    failures = []
+
+    def client_run(worker):
+        client = grpcclient.InferenceServerClient(url)
+        for i in range(requests):
+            model, features, expected, reason = pick(worker, i)
+            tensor = grpcclient.InferInput("FEATURES", list(features.shape), "FP32")
+            tensor.set_data_from_numpy(features)
+            try:
+                labels = client.infer(model, [tensor]).as_numpy("LABELS")
+            except InferenceServerException as error:
+                if expected is not None or reason not in str(error):
+                    failures.append(f"worker {worker}: request {i} to {model}: {error}")
+                continue
+            except Exception as error:  # noqa: BLE001 -- collected and returned
+                failures.append(f"worker {worker}: request {i} to {model}: {error!r}")
+                continue
+            if expected is None:
+                failures.append(f"worker {worker}: bad request {i} to {model} was answered")
+            elif not np.array_equal(labels, expected):
+                failures.append(f"worker {worker}: request {i} to {model} got wrong LABELS")
+        client.close()
+
+    threads = [threading.Thread(target=client_run, args=(w,)) for w in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return failures
 
 
 def make_certificate(directory):
