@@ -63,10 +63,17 @@ def test_complete_spacepoints_columns_and_single_cluster_convention():
 
 
 def test_pseudorapidity_matches_theta_definition():
-    r = np.array([10.0, 100.0, 1000.0])
-    z = np.array([-50.0, 0.0, 3000.0])
+    r = np.array([10.0, 100.0, 1000.0, 100.0, 100.0])
+    z = np.array([-50.0, 0.0, 3000.0, 1e-3, -1e-3])
     theta = np.arctan2(r, z)
-    np.testing.assert_allclose(pseudorapidity(r, z), -np.log(np.tan(theta / 2)), rtol=1e-12)
+    # The definition goes through tan and log, whose last bit depends on the CPU's numpy kernels: at
+    # theta = pi/2 it gives 0 on some machines and 1.1e-16 on others (numpy's AVX2 tan(pi/4) is
+    # 0.9999999999999999). A relative tolerance cannot accept any difference from 0, so the comparison
+    # needs an absolute one too; 1e-12 is ~10^4 times that rounding and far below any use of eta.
+    np.testing.assert_allclose(pseudorapidity(r, z), -np.log(np.tan(theta / 2)), rtol=1e-12, atol=1e-12)
+    # z = 0 is exactly 0 (asinh(0)), and the sign follows z, whatever the CPU.
+    assert pseudorapidity(np.array([100.0]), np.array([0.0]))[0] == 0.0
+    assert np.array_equal(np.sign(pseudorapidity(r, z)), np.sign(z))
 
 
 def test_complete_spacepoints_rejects_missing_and_inexact_module_ids():

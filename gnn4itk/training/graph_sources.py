@@ -71,7 +71,8 @@ class TruthFakesGraph:
         n = len(event.hits)
         rng = np.random.default_rng([self.seed, int(event.event_id)])
         n_fakes = int(self.fake_ratio * true_edges.shape[1])
-        by_phi = np.argsort(event.hits["phi"].to_numpy())
+        # stable: numpy's default sort orders equal phi values differently on AVX-512 and AVX2 CPUs
+        by_phi = np.argsort(event.hits["phi"].to_numpy(), kind="stable")
         position = rng.integers(0, n, n_fakes)
         step = rng.integers(1, self.window + 1, n_fakes) * rng.choice([-1, 1], n_fakes)
         fakes = np.stack([by_phi[position], by_phi[(position + step) % n]])
