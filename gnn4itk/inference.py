@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from gnn4itk.pipeline import PIPELINE_NAMES, build_pipeline, load_pipeline_config
+from gnn4itk.progress import Progress
 from gnn4itk.timing import synchronize
 
 DEBUG_FILE = "debug_data.pt"
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="pipeline configuration YAML (wins over --pipeline)")
     p.add_argument("--repeats", type=int, default=10, help="timed runs for -t (default 10)")
     p.add_argument("-o", "--output", default=None, help="write tracks: .pt (LABELS) or .parquet (hit_id, track_id)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress display (by default: a live bar on a terminal, a line every few seconds otherwise)")
     return p
 
 
@@ -83,6 +86,37 @@ def gnn_checkpoint(model: str | None) -> str | None:
     return str(path)
 
 
+def pipeline_stages(pipeline) -> list[tuple[str, torch.nn.Module]]:
+    """(name, module) of each stage of an eager pipeline, in the order they run."""
+    stages = [("graph construction", pipeline.graph_construction)]
+    stages += [(type(c).__name__.replace("Stage", "").lower(), c) for c in pipeline.edge_classifiers]
+    stages += [("track building", pipeline.track_building)]
+    return stages
+
+
+class StageProgress:
+    """Progress of one pipeline run: stages done, and the one running (forward hooks of the eager pipeline).
+
+    A scripted pipeline runs no Python hooks: its progress shows the elapsed time only.
+    """
+
+    def __init__(self, pipeline, enabled: bool = True, scripted: bool = False):
+        stages = [] if scripted else pipeline_stages(pipeline)
+        self.progress = Progress(len(stages) or None, "inference", "stage", enabled=enabled)
+        self.handles = []
+        for name, module in stages:
+            self.handles.append(module.register_forward_pre_hook(lambda m, i, name=name: self.progress.set_status(name)))
+            self.handles.append(module.register_forward_hook(lambda m, i, o: self.progress.update()))
+        if scripted:
+            self.progress.set_status("scripted pipeline")
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.progress.set_status("")
+        self.progress.close()
+
+
 class StageTimer:
     """Times each stage module of an eager pipeline with forward hooks (device-synchronised)."""
 
@@ -90,10 +124,7 @@ class StageTimer:
         self.device = device
         self.times: dict[str, list[float]] = {}
         self.handles = []
-        stages = [("graph construction", pipeline.graph_construction)]
-        stages += [(type(c).__name__.replace("Stage", "").lower(), c) for c in pipeline.edge_classifiers]
-        stages += [("track building", pipeline.track_building)]
-        for name, module in stages:
+        for name, module in pipeline_stages(pipeline):
             self.handles.append(module.register_forward_pre_hook(self._start(name)))
             self.handles.append(module.register_forward_hook(self._stop(name)))
         self._open: dict[str, float] = {}
@@ -207,19 +238,25 @@ def run(args) -> int:
     with torch.inference_mode(), torch.jit.fuser("none"), warnings.catch_warnings():
         if not args.verbose:
             warnings.simplefilter("ignore", UserWarning)
-        labels = runner(features)
+        progress = StageProgress(pipeline, enabled=not args.no_progress, scripted=args.compiling)
+        try:
+            labels = runner(features)
+        finally:
+            progress.close()
         if recorder is not None:
             recorder.save(DEBUG_FILE)
             print(f"debug data written to {DEBUG_FILE}")
         if args.timing:
             timer = None if args.compiling else StageTimer(pipeline, device)
             totals = []
-            for _ in range(max(1, args.repeats)):
-                synchronize(device)
-                start = time.perf_counter()
-                runner(features)
-                synchronize(device)
-                totals.append(time.perf_counter() - start)
+            with Progress(max(1, args.repeats), "timing", "run", enabled=not args.no_progress) as runs:
+                for _ in range(max(1, args.repeats)):
+                    synchronize(device)
+                    start = time.perf_counter()
+                    runner(features)
+                    synchronize(device)
+                    totals.append(time.perf_counter() - start)
+                    runs.update()
             if timer is not None:
                 timer.remove()
             print_timing(timer, totals, device)

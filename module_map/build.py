@@ -214,16 +214,21 @@ class MapBuilder:
         self.seconds += time.perf_counter() - start
 
     def add_events(self, events: Iterable, total: int | None = None, progress: bool = True) -> "MapBuilder":
-        """Add a stream of events with a progress bar (particles per minute in its postfix)."""
-        from tqdm.auto import tqdm
+        """Add a stream of events, showing progress (particles and particles per minute in its status).
 
-        bar = tqdm(events, total=total, unit="event", disable=not progress, desc="module map")
+        ``progress``: a live bar on a terminal, a plain line every few seconds otherwise
+        (:class:`gnn4itk.progress.Progress`); False shows nothing.
+        """
+        from gnn4itk.progress import Progress
+
         start = time.perf_counter()
         seen = self.particles_seen
-        for event in bar:
-            self.add_event(event)
-            rate = 60.0 * (self.particles_seen - seen) / (time.perf_counter() - start)
-            bar.set_postfix(particles=f"{self.particles_seen:,}", per_min=f"{rate:,.0f}")
+        with Progress(total, "module map", "event", enabled=progress) as bar:
+            for event in events:
+                self.add_event(event)
+                rate = 60.0 * (self.particles_seen - seen) / (time.perf_counter() - start)
+                bar.set_status(f"{self.particles_seen:,} particles, {rate:,.0f}/min")
+                bar.update()
         self.wall_seconds += time.perf_counter() - start
         return self
 

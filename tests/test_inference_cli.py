@@ -42,7 +42,8 @@ def test_cli_labels_equal_in_process_pipeline(synthetic_setup):
     out = directory / "labels.pt"
     result = run_cli("--config", config_path, "-i", tensor_path, "-d", "cpu", "-o", out)
     assert result.returncode == 0, result.stderr
-    for line in ("configuration:", "Use ChainedInteractionGNN2", "start a warm-up run.", "triplet", "total tracks"):
+    progress = ("inference: 0/3 stages (0%)", "inference: 3/3 stages in ")  # plain lines: stdout is a pipe
+    for line in ("configuration:", "Use ChainedInteractionGNN2", "start a warm-up run.", "triplet", "total tracks", *progress):
         assert line in result.stdout, f"{line!r} missing from the CLI output"
     cli_labels = torch.load(out, weights_only=True)
     expected = build_pipeline(config)(event.inference_tensor())

@@ -24,7 +24,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--min-occurrence", type=int, default=1, help="drop entries seen fewer times (e.g. 5)")
     parser.add_argument("--deta-sign", default="inner_minus_outer", choices=["inner_minus_outer", "outer_minus_inner"])
     parser.add_argument("--dydx-convention", default="difference", choices=["difference", "mmg"])
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--no-progress", action="store_true",
+        help="no progress display (by default: a live bar on a terminal, a line every few seconds otherwise)",
+    )
 
 
 def run(args) -> int:
