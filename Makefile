@@ -44,13 +44,13 @@ test: $(STAMP) pytorch-backend
 default-map: $(DEFAULT_MAP)
 
 $(DEFAULT_MAP): | $(STAMP)
-	$(VENV)/bin/gnn4itk simulate --pileup 200 --generator gun --gun-pt-min 0.9 --events $(MAP_EVENTS) --seed 5000000 --jobs $(JOBS) --output $(WORK)/map_gun_events --no-progress
-	$(VENV)/bin/gnn4itk build-module-map --events $(WORK)/map_gun_events --min-pt 0.9 --output $(basename $@) --no-progress
+	$(VENV)/bin/gnn4itk simulate --pileup 200 --generator gun --gun-pt-min 0.9 --events $(MAP_EVENTS) --seed 5000000 --jobs $(JOBS) --output $(WORK)/map_gun_events
+	$(VENV)/bin/gnn4itk build-module-map --events $(WORK)/map_gun_events --min-pt 0.9 --output $(basename $@)
 
 # The main job on the embedded default: a held-out mu=200 event through the ModuleMap pipeline, first with
 # the inference CLI, then served by tritonserver to the client as Athena sends them; truth metrics for both.
 demo: $(STAMP) $(DEFAULT_MAP)
-	$(VENV)/bin/gnn4itk simulate --pileup 200 --events 1 --seed 900000 --jobs $(JOBS) --output $(WORK)/demo/events --no-progress
+	$(VENV)/bin/gnn4itk simulate --pileup 200 --events 1 --seed 900000 --jobs $(JOBS) --output $(WORK)/demo/events
 	$(PY) -m gnn4itk.inference -i $(WORK)/demo/events/event000000000 -o $(WORK)/demo/tracks.parquet
 	$(PY) scripts/demo_serving.py --events $(WORK)/demo/events --models $(WORK)/demo/models
 

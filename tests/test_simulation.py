@@ -198,6 +198,110 @@ def test_cli_output_is_independent_of_jobs(tmp_path):
     assert len(first.hits) != len(second.hits) or not np.array_equal(first.hits["x"], second.hits["x"])
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["events"] == 2 and summary["mean_spacepoints"] > 0 and summary["generator"] == "particle gun"
+    assert summary["fatras_failed_particles"] == sum(summary["fatras_failures"].values())
+    assert summary["fatras_failed_particles"] == sum(row["fatras_failed_particles"] for row in summary["per_event"])
+
+
+# ------------------------------------------------------------------------------------------------
+# particles Fatras fails to simulate
+
+FAILED_STEPS = "PropagatorError:2: Propagation reached the configured maximum number of steps"
+# The particle of the demo's mu=200 event (seed 900000) that Fatras failed on, as a primary: a 62 MeV
+# positron of pT 11 MeV spiralling along z from r = 26 mm. It fails whatever the seed, and so do
+# copies moved by 1e-6 (relative) in every coordinate: a stable case, not a rounding accident.
+LOOPER = {"vx": 25.727774423, "vy": -4.543527687, "vz": 383.504534820, "vt": 0.0,
+          "px": 0.0043093099, "py": -0.0104987264, "pz": 0.0615050722}
+
+
+def test_fatras_failure_lines_are_counted_by_reason():
+    from gnn4itk.simulation.fatras import UNPARSED_FAILURE, parse_fatras_failures
+
+    printed = [
+        "01:56:21    FatrasSimula   ERROR     event 0 particle id=2934788380928054521(vp=129|vs=0|p=48|g=1|sp=1)"
+        f"|pdg=e+|q=1|m=0.000510999|p=0.0644569 failed to simulate with error {FAILED_STEPS}",
+        "01:56:22    Sequencer      INFO      something else",
+        "01:56:24    FatrasSimula   ERROR     1 particles failed to simulate",
+        "01:56:24    FatrasSimula   ERROR       Propagation reached the configured maximum number of steps (code 2): 1 times",
+    ]
+    assert parse_fatras_failures(printed) == ({FAILED_STEPS: 1}, ["01:56:22    Sequencer      INFO      something else"])
+    # a total with fewer per-particle lines than it counts (an unknown format): counted, never lost
+    failures, others = parse_fatras_failures(["FatrasSimula ERROR 3 particles failed to simulate", *printed[:1]])
+    assert failures == {FAILED_STEPS: 1, UNPARSED_FAILURE: 2} and others == []
+
+
+def test_native_output_is_captured_while_python_output_goes_through(tmp_path):
+    """C-level writes to file descriptor 1 are collected; Python's print still reaches the real output."""
+    import subprocess
+    import sys
+
+    code = (
+        "import ctypes, os, sys\n"
+        "from gnn4itk.simulation.fatras import native_stdout_captured\n"
+        "print('before', flush=True)\n"
+        "with native_stdout_captured() as lines:\n"
+        "    os.write(1, b'native 1\\n')\n"
+        "    ctypes.CDLL(None).printf(b'native 2 (C stdio, buffered)\\n')\n"
+        "    print('python inside')\n"
+        "print('after', lines, flush=True)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "before", "python inside", "after ['native 1', 'native 2 (C stdio, buffered)']"
+    ]
+
+
+def test_fatras_failure_warning_threshold():
+    import warnings
+
+    from gnn4itk.simulation.run import (
+        FATRAS_FAILURE_WARN_FRACTION,
+        SimulationWarning,
+        format_fatras_failures,
+        warn_about_fatras_failures,
+    )
+
+    assert FATRAS_FAILURE_WARN_FRACTION == 1e-3  # the value docs/simulation.md states
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_about_fatras_failures(1, 34326, "event 0")  # the demo event: 3e-5, no warning
+        warn_about_fatras_failures(0, 0, "nothing")
+        warn_about_fatras_failures(1, 999, "one in 1000: not more than the threshold")
+    with pytest.warns(SimulationWarning, match=r"Fatras failed to simulate 2 of 1,000 particles in 3 event\(s\)"):
+        warn_about_fatras_failures(2, 998, "3 event(s)")
+    summary = {"events": 1, "fatras_failed_particles": 1, "fatras_failed_fraction": 1 / 34327,
+               "fatras_failures": {FAILED_STEPS: 1}}
+    lines = format_fatras_failures(summary)
+    assert lines[0] == ("  Fatras failures  1 particle(s) not simulated in 1 event(s) (2.9e-05 of all; a warning "
+                        "above 0.001), dropped with their hits:")
+    assert lines[1] == f"        1 x {FAILED_STEPS}"
+    assert "ERROR" not in "\n".join(lines)
+    assert format_fatras_failures({**summary, "fatras_failed_particles": 0}) == ["  Fatras failures  none"]
+
+
+@sim
+def test_fatras_failures_are_counted_not_printed(capfd):
+    pytest.importorskip("acts.examples")
+    from gnn4itk.simulation.fatras import run_acts
+    from gnn4itk.simulation.generators import PARTICLE_TABLE_COLUMNS
+    from gnn4itk.simulation.run import SimulationConfig, simulate_particles
+
+    generator = GeneratorConfig(pileup=3, generator="gun", seed=11)
+    particles, info = CrossingGenerator(generator)(0)
+    assert len(particles) > 20
+    looper = {"particle_id_pv": 4000, "particle_id_sv": 0, "particle_id_part": 1, "particle_id_gen": 0,
+              "particle_id_subpart": 0, "particle_type": -11, "q": 1.0, "m": 0.000511, **LOOPER}
+    particles = pd.concat([particles, pd.DataFrame([looper])[PARTICLE_TABLE_COLUMNS]], ignore_index=True)
+    tables = run_acts(particles, seed=1, event_id=0)
+    out, err = capfd.readouterr()
+    assert "ERROR" not in out and "ERROR" not in err and "failed to simulate" not in out
+    assert tables["fatras_failures"] == {FAILED_STEPS: 1}
+    simulated = tables["particles"]
+    assert 4000 not in set(simulated["particle_id_pv"])  # dropped, with its hits
+    assert (simulated["particle_id_gen"] == 0).sum() > 20  # the others are simulated
+    event = simulate_particles(particles, info, SimulationConfig(generator=generator), 0)
+    assert event.meta["fatras_failed_particles"] == 1 and event.meta["fatras_failures"] == {FAILED_STEPS: 1}
+    assert "ERROR" not in capfd.readouterr().out
 
 
 @pytest.fixture(scope="module")

@@ -32,15 +32,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--p-min", type=float, default=0.05, help="Fatras momentum threshold [GeV]")
     parser.add_argument("--acts-csv", default=None, metavar="DIR", help="also write ACTS CSV files into DIR")
     parser.add_argument("--json", default=None, metavar="FILE", help="write the run summary as JSON")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress", action="store_true",
+        help="no progress display (by default: a live bar on a terminal, a line every few seconds otherwise)",
+    )
 
 
 def run(args) -> int:
     import json
+    import sys
+    import warnings
     from pathlib import Path
 
     from gnn4itk.cli import UserError
     from gnn4itk.simulation import GeneratorConfig, SimulationConfig, format_summary, simulate_events
+    from gnn4itk.simulation.run import SimulationWarning
 
     if Path(args.output).exists() and not Path(args.output).is_dir():
         raise UserError(f"--output {args.output} exists and is not a directory")
@@ -69,10 +75,17 @@ def run(args) -> int:
 
     print(
         f"gnn4itk simulate: generator {config.generator.resolved_generator()}, <mu> = {args.pileup:g}, "
-        f"hard scatter {args.hard_scatter}, {args.events} event(s), {args.jobs} job(s)"
+        f"hard scatter {args.hard_scatter}, {args.events} event(s), {min(args.jobs, args.events)} job(s)"
     )
-    summary = simulate_events(config, args.events, args.output, jobs=args.jobs, progress=not args.no_progress)
-    print(format_summary(summary))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SimulationWarning)
+        summary = simulate_events(config, args.events, args.output, jobs=args.jobs, progress=not args.no_progress)
+    print(format_summary(summary), flush=True)
+    for warning in caught:
+        if issubclass(warning.category, SimulationWarning):
+            print(f"gnn4itk simulate: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(summary, handle, indent=2, default=str)

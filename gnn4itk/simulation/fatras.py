@@ -9,12 +9,23 @@ layout from files). Optionally the standard ACTS CSV writers run too (``csv_dir`
 
 The random numbers of Fatras and the digitisation come from ``RandomNumbers(seed=mix(seed, event_id))``;
 the event therefore depends only on its particles, the seed and the event number.
+
+Fatras gives up on a particle now and then (a soft looper reaching the propagator's step limit: about
+one particle in 30k at mu = 200); it drops that particle and its hits and logs an ERROR line per
+particle from C++, straight to standard output. :func:`run_acts` collects those lines instead
+(:func:`native_stdout_captured`) and returns the failures counted by reason (:func:`parse_fatras_failures`);
+every other line ACTS prints is passed on unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import sys
 import tempfile
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -24,6 +35,101 @@ from gnn4itk.simulation.generators import PARTICLE_TABLE_COLUMNS
 P_MIN_GEV = 0.05
 BARCODE_FIELDS = ["pv", "sv", "part", "gen", "subpart"]
 _BARCODE_ATTRS = ["vertexPrimary", "vertexSecondary", "particle", "generation", "subParticle"]
+
+
+# ActsExamples::FatrasSimulation (pyacts 48), ERROR level: a line per failed particle, then per event a
+# total and a count per error code:
+#   "01:56:21    FatrasSimula   ERROR     event 0 particle id=2934788380928054521(vp=129|vs=0|p=48|g=1|sp=1)|
+#    pdg=e+|q=1|m=0.000510999|p=0.0644569 failed to simulate with error PropagatorError:2: Propagation reached
+#    the configured maximum number of steps"                                                    (one line)
+#   "01:56:24    FatrasSimula   ERROR     1 particles failed to simulate"
+#   "01:56:24    FatrasSimula   ERROR       Propagation reached the configured maximum number of steps (code 2): 1 times"
+_FAILED_PARTICLE = re.compile(r"failed to simulate with error\s+(?P<reason>.*?)\s*$")
+_FAILED_TOTAL = re.compile(r"\b(?P<count>\d+) particles? failed to simulate\s*$")
+_FAILED_PER_CODE = re.compile(r"Fatras.*\(code \d+\): \d+ times?\s*$")
+UNPARSED_FAILURE = "reason not recognised (see ACTS's ERROR lines above)"
+
+
+def parse_fatras_failures(lines: Iterable[str]) -> tuple[dict[str, int], list[str]]:
+    """Fatras's failed-particle lines, counted by reason, and the lines that are something else.
+
+    Args:
+        lines: what ACTS printed (one string per line).
+
+    Returns:
+        (``{reason: number of particles}``, e.g. ``{"PropagatorError:2: Propagation reached the
+        configured maximum number of steps": 1}``; the other lines, in order). Where ACTS's totals
+        count more failures than its per-particle lines gave (a message format this code does not know),
+        the rest is counted under :data:`UNPARSED_FAILURE`, so that no failure goes uncounted.
+    """
+    failures: dict[str, int] = {}
+    others = []
+    reported = 0
+    for line in lines:
+        match = _FAILED_PARTICLE.search(line)
+        total = _FAILED_TOTAL.search(line)
+        if match:
+            reason = match.group("reason") or "unknown error"
+            failures[reason] = failures.get(reason, 0) + 1
+        elif total:
+            reported += int(total.group("count"))
+        elif not _FAILED_PER_CODE.search(line):
+            others.append(line)
+    missing = reported - sum(failures.values())
+    if missing > 0:
+        failures[UNPARSED_FAILURE] = failures.get(UNPARSED_FAILURE, 0) + missing
+    return failures, others
+
+
+def _flush_c_stdio() -> None:
+    """Flush the C library's stdio buffers (where C++ std::cout output may wait)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library to call: nothing buffered there either
+        pass
+
+
+@contextlib.contextmanager
+def native_stdout_captured() -> Iterator[list[str]]:
+    """Collect what the process writes to file descriptor 1 (C++ ``std::cout`` included) during the block.
+
+    Python's own ``sys.stdout`` keeps writing to the original destination meanwhile (it is pointed at a
+    duplicate of the original descriptor), so progress lines of other threads are not swallowed.
+    Yields a list that holds the captured lines once the block is over. Where standard output has no
+    file descriptor, nothing is captured.
+    """
+    captured: list[str] = []
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):
+        yield captured
+        return
+    previous = sys.stdout
+    try:
+        python_on_fd1 = previous.fileno() == 1
+    except (OSError, ValueError, AttributeError):  # e.g. pytest's capture: not on the descriptor
+        python_on_fd1 = False
+    with tempfile.TemporaryFile() as sink:
+        if python_on_fd1:
+            sys.stdout = open(  # noqa: SIM115 (closed below; closefd=False keeps `saved` open)
+                saved, "w", buffering=1, encoding=getattr(previous, "encoding", None) or "utf-8",
+                errors="replace", closefd=False,
+            )
+        os.dup2(sink.fileno(), 1)
+        try:
+            yield captured
+        finally:
+            _flush_c_stdio()
+            os.dup2(saved, 1)
+            if python_on_fd1:
+                sys.stdout.close()
+                sys.stdout = previous
+            os.close(saved)
+            sink.seek(0)
+            captured.extend(sink.read().decode("utf-8", errors="replace").splitlines())
 
 
 def acts_seed(seed: int, event_id: int) -> int:
@@ -134,11 +240,13 @@ def run_acts(
             drop the soft half of minimum-bias particles and their hits).
         log_level: ACTS log level (``acts.logging`` name). ERROR by default: the digitisation warns about
             every simhit it cannot smear inside its module, which the event counts instead
-            (``meta["simhits_without_measurement"]``).
+            (``meta["simhits_without_measurement"]``). Fatras's failed-particle ERROR lines are
+            collected, not printed (``fatras_failures`` below); other ACTS output is printed as usual.
 
     Returns:
         dict of DataFrames: ``particles`` (simulated, with Fatras secondaries), ``simhits``,
-        ``measurements`` (local coordinates), ``measurement_simhit_map``.
+        ``measurements`` (local coordinates), ``measurement_simhit_map``; and ``fatras_failures``:
+        ``{reason: number of particles}`` that Fatras failed to simulate (dropped, with their hits).
     """
     import acts
     import acts.examples as ae
@@ -233,9 +341,17 @@ def run_acts(
         sequencer.addAlgorithm(Sink())
         if csv_dir is not None:
             _add_csv_writers(ae, sequencer, Path(csv_dir), quiet)
-        sequencer.run()
+        printed: list[str] = []
+        try:
+            with native_stdout_captured() as printed:
+                sequencer.run()
+        finally:  # also when the run fails: what ACTS said may explain why
+            failures, others = parse_fatras_failures(printed)
+            if others:  # not ours to judge: pass it on
+                print("\n".join(others), flush=True)
     if not result:
         raise RuntimeError("the ACTS sequence ended without producing the event")
+    result["fatras_failures"] = failures
     return result
 
 
