@@ -99,6 +99,16 @@ def test_labels_over_grpc_and_http_equal_in_process(server, model):
     np.testing.assert_array_equal(http_infer(server.url_http, model, features), expected)
 
 
+def wait_for_log(server, pattern, timeout=30.0):
+    """Whether ``pattern`` shows up in the server log within ``timeout`` s (the stubs' lines arrive late)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if re.search(pattern, server.log_text()):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def assert_still_serving(server):
     features = event(100, seed=9)
     np.testing.assert_array_equal(grpc_infer(server.url_grpc, "ModuleMap", features), reference_labels(features))
@@ -120,8 +130,7 @@ def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(server, fea
         grpc_infer(server.url_grpc, "ModuleMap", features, datatype)
     assert_still_serving(server)
     if "max_spacepoints" in message:  # refused by the model, not by Triton: it says so in the log
-        time.sleep(0.5)
-        assert f"ModuleMap_score: refused a request: FEATURES has {MAX_SPACEPOINTS + 1} rows" in server.log_text()
+        assert wait_for_log(server, re.escape(f"ModuleMap_score: refused a request: FEATURES has {MAX_SPACEPOINTS + 1} rows"))
 
 
 def test_a_failing_module_fails_only_its_request(server):
@@ -149,8 +158,7 @@ def test_non_finite_features_are_zeroed_and_counted_in_the_log(server):
     features[4, 1] = -np.inf
     labels = grpc_infer(server.url_grpc, "MetricLearning_fused", features)
     assert labels.tolist() == [0, -1, 2, 3, 4, 5, -1]
-    time.sleep(0.5)  # the stub's log line reaches the server's log asynchronously
-    assert re.search(r"MetricLearning_fused: replaced 3 non-finite FEATURES values with 0", server.log_text())
+    assert wait_for_log(server, r"MetricLearning_fused: replaced 3 non-finite FEATURES values with 0")
 
 
 def test_metrics_endpoint_counts_requests(server):
