@@ -16,7 +16,7 @@ for the libtorch flavour, a GPU build of Triton's PyTorch backend (``$GNN4ITK_PY
    with the in-process LABELS) at each concurrency, for both models; GPU memory (nvidia-smi) after warm-up and
    the peak under load; Triton's per-request queue and compute times.
 
-Writes ``serve_gpu_load.json`` and prints one table; exit code 1 when any answer failed or was wrong.
+Writes ``serve_gpu_load.json`` and ``serve_gpu_load.md`` (tables for docs/benchmarks.md), prints them; exit code 1 when any answer failed or was wrong.
 """
 
 from __future__ import annotations
@@ -208,6 +208,45 @@ def serve_and_load(client, args, spec, flavour: str, count: int, features, expec
     return result
 
 
+def markdown(summary: dict) -> str:
+    """The run as docs/benchmarks.md tables: single requests and memory per configuration, then load."""
+    process = summary["in_process"]
+    lines = [
+        f"{summary['device']}, torch {summary['torch']}, event of {summary['spacepoints']:,} spacepoints; in-process "
+        f"scripted fused pipeline {process['latency_ms']:.1f} ms (to the GPU and back), {process['tracks']:,} tracks; "
+        f"NNC fuser: {'runs' if process['nnc_fuser']['runs'] else 'fails: ' + str(process['nnc_fuser']['error'])}",
+        "",
+        "| flavour | instances | start s | GPU MiB after load / peak | Transfer (echo) ms | fused ms | ensemble ms | ensemble/fused | fused - in-process - transfer ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for served in summary["served"]:
+        if "error" in served:
+            lines.append(f"| {served['flavour']} | {served['count']} | failed: {served['error'][:120]} | | | | | | |")
+            continue
+        single = {s["model"]: s["latency_ms"] for s in served["single"]}
+        echo, fused, ensemble = single["Transfer_fused"], single["ModuleMap_fused"], single["ModuleMap"]
+        lines.append(
+            f"| {served['flavour']} | {served['count']} | {served['start_s']:.0f} | {served['gpu_mib_after_load']:,} / "
+            f"{served['gpu_mib_peak_under_load']:,} | {echo:.1f} | {fused:.1f} | {ensemble:.1f} | {ensemble / fused:.2f} | "
+            f"{fused - process['latency_ms'] - echo:+.1f} |"
+        )
+    lines += ["", "| flavour | instances | model | concurrency | client processes | events/s | p50 ms | p99 ms | correct | wrong | failed | client CPU | queue ms | compute ms |",
+              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for served in summary["served"]:
+        for run in served.get("runs", []):
+            models = (run.get("server") or {}).get("models", {})
+            key = f"{run['model']}_libtorch" if served["flavour"] == "libtorch" and run["model"].endswith("_fused") else run["model"]
+            figures = models.get(key) or models.get(run["model"]) or {}
+            fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+            lines.append(
+                f"| {served['flavour']} | {served['count']} | {run['model']} | {run['concurrency']} | {run['processes']} | "
+                f"{fmt(run['events_per_s'])} | {fmt(run['latency_ms']['p50'])} | {fmt(run['latency_ms']['p99'])} | "
+                f"{run['correct']} | {run['wrong']} | {run['failures']} | {fmt(run['client_cpu_fraction'])} | "
+                f"{fmt(figures.get('avg_queue_ms'))} | {fmt(figures.get('avg_compute_infer_ms'))} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--map", required=True, help="module map .npz, or synthetic:K")
@@ -246,6 +285,9 @@ def main() -> int:
                 single = ", ".join(f"{s['model']} {s['latency_ms']:.1f} ms" for s in served["single"])
                 print(f"{flavour} x{count}: start {served['start_s']:.0f} s, GPU {served['gpu_mib_after_load']} MiB after load, "
                       f"{served['gpu_mib_peak_under_load']} MiB peak; single {single}; server errors {len(served['server_error_lines'])}", flush=True)
+    table = markdown(summary)
+    (args.out / "serve_gpu_load.md").write_text(table + "\n")
+    print(table)
     print("all answers correct" if ok else "SOME ANSWERS FAILED OR WERE WRONG")
     return 0 if ok else 1
 
