@@ -263,11 +263,12 @@ def run(args) -> int:
     labels = labels.cpu().numpy()
     print(f"total tracks {int((labels == -1).sum()) if len(labels) > 1 else 0}")
     if event is not None and event.has_truth:
-        from gnn4itk.metrics import evaluate_tracking
+        from gnn4itk.metrics import evaluate_tracking, format_matching
 
         result = evaluate_tracking(event, labels)
         score = "n/a" if result.trackml_score is None else f"{result.trackml_score:.4f}"
-        print(f"efficiency {result.efficiency:.4f}  fake rate {result.fake_rate:.4f}  TrackML score {score}")
+        print(format_matching(result.matching, result.cuts))
+        print(f"TrackML score {score}")
     if args.output:
         write_output(args.output, labels, features.cpu(), list(pipeline.columns))
     return 0

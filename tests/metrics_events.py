@@ -66,3 +66,66 @@ def build_event(specs, n_noise: int = 0, weights: dict | None = None, event_id: 
 def rows_of(event: Event, pid: int) -> np.ndarray:
     """Row indices of a particle's spacepoints, inner to outer."""
     return np.flatnonzero(event.hits["particle_id"].to_numpy() == pid)
+
+
+# ------------------------------------------------------------------------------------------------
+# An event where acorn's three matching styles disagree (docs/metrics.md, "Matching styles")
+
+
+def styles_event() -> Event:
+    """Targets A (id 1, 12 spacepoints), B (2, 6), C (3, 7), D (4, 10), E (5, 8); F (6, 6 spacepoints) is
+    no target (pT 0.5 GeV); 5 noise spacepoints. Tracks: :func:`styles_tracks`."""
+    return build_event(
+        [particle(1, 12), particle(2, 6), particle(3, 7), particle(4, 10), particle(5, 8), particle(6, 6, pt=0.5)],
+        n_noise=5,
+    )
+
+
+def styles_tracks(event: Event) -> list[np.ndarray]:
+    """Eight tracks, seven of them candidates (>= 5 spacepoints); majority = strictly more than half.
+
+    ====  ========================  ====  ========================================  ==========================
+    track spacepoints               len   purity / completeness of the pairs        matched (fake rate) /
+                                                                                     reconstructs (efficiency)
+    ====  ========================  ====  ========================================  ==========================
+    T1    A[0:6]                    6     A 6/6 / 6/12 (= 1/2, not more)            ATLAS, one_way / ATLAS
+    T2    A[6:12]                   6     A 6/6 / 6/12                              ATLAS, one_way / ATLAS
+    T3    B (all 6) + C (all 7)     13    B 6/13 / 6/6; C 7/13 / 7/7                all: C / ATLAS: C;
+                                                                                     one_way: B and C; two_way: C
+    T4    D[0:6]                    6     D 6/6 / 6/10                              all: D / all: D
+    T5    D[4:10] (shares D[4:6])   6     D 6/6 / 6/10                              all: D / all: D
+    T6    E[0:5] + 5 noise          10    E 5/10 (= 1/2, not more) / 5/8            none / one_way: E
+    T7    F (all 6, no target)      6     F 6/6 / 6/6                               all: F / (F is no target)
+    T8    E[5:8]                    3     no candidate (< 5 spacepoints)            ignored
+    ====  ========================  ====  ========================================  ==========================
+
+    Expected (targets A-E = 5, candidates T1-T7 = 7):
+
+    * ATLAS: matched T1 T2 T3 T4 T5 T7 = 6, fake rate 1/7; reconstructed A (T1, T2), C (T3), D (T4, T5):
+      efficiency 3/5, 5 pairs -> duplicate rate (5 - 3) / 3 = 2/3.
+    * one_way: matched as ATLAS, fake rate 1/7; reconstructed B (T3), C (T3), D (T4, T5), E (T6):
+      efficiency 4/5, 5 pairs -> duplicate rate (5 - 4) / 4 = 1/4.
+    * two_way: matched T3 T4 T5 T7 = 4, fake rate 3/7; reconstructed C (T3), D (T4, T5): efficiency 2/5,
+      3 pairs -> duplicate rate (3 - 2) / 2 = 1/2.
+    """
+    a, b, c, d, e, f = (rows_of(event, pid) for pid in range(1, 7))
+    noise = np.flatnonzero(event.hits["particle_id"].to_numpy() == 0)
+    return [
+        a[:6],
+        a[6:],
+        np.concatenate([b, c]),
+        d[:6],
+        d[4:],
+        np.concatenate([e[:5], noise]),
+        f,
+        e[5:],
+    ]
+
+
+STYLES_EXPECTED = {
+    # style: (efficiency, fake rate, duplicate rate, reconstructed, matched tracks, duplicate tracks)
+    "ATLAS": (3 / 5, 1 / 7, 2 / 3, 3, 6, 2),
+    "one_way": (4 / 5, 1 / 7, 1 / 4, 4, 6, 1),
+    "two_way": (2 / 5, 3 / 7, 1 / 2, 2, 4, 1),
+}
+"""What :func:`styles_tracks` gives on :func:`styles_event` in each style (5 targets, 7 candidates)."""

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tests.metrics_events import build_event, particle, rows_of
+from tests.metrics_events import STYLES_EXPECTED, build_event, particle, rows_of, styles_event, styles_tracks
 
 from gnn4itk.cli import main
 from gnn4itk.event import write_event
@@ -40,7 +40,7 @@ def test_truth_tracks_are_perfect_with_plots(tmp_path, event_prefix, capsys):
     assert result["n_target_particles"] == 3
     assert (plots / "efficiency_vs_pt.png").exists() and (plots / "efficiency_vs_eta.png").exists()
     printed = capsys.readouterr().out
-    assert "efficiency" in printed and "trackml score" in printed
+    assert "efficiency" in printed and "TrackML score 1.0000" in printed
 
 
 def test_labels_file_and_table_file_agree(tmp_path, event_prefix):
@@ -74,7 +74,37 @@ def test_cut_options_reach_the_metrics(tmp_path, event_prefix):
     assert result["n_target_particles"] == 3
     assert result["cuts"]["excluded_abs_pdg"] == []
     assert result["cuts"]["pt_min"] == 1.8
-    assert result["cuts"]["matching"] == "purity"
+    assert result["cuts"]["matching"] == "ATLAS"  # the old name is an alias of acorn's
+
+
+def test_three_matching_styles_printed_and_in_json(tmp_path, capsys):
+    event = styles_event()
+    prefix = write_event(event, tmp_path / "events")
+    labels_path = tmp_path / "labels.pt"
+    torch.save(torch.from_numpy(join_tracks(styles_tracks(event))), labels_path)
+    result = run_json(tmp_path, "--event", str(prefix), "--tracks", str(labels_path))
+    printed = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(printed) if line.startswith("matching"))
+    rows = [line.split() for line in printed[header + 1 : header + 4]]
+    assert [row[0] for row in rows] == ["ATLAS", "one_way", "two_way"]
+    assert rows[0][1:] == ["0.6000", "0.1429", "0.6667", "3/5", "6/7"]
+    assert rows[1][1:] == ["0.8000", "0.1429", "0.2500", "4/5", "6/7"]
+    assert rows[2][1:] == ["0.4000", "0.4286", "0.5000", "2/5", "4/7"]
+    assert list(result["matching"]) == ["ATLAS", "one_way", "two_way"]
+    for style, (eff, fake, dup, n_reco, n_matched, n_dup) in STYLES_EXPECTED.items():
+        figures = result["matching"][style]
+        assert (figures["efficiency"], figures["fake_rate"], figures["duplicate_rate"]) == pytest.approx((eff, fake, dup))
+        assert (figures["n_reconstructed_particles"], figures["n_matched_tracks"], figures["n_duplicate_tracks"]) == (
+            n_reco,
+            n_matched,
+            n_dup,
+        )
+    # The keys of before stay, double majority (two_way) unless --matching names another style.
+    assert (result["efficiency"], result["fake_rate"], result["duplicate_rate"]) == pytest.approx((0.4, 3 / 7, 0.5))
+    assert result["n_fake_tracks"] == 3 and result["cuts"]["matching"] == "two_way"
+    atlas = run_json(tmp_path, "--event", str(prefix), "--tracks", str(labels_path), "--matching", "ATLAS")
+    assert (atlas["efficiency"], atlas["fake_rate"]) == pytest.approx((0.6, 1 / 7))
+    assert atlas["matching"] == result["matching"]
 
 
 def test_user_errors_exit_with_code_two(tmp_path, event_prefix, capsys):

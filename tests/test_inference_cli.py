@@ -60,6 +60,9 @@ def test_cli_on_parquet_event_prints_truth_metrics_and_writes_parquet(synthetic_
     if not torch.cuda.is_available():
         assert "CUDA is not available" in result.stdout
     assert "efficiency" in result.stdout and "TrackML score" in result.stdout
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("matching  efficiency"))
+    assert [line.split()[0] for line in lines[header + 1 : header + 4]] == ["ATLAS", "one_way", "two_way"]
     assert "graph construction" in result.stdout and "track building" in result.stdout
     table = pd.read_parquet(out)
     assert set(table.columns) >= {"hit_id", "track_id"}

@@ -6,11 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tests.metrics_events import build_event, particle, rows_of
+from tests.metrics_events import STYLES_EXPECTED, build_event, particle, rows_of, styles_event, styles_tracks
 
 from gnn4itk.metrics import (
+    MATCHING_STYLES,
+    MatchingFigures,
     TrackingCuts,
+    combine_matching,
     evaluate_tracking,
+    format_matching,
     order_weight_matrix,
     pt_weight,
     track_membership,
@@ -169,6 +173,121 @@ def test_bad_cuts_are_rejected():
         TrackingCuts(matching_fraction=0.4)
 
 
+# ---------------------------------------------------------------------------------------- matching styles
+
+
+def test_three_matching_styles_on_the_styles_event():
+    event = styles_event()
+    result = evaluate_tracking(event, styles_tracks(event))
+    assert list(result.matching) == ["ATLAS", "one_way", "two_way"] == list(MATCHING_STYLES)
+    for style, (eff, fake, dup, n_reco, n_matched, n_dup) in STYLES_EXPECTED.items():
+        figures = result.matching[style]
+        assert (figures.efficiency, figures.fake_rate, figures.duplicate_rate) == pytest.approx((eff, fake, dup)), style
+        assert (figures.n_reconstructed_particles, figures.n_matched_tracks, figures.n_duplicate_tracks) == (
+            n_reco,
+            n_matched,
+            n_dup,
+        ), style
+        assert (figures.n_target_particles, figures.n_candidate_tracks, figures.n_fake_tracks) == (5, 7, 7 - n_matched)
+    # The headline figures stay double majority (two_way) by default.
+    assert result.cuts.matching == "two_way"
+    assert (result.efficiency, result.fake_rate, result.duplicate_rate) == pytest.approx((2 / 5, 3 / 7, 1 / 2))
+    assert result.counts["n_tracks"] == 8 and result.counts["n_candidate_tracks"] == 7
+    targets = result.target_particles.set_index("particle_id")
+    reconstructed = {style: sorted(targets.index[targets[f"reconstructed_{style}"]]) for style in MATCHING_STYLES}
+    assert reconstructed == {"ATLAS": [1, 3, 4], "one_way": [2, 3, 4, 5], "two_way": [3, 4]}
+    assert targets["n_matching_tracks"].to_dict() == {1: 0, 2: 0, 3: 1, 4: 2, 5: 0}
+    summary = result.as_dict()
+    assert list(summary["matching"]) == ["ATLAS", "one_way", "two_way"]
+    assert summary["matching"]["one_way"]["efficiency"] == pytest.approx(0.8)
+    assert summary["matching"]["two_way"]["n_fake_tracks"] == 3
+
+
+@pytest.mark.parametrize(
+    ("style", "efficiency", "fake_rate", "duplicate_rate"),
+    [("ATLAS", 3 / 5, 1 / 7, 2 / 3), ("one_way", 4 / 5, 1 / 7, 1 / 4), ("two_way", 2 / 5, 3 / 7, 1 / 2), ("purity", 3 / 5, 1 / 7, 2 / 3)],
+)
+def test_headline_style_follows_the_cuts(style, efficiency, fake_rate, duplicate_rate):
+    event = styles_event()
+    result = evaluate_tracking(event, styles_tracks(event), TrackingCuts(matching=style))
+    assert (result.efficiency, result.fake_rate, result.duplicate_rate) == pytest.approx((efficiency, fake_rate, duplicate_rate))
+    assert result.cuts.matching in MATCHING_STYLES  # aliases are stored under acorn's name
+    assert result.target_particles["reconstructed"].equals(result.target_particles[f"reconstructed_{result.cuts.matching}"])
+
+
+def test_old_style_names_are_aliases():
+    assert TrackingCuts(matching="purity").matching == "ATLAS"
+    assert TrackingCuts(matching="double_majority").matching == "two_way"
+    assert TrackingCuts().matching == "two_way"
+
+
+def one_case(case: str):
+    """Single failure modes; every particle is a target. Returns (event, tracks)."""
+    if case == "split 6+6":  # A (12) in two halves: pure, but neither holds more than half of A
+        event = build_event([particle(1, 12)])
+        a = rows_of(event, 1)
+        return event, [a[:6], a[6:]]
+    if case == "merge 6+7":  # B (6) and C (7) in one 13-hit track: C holds 7/13, B 6/13 of it; both complete
+        event = build_event([particle(1, 6), particle(2, 7)])
+        return event, [np.concatenate([rows_of(event, 1), rows_of(event, 2)])]
+    if case == "half noise":  # 5 of E's 8 spacepoints plus 5 noise: purity 1/2 (not more), completeness 5/8
+        event = build_event([particle(1, 8)], n_noise=5)
+        noise = np.flatnonzero(event.hits["particle_id"].to_numpy() == 0)
+        return event, [np.concatenate([rows_of(event, 1)[:5], noise])]
+    if case == "overlap":  # D (10) as 0-5 and 4-9: both pure and 6/10 complete
+        event = build_event([particle(1, 10)])
+        d = rows_of(event, 1)
+        return event, [d[:6], d[4:]]
+    if case == "fragment":  # 5 pure spacepoints of a 12-spacepoint particle, the rest unassigned
+        event = build_event([particle(1, 12)])
+        return event, [rows_of(event, 1)[:5]]
+    raise ValueError(case)
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        # (efficiency, fake rate, duplicate rate) for ATLAS, one_way, two_way
+        ("split 6+6", {"ATLAS": (1, 0, 1), "one_way": (0, 0, NAN), "two_way": (0, 1, NAN)}),
+        # one_way: one track reconstructs both B and C (2 pairs, 2 particles: no duplicate)
+        ("merge 6+7", {"ATLAS": (1 / 2, 0, 0), "one_way": (1, 0, 0), "two_way": (1 / 2, 0, 0)}),
+        ("half noise", {"ATLAS": (0, 1, NAN), "one_way": (1, 1, 0), "two_way": (0, 1, NAN)}),
+        ("overlap", {"ATLAS": (1, 0, 1), "one_way": (1, 0, 1), "two_way": (1, 0, 1)}),
+        ("fragment", {"ATLAS": (1, 0, 0), "one_way": (0, 0, NAN), "two_way": (0, 1, NAN)}),
+    ],
+)
+def test_single_failure_modes_in_every_style(case, expected):
+    event, tracks = one_case(case)
+    result = evaluate_tracking(event, tracks)
+    for style, want in expected.items():
+        f = result.matching[style]
+        np.testing.assert_equal((f.efficiency, f.fake_rate, f.duplicate_rate), want, err_msg=f"{case}, {style}")
+
+
+def test_matching_figures_add_up_and_print_atlas_first():
+    event = styles_event()
+    once = evaluate_tracking(event, styles_tracks(event)).matching
+    perfect = evaluate_tracking(event, truth_tracks(event)).matching
+    both = combine_matching([once, perfect])
+    # Perfect tracks: 5 targets all reconstructed once, 6 candidate tracks all matched.
+    assert both["two_way"] == MatchingFigures("two_way", 10, 7, 13, 10, 1)
+    assert both["ATLAS"].efficiency == pytest.approx(8 / 10) and both["ATLAS"].duplicate_rate == pytest.approx(2 / 8)
+    assert combine_matching([])["ATLAS"].as_dict()["efficiency"] is None
+    with pytest.raises(ValueError, match="cannot add"):
+        both["ATLAS"] + both["two_way"]
+    lines = format_matching(once, TrackingCuts()).splitlines()
+    assert lines[0].split()[:2] == ["matching", "efficiency"]
+    assert [line.split()[0] for line in lines[1:4]] == ["ATLAS", "one_way", "two_way"]
+    assert lines[1].split()[1:] == ["0.6000", "0.1429", "0.6667", "3/5", "6/7"]
+    assert lines[3].split()[1:] == ["0.4000", "0.4286", "0.5000", "2/5", "4/7"]
+    assert ">= 5 spacepoints" in lines[4] and "> 0.5" in lines[4]
+    empty = format_matching(evaluate_tracking(*one_case("split 6+6")).matching).splitlines()
+    assert empty[2].split()[1:4] == ["0.0000", "0.0000", "n/a"]
+
+
 # ---------------------------------------------------------------------------------------- track forms
 
 
@@ -283,31 +402,46 @@ def test_trackml_weights_from_column_are_normalised_and_masked():
 
 
 def oracle(event, tracks, fraction=0.5, min_len=5, target_ids=()):
-    """Naive per-track loops, written independently of the vectorised code."""
+    """Naive per-track loops, written independently of the vectorised code.
+
+    Returns the TrackML score and, per matching style, efficiency, fake rate and duplicate tracks.
+    """
     pid = event.hits["particle_id"].tolist()
     true_n = Counter(p for p in pid if p != 0)
     all_n = Counter(pid)
-    matches, track_ok, score = defaultdict(int), [], 0.0
+    reconstructs = {style: defaultdict(int) for style in ("ATLAS", "one_way", "two_way")}
+    track_ok = {style: [] for style in reconstructs}
+    score = 0.0
     weights = trackml_weights(event)
     for track in tracks:
         counts = Counter(pid[i] for i in track)
-        ok = False
-        for p, n in counts.items():
-            if p != 0 and len(track) >= min_len and n > fraction * len(track) and n > fraction * true_n[p]:
-                matches[p] += 1
-                ok = True
         if len(track) >= min_len:
-            track_ok.append(ok)
+            ok = dict.fromkeys(reconstructs, False)
+            for p, n in counts.items():
+                if p == 0:
+                    continue
+                pure, complete = n > fraction * len(track), n > fraction * true_n[p]
+                for style, matched, reco in (
+                    ("ATLAS", pure, pure),
+                    ("one_way", pure, complete),
+                    ("two_way", pure and complete, pure and complete),
+                ):
+                    ok[style] |= matched
+                    reconstructs[style][p] += reco
+            for style in reconstructs:
+                track_ok[style].append(ok[style])
         best = min(counts, key=lambda p: (-counts[p], p))
         if 2 * counts[best] > len(track) and 2 * counts[best] > all_n[best]:
             score += sum(weights[i] for i in track if pid[i] == best)
-    reco = [p for p in target_ids if matches[p]]
-    return {
-        "efficiency": len(reco) / len(target_ids),
-        "fake_rate": 1 - sum(track_ok) / len(track_ok),
-        "n_duplicate_tracks": sum(matches[p] for p in reco) - len(reco),
-        "trackml_score": score,
-    }
+    styles = {}
+    for style, matches in reconstructs.items():
+        reco = [p for p in target_ids if matches[p]]
+        styles[style] = {
+            "efficiency": len(reco) / len(target_ids),
+            "fake_rate": 1 - sum(track_ok[style]) / len(track_ok[style]),
+            "n_duplicate_tracks": sum(matches[p] for p in reco) - len(reco),
+        }
+    return {"trackml_score": score, **styles}
 
 
 def test_random_tracks_agree_with_naive_oracle():
@@ -319,12 +453,25 @@ def test_random_tracks_agree_with_naive_oracle():
         track_ids[track] = number
     flip = rng.random(len(track_ids)) < 0.3  # reassign 30% of hits at random, leave some unassigned
     track_ids[flip] = rng.integers(-1, 70, flip.sum())
-    tracks = [np.flatnonzero(track_ids == t) for t in range(70) if (track_ids == t).any()]
+    for t in range(10):  # merge ten pairs of tracks: complete but impure tracks, where one_way differs
+        track_ids[track_ids == t + 10] = t
+    for t in range(20, 30):  # split ten tracks in halves: pure but incomplete tracks, where ATLAS differs
+        rows = np.flatnonzero(track_ids == t)
+        track_ids[rows[len(rows) // 2 :]] = 70 + t
+    tracks = [np.flatnonzero(track_ids == t) for t in range(100) if (track_ids == t).any()]
     result = evaluate_tracking(event, tracks)
     want = oracle(event, tracks, target_ids=result.target_particles["particle_id"].tolist())
-    assert result.efficiency == pytest.approx(want["efficiency"])
-    assert result.fake_rate == pytest.approx(want["fake_rate"])
-    assert result.counts["n_duplicate_tracks"] == want["n_duplicate_tracks"]
+    assert result.efficiency == pytest.approx(want["two_way"]["efficiency"])
+    assert result.fake_rate == pytest.approx(want["two_way"]["fake_rate"])
+    assert result.counts["n_duplicate_tracks"] == want["two_way"]["n_duplicate_tracks"]
+    for style in MATCHING_STYLES:
+        figures = result.matching[style]
+        assert figures.efficiency == pytest.approx(want[style]["efficiency"]), style
+        assert figures.fake_rate == pytest.approx(want[style]["fake_rate"]), style
+        assert figures.n_duplicate_tracks == want[style]["n_duplicate_tracks"], style
+    # The random tracks tell the styles apart, so the comparison checks each style's own rule.
+    assert len({round(result.matching[s].efficiency, 9) for s in MATCHING_STYLES}) == 3
+    assert result.matching["ATLAS"].fake_rate < result.matching["two_way"].fake_rate
     assert result.trackml_score == pytest.approx(want["trackml_score"])
     assert 0.0 < result.trackml_score < 1.0
 

@@ -12,7 +12,7 @@ HELP = "score track candidates against truth: efficiency, fake/duplicate rate, T
 
 
 def add_arguments(parser) -> None:
-    from gnn4itk.metrics import MATCHING_STYLES, TrackingCuts
+    from gnn4itk.metrics import MATCHING_ALIASES, MATCHING_STYLES, TrackingCuts
 
     d = TrackingCuts()
     parser.add_argument("--event", required=True, help="event with truth (any input load_event reads)")
@@ -28,7 +28,13 @@ def add_arguments(parser) -> None:
     cuts.add_argument("--particle-min-hits", type=int, default=d.particle_min_hits, help="target spacepoints >= this (%(default)s)")
     cuts.add_argument("--track-min-hits", type=int, default=d.track_min_hits, help="candidate track length >= this (%(default)s)")
     cuts.add_argument("--matching-fraction", type=float, default=d.matching_fraction, help="majority threshold, strict (%(default)s)")
-    cuts.add_argument("--matching", choices=MATCHING_STYLES, default=d.matching, help="matching style (%(default)s)")
+    cuts.add_argument(
+        "--matching",
+        choices=[*MATCHING_STYLES, *MATCHING_ALIASES],
+        default=d.matching,
+        help="headline style of the JSON top-level figures and the plots; all three are printed and in the JSON's "
+        "'matching' (%(default)s)",
+    )
     cuts.add_argument("--include-secondaries", action="store_true", help="do not require primary target particles")
     cuts.add_argument(
         "--exclude-pdg", type=int, nargs="*", default=list(d.excluded_abs_pdg), help="|pdgId| never targets (%(default)s)"
@@ -71,24 +77,18 @@ def _load_tracks(path: Path, event):
 
 
 def _print_table(result, source: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    """The three matching styles (ATLAS first), then the TrackML score and the track counts."""
+    from gnn4itk.metrics import format_matching
 
-    def fmt(value):
-        return "n/a" if value is None else f"{value:.4f}"
-
-    summary = result.as_dict()
-    table = Table(title="Tracking performance", caption=f"{source}; {result.cuts.matching} matching", min_width=48)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in ("efficiency", "fake_rate", "duplicate_rate", "trackml_score"):
-        table.add_row(key.replace("_", " "), fmt(summary[key]))
-    for key, value in result.counts.items():
-        table.add_row(key.removeprefix("n_").replace("_", " "), str(value))
-    console = Console()
-    console.print(table)
-    if result.trackml_note:
-        console.print(f"TrackML score n/a: {result.trackml_note}")
+    print(f"Tracking performance: {source}")
+    print(format_matching(result.matching, result.cuts))
+    score = "n/a" if result.trackml_score is None else f"{result.trackml_score:.4f}"
+    print(f"TrackML score {score}" + (f" ({result.trackml_note})" if result.trackml_note else ""))
+    c = result.counts
+    print(
+        f"{c['n_tracks']} tracks, {c['n_candidate_tracks']} candidates, {c['n_target_particles']} target particles; "
+        f"headline style (JSON top level, plots): {result.cuts.matching}"
+    )
 
 
 def run(args) -> int:

@@ -25,7 +25,13 @@ def add_arguments(parser) -> None:
 
 
 def aggregate(results) -> dict:
-    """Sum the counts of per-event :class:`gnn4itk.metrics.TrackingResult` s and form the rates."""
+    """Sum the counts of per-event :class:`gnn4itk.metrics.TrackingResult` s and form the rates.
+
+    The top-level ``efficiency``, ``fake_rate``, ``duplicate_rate`` and ``counts`` are the headline style's
+    (``two_way``, double majority, by default), as before; ``matching`` has all three styles, ATLAS first.
+    """
+    from gnn4itk.metrics import combine_matching
+
     total: dict[str, int] = {}
     for result in results:
         for key, value in result.counts.items():
@@ -35,6 +41,7 @@ def aggregate(results) -> dict:
         return total[a] / total[b] if total.get(b) else float("nan")
 
     scores = [r.trackml_score for r in results if r.trackml_score is not None]
+    matching = combine_matching(r.matching for r in results)
     return {
         "events": len(results),
         "efficiency": ratio("n_reconstructed_particles", "n_target_particles"),
@@ -42,14 +49,21 @@ def aggregate(results) -> dict:
         "duplicate_rate": ratio("n_duplicate_tracks", "n_reconstructed_particles"),
         "trackml_score_mean": statistics.fmean(scores) if scores else None,
         "counts": total,
+        "matching": {style: figures.as_dict() for style, figures in matching.items()},
     }
+
+
+def event_line(event_id, n_spacepoints: int, result, seconds: float) -> str:
+    """One line per event: efficiency and fake rate of every matching style, ATLAS first."""
+    styles = ", ".join(f"{s} {f.efficiency:.4f}/{f.fake_rate:.4f}" for s, f in result.matching.items())
+    return f"event {event_id}: {n_spacepoints} spacepoints, efficiency/fake rate {styles}, {seconds * 1e3:.1f} ms"
 
 
 def run(args) -> int:
     import torch
 
     from gnn4itk.event import iter_events, select_features
-    from gnn4itk.metrics import evaluate_tracking
+    from gnn4itk.metrics import combine_matching, evaluate_tracking, format_matching
     from gnn4itk.pipeline import build_pipeline
     from gnn4itk.timing import synchronize
 
@@ -66,15 +80,15 @@ def run(args) -> int:
             synchronize(device)
             seconds.append(time.perf_counter() - start)
             results.append(evaluate_tracking(event, labels.cpu().numpy()))
-            r = results[-1]
-            print(f"event {event.event_id}: {len(features)} spacepoints, efficiency {r.efficiency:.4f}, "
-                  f"fake rate {r.fake_rate:.4f}, {seconds[-1] * 1e3:.1f} ms")
+            print(event_line(event.event_id, len(features), results[-1], seconds[-1]))
     if not results:
         raise FileNotFoundError(f"no events in {args.events}")
     summary = aggregate(results)
     summary["median_ms_per_event"] = 1e3 * statistics.median(seconds)
     summary["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(json.dumps(summary, indent=2))
+    print(f"{summary['events']} events together:")
+    print(format_matching(combine_matching(r.matching for r in results), results[0].cuts))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(summary, handle, indent=2)
