@@ -20,6 +20,7 @@ COMMANDS = [
     "gnn4itk.commands.evaluate",
     "gnn4itk.commands.export",
     "gnn4itk.commands.validate",
+    "gnn4itk.commands.baseline",
 ]
 
 
