@@ -71,3 +71,19 @@ def test_ckf_tracks_are_in_our_format_and_find_the_particles(gun_event, tmp_path
     # and `baseline compare` gives the same figures for the folder
     assert main(["baseline", "compare", "--events", str(events), "--source", f"CKF={out}"]) == 0
     assert f"| CKF | 1 | ATLAS | {100 * scores['ATLAS'].efficiency:.1f} %" in capsys.readouterr().out
+
+
+@sim
+@slow
+def test_ckf_runs_on_the_real_trackml_event(trackml_dir):
+    """TrackML hits carry no ACTS geometry id: it comes from the dense module index (same detector)."""
+    from gnn4itk.baseline.ckf import measurement_table, run_ckf
+    from gnn4itk.io.load import load_event
+    from gnn4itk.metrics import TrackingCuts, evaluate_tracking
+
+    event = load_event(str(trackml_dir / "event000000001"))
+    table = measurement_table(event)
+    assert np.isfinite(table[["local0", "local1"]].to_numpy()).all()
+    tracks = run_ckf([event]).tracks[0]
+    scores = evaluate_tracking(event, tracks, TrackingCuts(matching="ATLAS"), form="list", trackml=False).matching
+    assert scores["ATLAS"].efficiency > 0.7

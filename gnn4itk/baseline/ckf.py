@@ -108,15 +108,23 @@ class CkfResult:
 def measurement_table(event: Event) -> pd.DataFrame:
     """ACTS measurement inputs of every spacepoint row: geometry id, local (0, 1) [mm], variances [mm^2].
 
-    The local coordinates invert :meth:`ModuleFrames.local_to_global` (the simulation's placement).
+    The local coordinates invert :meth:`ModuleFrames.local_to_global` (the simulation's placement); a
+    position off the module plane (TrackML hits) is projected onto it. Events without ``geometry_id``
+    (TrackML CSV) take it from the dense ``module_id`` (:func:`gnn4itk.geometry.generic_detector`, where TrackML
+    modules are matched to ACTS's by centre).
     """
     from gnn4itk.simulation.detector import module_frames, split_geometry_id, volume_resolutions
 
     hits = event.hits
-    if "geometry_id" not in hits.columns:
-        raise ValueError("the event has no geometry_id column: the CKF needs ACTS modules (Generic detector events)")
+    if "geometry_id" in hits.columns:
+        geometry_id = hits["geometry_id"].to_numpy(np.uint64)
+    elif "module_id" in hits.columns:  # e.g. a TrackML event: the TrackML detector is the Generic detector
+        from gnn4itk.geometry import generic_detector
+
+        geometry_id = generic_detector().geometry_id_from_module_index(hits["module_id"].to_numpy())
+    else:
+        raise ValueError("the event has neither geometry_id nor module_id: the CKF needs the hits' modules")
     frames = module_frames()
-    geometry_id = hits["geometry_id"].to_numpy(np.uint64)
     rows = frames.rows(geometry_id)
     offset = hits[["x", "y", "z"]].to_numpy(np.float64) - frames.center[rows]
     local = np.einsum("nji,nj->ni", frames.rotation[rows, :, :2], offset)
