@@ -87,3 +87,21 @@ def test_ckf_runs_on_the_real_trackml_event(trackml_dir):
     tracks = run_ckf([event]).tracks[0]
     scores = evaluate_tracking(event, tracks, TrackingCuts(matching="ATLAS"), form="list", trackml=False).matching
     assert scores["ATLAS"].efficiency > 0.7
+
+
+@sim
+@slow
+def test_plot_draws_every_source(gun_event, tmp_path):
+    from gnn4itk.baseline.ckf import run_ckf, tracks_table
+
+    events = tmp_path / "gun"
+    write_event(gun_event, events)
+    for name in ("CKF", "copy"):
+        folder = tmp_path / name / "gun"
+        folder.mkdir(parents=True)
+        tracks_table(gun_event, run_ckf([gun_event]).tracks[0]).to_parquet(folder / "event000000000-tracks.parquet")
+    png = tmp_path / "eff.png"
+    argv = ["baseline", "plot", "--sample", f"gun={events}", "--source", f"CKF={tmp_path}/CKF/{{sample}}",
+            f"copy={tmp_path}/copy/{{sample}}", "--output", str(png)]
+    assert main(argv) == 0
+    assert png.exists() and 0 < png.stat().st_size < 200_000

@@ -53,6 +53,7 @@ class CkfSettings:
 
     Attributes:
         min_pt: seed finder minimum pT and track selection pT cut [GeV].
+        seeding_layers: (volume, layer) pairs whose spacepoints seed (ACTS's choice by default).
         abs_eta_max: track selection |eta| cut.
         min_measurements: track selection and ambiguity resolution: at least this many measurements.
         max_shared_hits: ambiguity resolution: at most this many measurements shared with other tracks.
@@ -63,6 +64,7 @@ class CkfSettings:
     """
 
     min_pt: float = 0.5
+    seeding_layers: tuple = SEEDING_LAYERS
     abs_eta_max: float = 4.0
     min_measurements: int = 7
     max_shared_hits: int = 3
@@ -255,7 +257,7 @@ def run_ckf(events: list[Event], settings: CkfSettings | None = None, log_level:
 
     with tempfile.TemporaryDirectory(prefix="gnn4itk-ckf-") as scratch:
         scratch = Path(scratch)
-        selection = write_geometry_selection(scratch / "seeding-layers.json")
+        selection = write_geometry_selection(scratch / "seeding-layers.json", settings.seeding_layers)
         sequencer = ae.Sequencer(
             events=len(events), numThreads=settings.threads, logLevel=level, outputDir=str(scratch), trackFpes=False
         )

@@ -155,11 +155,16 @@ def efficiency_figure(panels: list[tuple[str, list[SourceScore]]], path: Path, s
                     label=score.name,
                 )
             if variable == "pt":
+                from matplotlib.ticker import NullFormatter, ScalarFormatter
+
                 ax.set_xscale("log")
+                ax.set_xticks([1, 2, 5, 10, 20, 50, 100])
+                ax.xaxis.set_major_formatter(ScalarFormatter())
+                ax.xaxis.set_minor_formatter(NullFormatter())
                 ax.set_title(title, fontsize=9)
             ax.set_xlabel(label, fontsize=8)
             ax.set_ylabel(f"efficiency ({style})", fontsize=8)
-            ax.set_ylim(0.0, 1.05)
+            ax.set_ylim(0.4, 1.02)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
             if r == 0 and c == 0:

@@ -47,6 +47,16 @@ def add_arguments(parser) -> None:
     compare.add_argument("--json", type=Path, default=None, help="write the combined figures as JSON here")
     compare.set_defaults(_baseline=_run_compare)
 
+    plot = sub.add_parser("plot", help="one figure: efficiency vs pT and eta, one column per sample, every source")
+    plot.add_argument("--sample", required=True, nargs="+", metavar="NAME=EVENTS", help="samples: name and event folder")
+    plot.add_argument(
+        "--source", required=True, nargs="+", metavar="NAME=DIR",
+        help="track folders; '{sample}' in DIR is replaced by the sample name",
+    )
+    plot.add_argument("--style", default="ATLAS", help="matching style of the efficiency (%(default)s)")
+    plot.add_argument("--output", required=True, type=Path, help="PNG file")
+    plot.set_defaults(_baseline=_run_plot)
+
 
 def run(args) -> int:
     return args._baseline(args)
@@ -108,6 +118,33 @@ def _run_ckf(args) -> int:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+def _pairs(items: list[str], option: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UserError(f"{option} {item}: expected NAME=VALUE")
+        out[name] = value
+    return out
+
+
+def _run_plot(args) -> int:
+    from gnn4itk.baseline.compare import efficiency_figure, score_sources
+
+    panels = []
+    sources = _pairs(args.source, "--source")
+    for sample, events in _pairs(args.sample, "--sample").items():
+        folders = {name: Path(d.replace("{sample}", sample)) for name, d in sources.items()}
+        folders = {name: d for name, d in folders.items() if d.is_dir()}
+        scores = score_sources(events, folders, common_only=True)
+        ids = scores[0].event_ids if scores else []
+        print(f"{sample}: events {ids}, sources {', '.join(s.name for s in scores)}")
+        panels.append((f"{sample} ({len(ids)} event{'s' if len(ids) != 1 else ''})", scores))
+    path = efficiency_figure(panels, args.output, style=args.style)
+    print(f"plot: {path} ({path.stat().st_size / 1024:.0f} kB)")
     return 0
 
 
