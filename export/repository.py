@@ -358,8 +358,9 @@ def _write_torchscript_model(out_dir: Path, model: _Model, parameters: dict, opt
         outputs = _io(model.outputs, _positional("OUTPUT", len(model.outputs)))
         head = {"name": name, "platform": "pytorch_libtorch", "max_batch_size": 0}
         # TorchScript's tensor-expression fuser (NNC) is off, as in the python flavour (parameter jit_fuser):
-        # on CUDA it compiled the GNN's edge-input concatenation of gathered rows into a kernel of the wrong
-        # dtype ("mat1 and mat2 must have the same dtype, but got Int and Float"; docs/serving.md).
+        # with the backend's defaults (fuser on) the GPU warm-up failed in the GNN's edge network ("mat1 and
+        # mat2 must have the same dtype, but got Int and Float"); with it off the flavour loads and serves
+        # exactly (docs/serving.md says what is and is not known of the cause).
         fuser = "true" if str(parameters.get("jit_fuser", "none")) == "fuser1" else "false"
         extra = {**parameters, "INFERENCE_MODE": "true", "ENABLE_TENSOR_FUSER": fuser}
     else:

@@ -52,6 +52,7 @@ fi
 # common's JSON helpers need RapidJSON's headers and CMake config (Debian: rapidjson-dev).
 cmake -S "$WORK/src/pytorch_backend" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release \
   -DTRITON_ENABLE_GPU=$GPU -DTRITON_PYTORCH_ENABLE_TORCHVISION=OFF -DTRITON_ENABLE_STATS=ON \
+  -DCMAKE_CXX_FLAGS="-Wno-error=deprecated-declarations" \
   -DTRITON_PYTORCH_INCLUDE_PATHS="$TORCH_DIR/include;$TORCH_DIR/include/torch/csrc/api/include" \
   -DTRITON_PYTORCH_LIB_PATHS="$TORCH_DIR/lib" \
   -DPython3_INCLUDE_DIR="$PYTHON_INCLUDE" \
