@@ -138,17 +138,14 @@ def tritonserver_tree(root: Path, cache_dir: str | Path | None, source: str, cac
         if not stub.is_file():
             raise ServerError(f"{source}: no python backend stub for Python {python} (neither "
                               f"{python_backend / 'triton_python_backend_stub'} nor {stub})")
-    built = None if (backends / "pytorch").is_dir() else find_pytorch_backend()
-    torch_lib = []
-    server_lib = _server_library(libs) if built is not None else None
-    if server_lib is None:
-        built = None  # a tree without libtritonserver.so beside it cannot load the backend: models say so
-    else:
-        built = (built, server_lib)
-        torch_lib = [_built_against_torch_lib(built[0])]
-    if stub is not None or built is not None:
+    pytorch, torch_lib = None, []
+    if not (backends / "pytorch").is_dir() and (built := find_pytorch_backend()) is not None:
+        # Without a libtritonserver to link beside it the backend cannot load; libtorch models then say so.
+        if (server_lib := _server_library(libs)) is not None:
+            pytorch, torch_lib = (built, server_lib), [_built_against_torch_lib(built)]
+    if stub is not None or pytorch is not None:
         cache = Path(cache_dir or os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gnn4itk"
-        backends = _assemble_backends(backends, stub, cache / f"tritonserver-{cache_key}-py{python}", built)
+        backends = _assemble_backends(backends, stub, cache / f"tritonserver-{cache_key}-py{python}", pytorch)
     env = {
         # The stub embeds libpython: take the running interpreter's, and its PATH so that it finds this venv.
         "LD_LIBRARY_PATH": _join_paths([str(p) for p in libs if p.is_dir()] + torch_lib, os.environ.get("LD_LIBRARY_PATH")),
