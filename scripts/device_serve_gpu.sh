@@ -3,13 +3,16 @@
 # H100: Python 3.12, torch, numpy 2). See docs/serving.md, "GPU serving without the NGC container".
 #
 #   scripts/device_serve_gpu.sh prepare          # here, where pip works: fill $CARRY (default .triton-gpu, ~42 MB)
+#                                                # and $DEVIN (.devin: backend sources, RapidJSON; 1.3 MB)
 #   scripts/device_serve_gpu.sh [PHASE...]       # there; phases: serve autocast bench bench-pipeline load gpu-tests
 #                                                # (default: the first four); setup also builds Triton's PyTorch
 #                                                # backend for the GPU (RapidJSON headers from $DEVIN/rapidjson)
 #                                                # SERVE_DEBUG=1: python models log input sums (GNN4ITK_SERVE_DEBUG)
 #
-# Results go to $OUT (device tool) or work/device-out. On the device tool: carry .triton-gpu and start the
-# command with `export PYTHONPATH=$PWD PYTHONUNBUFFERED=1;`.
+# Results go to $OUT (device tool) or work/device-out. On the device tool: carry .triton-gpu, .devin/vendor and
+# .devin/rapidjson, and start the command with `export PYTHONPATH=$PWD PYTHONUNBUFFERED=1;`. The 64 MiB limit
+# leaves no room for a real event and map beside .triton-gpu: a second call on the still-warm machine (within
+# 30 s) can carry them alone (e.g. .devin/data), since setup reuses /tmp/triton, /tmp/site and the backend.
 set -uo pipefail
 CARRY=${CARRY:-.triton-gpu}
 OUT=${OUT:-work/device-out}
@@ -44,6 +47,15 @@ prepare() {
   apt-get $o update >/dev/null 2>&1 && (cd "$CARRY" && apt-get $o download libpython3.12t64 >/dev/null 2>&1) \
     || echo "no Ubuntu libpython3.12 fetched: fine where the GPU host's Python has libpython3.12.so"
   rm -rf "$dl"; du -sh "$CARRY"/*
+  # What the GPU build of Triton's PyTorch backend needs there: the r24.10 sources (../shared does not
+  # travel) and RapidJSON's headers with a relocatable CMake config (that host has no apt).
+  local devin=${DEVIN:-.devin}
+  mkdir -p "$devin/vendor" "$devin/rapidjson/include"
+  cp "${TRITON_VENDOR_SOURCE:-../shared/vendor/triton-r24.10}"/{*.tar.gz,COMMITS} "$devin/vendor/" || return 1
+  cp -r /usr/include/rapidjson "$devin/rapidjson/include/" || { echo "apt-get install rapidjson-dev first"; return 1; }
+  printf '%s\n' 'get_filename_component(RAPIDJSON_CMAKE_DIR "${CMAKE_CURRENT_LIST_FILE}" PATH)' \
+    'set(RAPIDJSON_INCLUDE_DIRS "${RAPIDJSON_CMAKE_DIR}/include")' > "$devin/rapidjson/RapidJSONConfig.cmake"
+  du -sh "$devin"/*
 }
 
 setup() {
@@ -65,6 +77,7 @@ setup() {
   fi
   # Triton's PyTorch backend, GPU build, against this host's torch (RapidJSON's headers travel in $DEVIN).
   export GNN4ITK_PYTORCH_BACKEND=/tmp/triton-pytorch-backend
+  [ -d "${DEVIN:-.devin}/vendor" ] && export TRITON_VENDOR_DIR=${TRITON_VENDOR_DIR:-$PWD/${DEVIN:-.devin}/vendor}
   TRITON_BACKEND_GPU=ON JOBS=16 PYTHON=python3 CMAKE_ARGS="-DRapidJSON_DIR=$PWD/${DEVIN:-.devin}/rapidjson -G Ninja" \
     scripts/build_pytorch_backend.sh "$GNN4ITK_PYTORCH_BACKEND" || return 1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
