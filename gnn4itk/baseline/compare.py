@@ -164,7 +164,7 @@ def efficiency_figure(panels: list[tuple[str, list[SourceScore]]], path: Path, s
                 ax.set_title(title, fontsize=9)
             ax.set_xlabel(label, fontsize=8)
             ax.set_ylabel(f"efficiency ({style})", fontsize=8)
-            ax.set_ylim(0.4, 1.02)
+            ax.set_ylim(0.0, 1.03)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
             if r == 0 and c == 0:
