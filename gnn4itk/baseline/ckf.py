@@ -44,6 +44,8 @@ SEEDING_LAYERS = (
     (7, 14), (7, 12), (7, 10), (7, 8),
 )
 PIXEL_VOLUMES = (7, 8, 9)
+# Every pixel layer (barrel volume 8: layers 2-8; endcap disks, volumes 7 and 9: layers 2-14).
+ALL_PIXEL_LAYERS = tuple((v, layer) for v in PIXEL_VOLUMES for layer in range(2, 16 if v != 8 else 10, 2))
 STRIP_VOLUMES = (12, 13, 14, 16, 17, 18)
 
 

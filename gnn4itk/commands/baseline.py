@@ -33,6 +33,12 @@ def add_arguments(parser) -> None:
     ckf.add_argument(
         "--min-measurements", type=int, default=d.min_measurements, help="measurements per track (%(default)s)"
     )
+    ckf.add_argument(
+        "--seeding-layers",
+        choices=["acts", "all-pixel"],
+        default="acts",
+        help="acts: ACTS's generic-seeding-config.json (barrel, 4 inner disks a side); all-pixel: every pixel layer",
+    )
     ckf.add_argument("--json", type=Path, default=None, help="write timing and scores as JSON here")
     ckf.set_defaults(_baseline=_run_ckf)
 
@@ -78,11 +84,14 @@ def _events(paths: list[str], limit: int | None):
 
 
 def _run_ckf(args) -> int:
-    from gnn4itk.baseline.ckf import CkfSettings, run_ckf, settings_dict, tracks_table
+    from gnn4itk.baseline.ckf import ALL_PIXEL_LAYERS, SEEDING_LAYERS, CkfSettings, run_ckf, settings_dict, tracks_table
     from gnn4itk.metrics import TrackingCuts, combine_matching, evaluate_tracking, format_matching
 
     events = _events(args.events, args.limit)
-    settings = CkfSettings(min_pt=args.min_pt, min_measurements=args.min_measurements, threads=args.threads)
+    layers = ALL_PIXEL_LAYERS if args.seeding_layers == "all-pixel" else SEEDING_LAYERS
+    settings = CkfSettings(
+        min_pt=args.min_pt, min_measurements=args.min_measurements, threads=args.threads, seeding_layers=layers
+    )
     try:
         result = run_ckf(events, settings)
     except ValueError as error:
