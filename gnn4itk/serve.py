@@ -293,6 +293,25 @@ def cuda_pool_sizes(repository: Path, device: str | None, gpu_count: int | None 
     return {gpu: size for gpu in range(gpu_count)}
 
 
+def _listening_socket_inodes() -> dict[int, set[str]] | None:
+    """{port: socket inodes} of the TCP sockets listening on this host (/proc/net/tcp*), None without /proc."""
+    found: dict[int, set[str]] = {}
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not any(t.exists() for t in tables):
+        return None
+    for table in tables:
+        try:
+            lines = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A":  # state LISTEN
+                port = int(fields[1].rsplit(":", 1)[1], 16)
+                found.setdefault(port, set()).add(fields[9])
+    return found
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now (the OS picks it, so parallel test workers do not collide)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -477,12 +496,33 @@ class TritonServer:
                 raise ServerError(f"tritonserver exited with code {self.process.returncode}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
+                    # Another server may hold the port we picked (parallel tests: a port is free when chosen,
+                    # and ours binds it only after loading its models): ready only when ours listens there.
+                    if response.status == 200 and self._listens_on(self.ports["http"], self.ports["grpc"]):
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.25)
         raise ServerError(f"tritonserver not ready after {self.ready_timeout:.0f} s:\n{self.log_tail()}")
+
+    def _listens_on(self, *ports: int) -> bool:
+        """Whether this server process holds the listening sockets of ``ports`` (Linux /proc; True elsewhere)."""
+        listening = _listening_socket_inodes()
+        if listening is None:
+            return True
+        try:
+            fds = list(Path(f"/proc/{self.process.pid}/fd").iterdir())
+        except OSError:
+            return True  # cannot look: fall back to the HTTP answer alone
+        owned = set()
+        for fd in fds:
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue  # closed meanwhile
+            if link.startswith("socket:["):
+                owned.add(link[len("socket:["):-1])
+        return all(listening.get(port, set()) & owned for port in ports)
 
     def is_ready(self) -> bool:
         try:

@@ -24,7 +24,7 @@ httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient (the 
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from export.repository import write_model_repository  # noqa: E402
-from gnn4itk.serve import TritonServer  # noqa: E402
+from gnn4itk.serve import ServerError, TritonServer  # noqa: E402
 from tests.test_serving_repository import POISON, reference_labels, toy_specs  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -352,3 +352,28 @@ def test_unknown_jit_fuser_parameter_stops_the_model_with_its_name(tmp_path):
     with pytest.raises(ServerError, match="jit_fuser must be one of"):
         with TritonServer(tmp_path / "models", 0, 0, 0, device="cpu", ready_timeout=120):
             pass
+
+
+def test_readiness_answered_by_another_server_does_not_count(small_repository):
+    """A port picked as free can be taken before tritonserver binds it (parallel tests): an HTTP server that
+    answers /v2/health/ready on our port must not make ours count as ready."""
+    import http.server
+
+    class Ready(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    impostor = http.server.HTTPServer(("0.0.0.0", 0), Ready)
+    thread = threading.Thread(target=impostor.serve_forever, daemon=True)
+    thread.start()
+    try:
+        server = TritonServer(small_repository, impostor.server_port, 0, 0, device="cpu", ready_timeout=120)
+        with pytest.raises(ServerError, match="(?i)exited|address already in use|not ready"):
+            server.start()
+        assert server.process.poll() is not None
+    finally:
+        impostor.shutdown()
