@@ -47,13 +47,10 @@ def main() -> int:
     args = parser.parse_args()
 
     from gnn4itk.track_building import TrackBuilder
+    from gnn4itk.track_building.compare import scored_graph
     from gnn4itk.track_building.taas import build_tracks_taas
 
-    data = torch.load(args.debug_data, weights_only=True)
-    last = max(int(k[len("stage"):].split("_")[0]) for k in data if k.startswith("stage") and k.endswith("_scores"))
-    edge_index, scores = data[f"stage{last}_edge_index"], data[f"stage{last}_scores"]
-    nodes = data["node_features"]
-    r2z2 = (nodes[:, 5] ** 2 + nodes[:, 2] ** 2).float()  # ModuleMap FEATURES: r is column 5, z column 2
+    edge_index, scores, r2z2 = scored_graph(args.debug_data)
     ours = track_sets(torch.jit.script(TrackBuilder())(edge_index, scores, r2z2))
     service = track_sets(build_tracks_taas(edge_index.numpy(), scores.numpy(), r2z2.numpy()))
     summary = {"edges": int(edge_index.shape[1]), **agreement(ours, service)}

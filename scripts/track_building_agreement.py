@@ -23,14 +23,9 @@ def main() -> int:
     args = parser.parse_args()
 
     from gnn4itk.track_building import TrackBuilder, build_tracks_reference
-    from gnn4itk.track_building.compare import track_agreement
+    from gnn4itk.track_building.compare import scored_graph, track_agreement
 
-    data = torch.load(args.debug_data, weights_only=True)
-    last = max(int(k[len("stage"):].split("_")[0]) for k in data if k.startswith("stage") and k.endswith("_scores"))
-    edge_index, scores = data[f"stage{last}_edge_index"], data[f"stage{last}_scores"]
-    nodes = data["node_features"]
-    # FEATURES columns of the ModuleMap configuration: r is column 5, z column 2
-    r2z2 = (nodes[:, 5] ** 2 + nodes[:, 2] ** 2).float()
+    edge_index, scores, r2z2 = scored_graph(args.debug_data)
     builder = torch.jit.script(TrackBuilder())
     start = time.perf_counter()
     labels = builder(edge_index, scores, r2z2)
