@@ -92,7 +92,8 @@ def _to_torch(tensor: "pb_utils.Tensor") -> torch.Tensor:
 
 
 def _to_triton(name: str, value: torch.Tensor) -> "pb_utils.Tensor":
-    """A host tensor for Triton (a GPU ``value`` is copied to the host first: see the module docstring)."""
+    """A host tensor for Triton (a GPU ``value`` is copied to the host first, see the module docstring; the
+    blocking copy waits for the kernels that wrote it)."""
     value = value.detach().to("cpu").contiguous()
     if value.numel() == 0:  # zero-size buffers cannot travel through DLPack
         return pb_utils.Tensor(name, np.zeros(tuple(value.shape), dtype=_NUMPY_DTYPES[value.dtype]))
@@ -184,9 +185,6 @@ class TritonPythonModel:
             inputs.append(device_value)
         with torch.inference_mode(), torch.jit.fuser(self.fuser):
             result = self.module(*inputs)
-        if self.device.type == "cuda":
-            # DLPack hands Triton the raw buffers: the kernels writing them must have finished.
-            torch.cuda.synchronize(self.device)
         values = list(result) if isinstance(result, (tuple, list)) else [result]
         if len(values) != len(self.output_names):
             raise RuntimeError(f"the module returned {len(values)} tensors, the config declares {self.output_names}")
