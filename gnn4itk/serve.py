@@ -247,13 +247,17 @@ def _replace_link(link: Path, points_to: Path) -> None:
     os.replace(temporary, link)  # atomic: a server starting in parallel sees the old link or the new one
 
 
+def _model_configs(repository: Path, name: str = "config.pbtxt") -> list:
+    """The repository's model configs named ``name`` (``config.pbtxt``, ``configs/gpu.pbtxt``), parsed as
+    Triton's ``ModelConfig`` (:func:`export.repository.parse_config`)."""
+    from export.repository import parse_config
+
+    return [parse_config(path.read_text(), str(path)) for path in sorted(Path(repository).glob(f"*/{name}"))]
+
+
 def libtorch_models(repository: Path) -> list[str]:
     """Names of the models in ``repository`` that Triton's PyTorch backend runs (``pytorch_libtorch``)."""
-    found = []
-    for config in sorted(Path(repository).glob("*/config.pbtxt")):
-        if re.search(r'^\s*(platform:\s*"pytorch_libtorch"|backend:\s*"pytorch")', config.read_text(), re.MULTILINE):
-            found.append(config.parent.name)
-    return found
+    return [c.name for c in _model_configs(repository) if c.platform == "pytorch_libtorch" or c.backend == "pytorch"]
 
 
 MIN_CUDA_POOL_BYTES = 256 << 20
@@ -272,22 +276,20 @@ def cuda_pool_sizes(repository: Path, device: str | None, gpu_count: int | None 
     ``CUDA_POOL_EVENTS_PER_INSTANCE`` x ``max_spacepoints`` x F x 4 bytes per GPU instance of the largest
     instance count, kept within [256 MiB, 4 GiB]. Empty for CPU serving or without GPUs.
     """
-    configs = sorted(Path(repository).glob(f"*/configs/{device}.pbtxt" if device else "*/config.pbtxt"))
-    texts = [c.read_text() for c in configs]
-    if device == "cpu" or not any("KIND_GPU" in t for t in texts):
+    configs = _model_configs(repository, f"configs/{device}.pbtxt" if device else "config.pbtxt")
+    gpu_groups = [g for c in configs for g in c.instance_group if g.kind == g.KIND_GPU]
+    if device == "cpu" or not gpu_groups:
         return {}
     if gpu_count is None:
         import torch
 
         gpu_count = torch.cuda.device_count()
-    features_bytes, instances = 0, 1
-    for text in texts:
-        rows = re.search(r'key: "max_spacepoints"\s*value \{\s*string_value: "(\d+)"', text)
-        width = re.search(r'key: "num_features"\s*value \{\s*string_value: "(\d+)"', text)
-        if rows and width:
-            features_bytes = max(features_bytes, int(rows.group(1)) * int(width.group(1)) * 4)
-        if "KIND_GPU" in text and (count := re.search(r"count: (\d+)", text)):
-            instances = max(instances, int(count.group(1)))
+    features_bytes = 0
+    for config in configs:
+        params = {k: v.string_value for k, v in config.parameters.items()}
+        if "max_spacepoints" in params and "num_features" in params:
+            features_bytes = max(features_bytes, int(params["max_spacepoints"]) * int(params["num_features"]) * 4)
+    instances = max([1] + [g.count for g in gpu_groups])
     size = CUDA_POOL_EVENTS_PER_INSTANCE * features_bytes * instances
     size = min(MAX_CUDA_POOL_BYTES, max(MIN_CUDA_POOL_BYTES, size))
     return {gpu: size for gpu in range(gpu_count)}
