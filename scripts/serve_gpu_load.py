@@ -37,6 +37,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from gnn4itk.timing import timed_calls  # noqa: E402
+
 
 def load_client():
     path = REPO / "client" / "gnn4itk_client.py"
@@ -89,13 +91,11 @@ def in_process(fused: Path, features: np.ndarray, repeats: int) -> dict:
         return labels.numpy()
 
     labels = run("none")
-    times = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        again = run("none")
-        times.append(time.perf_counter() - start)
-        assert np.array_equal(again, labels), "in-process LABELS differ between runs"
+
+    def run_and_compare():
+        assert np.array_equal(run("none"), labels), "in-process LABELS differ between runs"
+
+    times = timed_calls(run_and_compare, "cuda", warmup=0, repeats=repeats)
     # The profiling executor optimises (and fuses) from the third call on: run the NNC fuser a few times.
     nnc = {"runs": True, "equal": None, "error": None}
     try:
@@ -139,16 +139,16 @@ def single_requests(client, url: str, model: str, features: np.ndarray, expected
     connection = client.ConnectionSpec(url).connect()
     try:
         request = connection.prepare(model, features)
-        request()
-        times, wrong = [], 0
-        for _ in range(repeats):
-            start = time.perf_counter()
-            labels = request()
-            times.append(time.perf_counter() - start)
-            wrong += not np.array_equal(labels, expected)
+        request()  # warm-up: the connection and the server's first call
+        wrong = []
+
+        def send():
+            wrong.append(not np.array_equal(request(), expected))
+
+        times = timed_calls(send, "cpu", warmup=0, repeats=repeats)
     finally:
         connection.close()
-    return {"model": model, "latency_ms": statistics.median(times) * 1e3, "wrong": wrong, "repeats": repeats}
+    return {"model": model, "latency_ms": statistics.median(times) * 1e3, "wrong": sum(wrong), "repeats": repeats}
 
 
 class Echo(torch.nn.Module):
