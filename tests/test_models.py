@@ -60,6 +60,69 @@ def test_interaction_gnn_scripted_equals_eager(node_rec, edge_rec, with_edge_fea
     torch.testing.assert_close(scripted(x, edge_index, attr), expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("node_rec,edge_rec", list(itertools.product([True, False], repeat=2)))
+@pytest.mark.parametrize("with_edge_features", [True, False])
+@pytest.mark.parametrize("norm", ["batchnorm", "layernorm", "none"])
+@pytest.mark.parametrize("n,e", [(40, 150), (200, 60)])  # more edges than nodes; isolated nodes
+def test_interaction_gnn_optimized_equals_plain(node_rec, edge_rec, with_edge_features, norm, n, e):
+    hp = gnn_hparams(
+        node_net_recurrent=node_rec,
+        edge_net_recurrent=edge_rec,
+        edge_features=EDGE_FEATURES if with_edge_features else [],
+        batchnorm=norm == "batchnorm",
+        layernorm=norm == "layernorm",
+        concat=node_rec,
+        in_out_diff_agg=edge_rec,
+    )
+    model = InteractionGNN2(hp).eval()
+    # batch statistics over nodes make isolated nodes part of the function; per-row norms do not
+    assert model.isolated_nodes_matter == (norm == "batchnorm")
+    x, edge_index, edge_attr = random_graph(n, e, seed=3)
+    attr = edge_attr if with_edge_features else None
+    model.optimized = False
+    plain = model(x, edge_index, attr)
+    model.optimized = True
+    optimized = model(x, edge_index, attr)
+    torch.testing.assert_close(optimized, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.jit.script(model)(x, edge_index, attr), plain, rtol=1e-5, atol=1e-5)
+    # the switch matters: with batch norm, dropping the isolated nodes would change the scores
+    if norm == "batchnorm" and n > e:
+        from gnn4itk.models.interaction_gnn import drop_isolated_nodes
+
+        kept_x, src, dst = drop_isolated_nodes(x, edge_index[0], edge_index[1])
+        assert kept_x.shape[0] < n
+        changed = model(kept_x, torch.stack([src, dst]), attr)
+        assert not torch.allclose(changed, plain, rtol=1e-3, atol=1e-3)
+
+
+def test_drop_isolated_nodes_renumbers_in_order():
+    from gnn4itk.models.interaction_gnn import drop_isolated_nodes
+
+    x = torch.arange(6, dtype=torch.float32).unsqueeze(1)
+    src, dst = torch.tensor([4, 1, 4]), torch.tensor([1, 5, 5])
+    kept, new_src, new_dst = drop_isolated_nodes(x, src, dst)
+    assert kept.squeeze(1).tolist() == [1.0, 4.0, 5.0]
+    assert new_src.tolist() == [1, 0, 1] and new_dst.tolist() == [0, 2, 2]
+    same = drop_isolated_nodes(x[:2], torch.tensor([0]), torch.tensor([1]))
+    assert same[0] is x[:2] or torch.equal(same[0], x[:2])
+    empty = drop_isolated_nodes(x, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    assert empty[0].shape == (0, 1)
+
+
+def test_mlp_forward_gathered_equals_concatenated_input():
+    from gnn4itk.models import make_mlp
+
+    g = torch.Generator().manual_seed(1)
+    mlp = make_mlp(3 * 5, [8, 8, 4], batch_norm=True).eval()
+    rows, nodes = torch.randn(30, 5, generator=g), torch.randn(12, 5, generator=g)
+    src, dst = torch.randint(0, 12, (30,), generator=g), torch.randint(0, 12, (30,), generator=g)
+    expected = mlp(torch.cat([rows, nodes[src], nodes[dst]], dim=-1))
+    torch.testing.assert_close(mlp.forward_gathered(rows, nodes, src, dst), expected, rtol=1e-5, atol=1e-5)
+    no_rows = make_mlp(2 * 5, [8, 4]).eval()
+    expected = no_rows(torch.cat([nodes[src], nodes[dst]], dim=-1))
+    torch.testing.assert_close(no_rows.forward_gathered(None, nodes, src, dst), expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("recurrent", [True, False])
 def test_interaction_gnn_checkpointed_forward_equals_forward(recurrent):
     hp = gnn_hparams(node_net_recurrent=recurrent, edge_net_recurrent=not recurrent)

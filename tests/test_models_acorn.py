@@ -170,12 +170,17 @@ def test_acorn_interaction_gnn_checkpoint(tmp_path, changes, expected_class):
     x, edge_index, edge_attr = event_graph()
     with torch.no_grad():
         expected = acorn(x, edge_index, edge_attr)
+        # the optimized order (split first edge layer) rounds differently; batch norm over a random
+        # model's small variances magnifies that to ~1e-4 at most
+        torch.testing.assert_close(model(x, edge_index, edge_attr), expected, rtol=1e-3, atol=1e-3)
+        model.optimized = False  # acorn's order of operations: equal to rounding
         torch.testing.assert_close(model(x, edge_index, edge_attr), expected, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(torch.jit.script(model)(x, edge_index, edge_attr), expected, rtol=1e-5, atol=1e-5)
 
     # Round trip through gnn4itk's own checkpoint writer: plain hparams, same keys, same outputs.
     again = load_acorn_checkpoint(save_acorn_checkpoint(model, tmp_path / "again.ckpt"))
     assert type(again) is type(model)
+    again.optimized = False
     with torch.no_grad():
         torch.testing.assert_close(again(x, edge_index, edge_attr), expected, rtol=1e-5, atol=1e-5)
     saved = torch.load(tmp_path / "again.ckpt", weights_only=True)
