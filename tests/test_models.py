@@ -314,3 +314,29 @@ def test_radius_graph_tree_many_leaves_and_coarse_matmul_mode():
             assert as_pairs(edges) == expected
     finally:
         torch.set_float32_matmul_precision(previous)
+
+
+def test_gnn_cost_counts_the_matmuls_it_runs():
+    from gnn4itk.models.cost import gnn_floor_seconds, gnn_flops, gnn_min_bytes, measured_rates
+
+    hp = gnn_hparams(hidden=8, n_graph_iters=2, node_net_recurrent=False, edge_net_recurrent=False)
+    model = InteractionGNN2(hp)
+    h, n, e = 8, 10, 30
+    # by hand: encoders (2 layers each), per iteration an edge MLP on 6h and a node MLP on 4h inputs
+    # (concat, in/out aggregation), then the decoder (2 layers) and the output transform (h -> h -> 1)
+    node_enc, edge_enc = n * (4 * h + h * h), e * (6 * h + h * h)
+    edge_net, node_net = e * (6 * h * h + h * h), n * (4 * h * h + h * h)
+    tail = e * (2 * h * h) + e * (h * h + h)
+    model.optimized = False
+    assert gnn_flops(model, n, e) == 2 * (node_enc + edge_enc + 2 * (edge_net + node_net) + tail)
+    model.optimized = True  # E > N: the first edge layer's node blocks are projected per node
+    split_edge_net = e * (2 * h * h + h * h) + 2 * n * 2 * h * h
+    assert gnn_flops(model, n, e) == 2 * (node_enc + edge_enc + 2 * (split_edge_net + node_net) + tail)
+    optimized_few_edges = gnn_flops(model, e, n)  # E < N: the plain order either way
+    model.optimized = False
+    assert optimized_few_edges == gnn_flops(model, e, n)
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    assert gnn_min_bytes(model, n, e, 6) == n * 4 * 4 + e * 6 * 4 + e * 16 + e * 4 + weights
+    rates = measured_rates("cpu", size=64, repeats=2)
+    assert rates["matmul_flops_per_s"] > 0 and rates["copy_bytes_per_s"] > 0
+    assert gnn_floor_seconds(10**9, 0, rates) == 10**9 / rates["matmul_flops_per_s"]
