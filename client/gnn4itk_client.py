@@ -688,26 +688,60 @@ _PER_REQUEST = {
 }
 
 
+def _sampled(samples: list[dict], after: dict | None, name: str, label: str | None) -> dict[str, dict]:
+    """One gauge per label value (``""`` for an unlabelled gauge): {key: {mean, max, samples, after}}.
+
+    ``mean``/``max`` are over the reads during the run, or the read after it when there were none during it;
+    ``samples`` counts the reads during the run.
+    """
+    def values(snapshot):
+        if label is not None:
+            return _by_label(snapshot, name, label)
+        finite = [value for _, value in (snapshot or {}).get(name, []) if math.isfinite(value)]
+        return {"": finite[0]} if finite else {}
+
+    during: dict[str, list[float]] = defaultdict(list)
+    for snapshot in samples:
+        for key, value in values(snapshot).items():
+            during[key].append(value)
+    found = {}
+    for key, value in values(after).items():
+        seen = during.get(key) or [value]
+        found[key] = {"mean": float(np.mean(seen)), "max": float(np.max(seen)), "samples": len(during.get(key, [])), "after": value}
+    return found
+
+
 def server_metrics(before: dict | None, after: dict | None, samples: list[dict] = ()) -> dict:
-    """Per-GPU and per-model figures from parsed scrapes before and after a run (and some during it).
+    """Per-GPU, host CPU and per-model figures from parsed scrapes before and after a run (and some during it).
+
+    Triton's gauges ``nv_gpu_utilization{gpu_uuid}`` (0-1), ``nv_gpu_memory_used_bytes``/``_total_bytes``,
+    ``nv_cpu_utilization`` (the whole host's CPUs, 0-1) and ``nv_cpu_memory_used_bytes``/``_total_bytes`` are
+    read whenever the endpoint offers them; utilisation is averaged over the reads during the run.
 
     Returns:
         dict: ``gpus`` {uuid: {utilization (0-1: the mean of the samples during the run, else the value
-        after it), utilization_samples, memory_used_bytes, memory_total_bytes}} and ``models`` {model:
-        {success, failure (deltas), avg_queue_ms, avg_compute_infer_ms, avg_request_ms (duration deltas
-        per successful request)}}, only for models that had requests. Missing metrics are left out.
+        after it), utilization_samples, memory_used_bytes (after the run), memory_used_max_bytes (the
+        largest read during or after the run, when there were reads during it), memory_total_bytes}}; ``cpu`` {utilization,
+        utilization_samples, memory_used_bytes, memory_total_bytes} when the server reports its host's CPU;
+        ``models`` {model: {success, failure (deltas), avg_queue_ms, avg_compute_infer_ms, avg_request_ms
+        (duration deltas per successful request)}}, only for models that had requests. Missing metrics are
+        left out.
     """
     gpus: dict[str, dict] = defaultdict(dict)
-    sampled: dict[str, list[float]] = defaultdict(list)
-    for snapshot in samples:
-        for uuid, value in _by_label(snapshot, "nv_gpu_utilization", "gpu_uuid").items():
-            sampled[uuid].append(value)
-    for uuid, value in _by_label(after, "nv_gpu_utilization", "gpu_uuid").items():
-        values = sampled.get(uuid) or [value]
-        gpus[uuid].update(utilization=float(np.mean(values)), utilization_samples=len(sampled.get(uuid, [])))
-    for key, name in (("memory_used_bytes", "nv_gpu_memory_used_bytes"), ("memory_total_bytes", "nv_gpu_memory_total_bytes")):
-        for uuid, value in _by_label(after, name, "gpu_uuid").items():
-            gpus[uuid][key] = int(value)
+    for uuid, figures in _sampled(samples, after, "nv_gpu_utilization", "gpu_uuid").items():
+        gpus[uuid].update(utilization=figures["mean"], utilization_samples=figures["samples"])
+    for uuid, figures in _sampled(samples, after, "nv_gpu_memory_used_bytes", "gpu_uuid").items():
+        gpus[uuid]["memory_used_bytes"] = int(figures["after"])
+        if figures["samples"]:
+            gpus[uuid]["memory_used_max_bytes"] = int(max(figures["max"], figures["after"]))
+    for uuid, value in _by_label(after, "nv_gpu_memory_total_bytes", "gpu_uuid").items():
+        gpus[uuid]["memory_total_bytes"] = int(value)
+    cpu: dict = {}
+    for figures in _sampled(samples, after, "nv_cpu_utilization", None).values():
+        cpu.update(utilization=figures["mean"], utilization_samples=figures["samples"])
+    for key, name in (("memory_used_bytes", "nv_cpu_memory_used_bytes"), ("memory_total_bytes", "nv_cpu_memory_total_bytes")):
+        for figures in _sampled([], after, name, None).values():
+            cpu[key] = int(figures["after"])
     models: dict[str, dict] = {}
     if before is not None and after is not None:
         delta = lambda name: {m: v - _by_label(before, name, "model").get(m, 0.0) for m, v in _by_label(after, name, "model").items()}  # noqa: E731
@@ -721,7 +755,10 @@ def server_metrics(before: dict | None, after: dict | None, samples: list[dict] 
             for key, values in durations.items():
                 if ok and model in values:
                     models[model][key] = values[model] / ok / 1e3
-    return {"gpus": dict(gpus), "models": models}
+    result = {"gpus": dict(gpus), "models": models}
+    if cpu:
+        result["cpu"] = cpu
+    return result
 
 
 class _MetricsSampler:
@@ -791,16 +828,37 @@ def _print_throughput(result: dict) -> None:
             print(f"{kind} (x{entry['count']}): {entry['message']}")
     server = result.get("server")
     if server:
-        for uuid, gpu in server["gpus"].items():
-            used = f", memory used {gpu['memory_used_bytes'] / 2**30:.2f} GiB" if "memory_used_bytes" in gpu else ""
-            when = f"mean of {gpu['utilization_samples']} reads during the run" if gpu.get("utilization_samples") else "after the run"
-            utilisation = f" utilisation {gpu['utilization']:.0%} ({when})" if "utilization" in gpu else ""
-            print(f"server GPU {uuid}:{utilisation}{used}")
-        for model, figures in server["models"].items():
-            per_request = ", ".join(f"{key[4:-3].replace('_', ' ')} {figures[key]:.2f} ms" for key in _PER_REQUEST if key in figures)
-            print(f"server model {model}: {figures['success']} succeeded, {figures['failure']} failed" + (f"; per request {per_request}" if per_request else ""))
-        for error in server.get("read_errors", []):
-            print(f"server metrics not read: {error}")
+        for line in server_lines(server):
+            print(line)
+
+
+def server_lines(server: dict) -> list[str]:
+    """Readable lines of :func:`server_metrics` figures: one per GPU, a summary over several GPUs, the host CPU,
+    one per model."""
+    gib = lambda n: f"{n / 2**30:.2f} GiB"  # noqa: E731
+    when = lambda n: f"mean of {n} reads during the run" if n else "read after the run"  # noqa: E731
+    lines = []
+    for uuid, gpu in server["gpus"].items():
+        parts = [f"utilisation {gpu['utilization']:.0%} ({when(gpu['utilization_samples'])})"] if "utilization" in gpu else []
+        if "memory_used_bytes" in gpu:
+            peak = f", peak {gib(gpu['memory_used_max_bytes'])} during the run" if "memory_used_max_bytes" in gpu else ""
+            total = f" of {gib(gpu['memory_total_bytes'])}" if "memory_total_bytes" in gpu else ""
+            parts.append(f"memory used {gib(gpu['memory_used_bytes'])}{total} after the run{peak}")
+        lines.append(f"server GPU {uuid}: {'; '.join(parts)}")
+    used = [gpu["utilization"] for gpu in server["gpus"].values() if "utilization" in gpu]
+    if len(used) > 1:  # an idle or starved GPU shows as the lowest
+        lines.append(f"server GPUs: {len(used)}, mean utilisation {np.mean(used):.0%}, lowest {min(used):.0%}, highest {max(used):.0%}")
+    cpu = server.get("cpu")
+    if cpu:
+        parts = [f"utilisation {cpu['utilization']:.0%} ({when(cpu['utilization_samples'])})"] if "utilization" in cpu else []
+        if "memory_used_bytes" in cpu:
+            parts.append(f"memory used {gib(cpu['memory_used_bytes'])}" + (f" of {gib(cpu['memory_total_bytes'])}" if "memory_total_bytes" in cpu else ""))
+        lines.append(f"server host CPU (all cores, as Triton reports it): {'; '.join(parts)}")
+    for model, figures in server["models"].items():
+        per_request = ", ".join(f"{key[4:-3].replace('_', ' ')} {figures[key]:.2f} ms" for key in _PER_REQUEST if key in figures)
+        lines.append(f"server model {model}: {figures['success']} succeeded, {figures['failure']} failed" + (f"; per request {per_request}" if per_request else ""))
+    lines += [f"server metrics not read: {error}" for error in server.get("read_errors", [])]
+    return lines
 
 
 # ------------------------------------------------------------------------------------------------
@@ -830,7 +888,8 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--requests", type=int, default=100, help="requests in throughput mode, over all clients (%(default)s)")
     perf.add_argument("--processes", type=int, help="client processes sharing the clients (default: min(concurrency, CPUs))")
     perf.add_argument("--warmup", type=int, default=1, help="requests per client before the timed run, not counted (%(default)s)")
-    perf.add_argument("--metrics-url", help="Triton's metrics endpoint (http://HOST:8002/metrics): report GPU use and server-side times")
+    perf.add_argument("--metrics-url", help="Triton's metrics endpoint (http://HOST:8002/metrics): report per-GPU utilisation "
+                      "and memory, the server host's CPU use and server-side times")
     return parser
 
 

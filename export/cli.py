@@ -2,6 +2,7 @@
 
     python -m export                                   # every pipeline whose weights exist, into models/
     python -m export --pipelines ModuleMap --flavour libtorch --device gpu --count 2
+    python -m export --flavour libtorch --gpus all --instances-per-gpu 2   # 2 instances on each GPU of this machine
 """
 
 from __future__ import annotations
@@ -22,14 +23,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("models"), help="model repository (%(default)s)")
     parser.add_argument("--flavour", choices=["python", "libtorch"], default="python")
     parser.add_argument("--device", choices=["gpu", "cpu"], default="gpu", help="instance kind in config.pbtxt")
-    parser.add_argument("--count", type=int, default=1, help="instances per device")
-    parser.add_argument("--gpus", type=int, nargs="*", default=None, help="GPU indices for KIND_GPU")
+    parser.add_argument("--count", "--instances-per-gpu", dest="count", type=int, default=1,
+                        help="model instances per device: on EACH GPU for KIND_GPU (%(default)s)")
+    parser.add_argument("--gpus", nargs="+", default=None, metavar="GPUS",
+                        help="GPUs for KIND_GPU instances: 'all' (every GPU of this machine; none found: no list, "
+                             "which Triton reads as every GPU of the server) or indices such as 0,1; "
+                             "default: no list (every GPU of the server)")
     parser.add_argument("--max-spacepoints", type=int, default=None, help="default: the configuration's")
     parser.add_argument("--warmup-event", default=None, help="event file whose spacepoints warm the models up")
     parser.add_argument("--warmup-rows", type=int, default=20000,
                         help="warm up with at most this many of the event's spacepoints (%(default)s; keeps CPU start-up short)")
     parser.add_argument("--skip-missing", action="store_true", help="skip pipelines whose weights or map are missing")
     parser.add_argument("--check", action="store_true", help="also run every exported file in a torch-only process")
+
+
+def export_gpus(words: list[str] | None, device_count: int | None = None) -> list[int] | None:
+    """The ``gpus`` of the written configs for the ``--gpus`` words (see :func:`export.repository.resolve_gpus`).
+
+    ``all`` on a machine without GPUs writes no list and says so: Triton then uses every GPU of the server.
+    """
+    from export.repository import GPUS_ALL, parse_gpus, resolve_gpus
+
+    if words is None:
+        return None
+    parsed = parse_gpus(words)
+    gpus = resolve_gpus(parsed, device_count)
+    if parsed == GPUS_ALL:
+        where = f"GPUs {gpus} of this machine" if gpus else "every GPU of the server (this machine has none: no gpus list)"
+        print(f"--gpus all: KIND_GPU instances on {where}")
+    return gpus
 
 
 def export(args) -> list[str]:
@@ -39,6 +61,7 @@ def export(args) -> list[str]:
     from export.torchscript import export_pipeline, run_isolated
     from gnn4itk.pipeline import build_pipeline, load_pipeline_config
 
+    gpus = export_gpus(args.gpus)  # before the long part: a bad --gpus fails at once
     overrides = dict(item.split("=", 1) for item in args.config)
     specs, limits = [], []
     with tempfile.TemporaryDirectory(prefix="gnn4itk-export-") as scratch:
@@ -76,7 +99,7 @@ def export(args) -> list[str]:
         max_spacepoints = args.max_spacepoints or min(limits)
         names = write_model_repository(
             args.output, specs, flavour=args.flavour, instance_kind=args.device, count=args.count,
-            gpus=args.gpus, max_spacepoints=max_spacepoints, overwrite=True,
+            gpus=gpus, max_spacepoints=max_spacepoints, overwrite=True,
         )
     print(f"model repository {args.output}: {', '.join(names)}")
     return names

@@ -165,7 +165,57 @@ def _parameters(values: dict) -> list[dict]:
     return [{"key": k, "value": {"string_value": str(v)}} for k, v in values.items()]
 
 
+GPUS_ALL = "all"
+"""``--gpus all``: every GPU (see :func:`resolve_gpus`)."""
+
+
+def parse_gpus(words: str | Sequence[str]) -> list[int] | str:
+    """The ``--gpus`` option's words: ``"all"``, or GPU indices as ``"0,1"``, ``"0 1"`` or both mixed.
+
+    Returns:
+        :data:`GPUS_ALL`, or the indices, sorted and each once.
+
+    Raises:
+        RepositoryError: for anything else (a negative or non-integer index, ``all`` beside indices, nothing).
+    """
+    text = words if isinstance(words, str) else " ".join(str(word) for word in words)
+    items = text.replace(",", " ").split()
+    if items == [GPUS_ALL]:
+        return GPUS_ALL
+    if not items or not all(item.isdigit() for item in items):
+        raise RepositoryError(f"--gpus takes 'all' or GPU indices such as 0,1; got {text!r}")
+    return sorted({int(item) for item in items})
+
+
+def resolve_gpus(gpus: Sequence[int] | str | None, device_count: int | None = None) -> list[int] | None:
+    """GPU indices for ``instance_group.gpus`` from a :func:`parse_gpus` answer.
+
+    ``"all"`` becomes every GPU of this machine, ``[0, ..., n-1]`` (``device_count``, default what torch sees),
+    or None where it has none: a config without a ``gpus`` list, on which Triton places the instances on every
+    GPU of the server. None stays None; a list is checked and returned sorted.
+
+    Raises:
+        RepositoryError: for a negative or repeated index.
+    """
+    if gpus is None:
+        return None
+    if isinstance(gpus, str):
+        if gpus != GPUS_ALL:
+            return resolve_gpus(parse_gpus(gpus), device_count)
+        if device_count is None:
+            import torch
+
+            device_count = torch.cuda.device_count()
+        return list(range(device_count)) or None
+    indices = [int(g) for g in gpus]
+    if any(g < 0 for g in indices) or len(set(indices)) != len(indices):
+        raise RepositoryError(f"GPU indices must be distinct and non-negative, got {indices}")
+    return sorted(indices)
+
+
 def _instance_group(kind: str, count: int, gpus: Sequence[int] | None) -> list[dict]:
+    """``instance_group``: ``count`` instances on EACH GPU of ``gpus`` (Triton's meaning), on every GPU without
+    a list, or ``count`` CPU instances."""
     group = {"count": count, "kind": Enum("KIND_GPU" if kind == "gpu" else "KIND_CPU")}
     if kind == "gpu" and gpus:
         group["gpus"] = list(gpus)
@@ -210,8 +260,10 @@ def write_model_repository(
         flavour: ``"python"`` (generic python-backend model) or ``"libtorch"`` (``pytorch_libtorch``).
         instance_kind: ``"gpu"`` or ``"cpu"``: the kind in ``config.pbtxt``; ``configs/{cpu,gpu}.pbtxt``
             hold both.
-        count: model instances per device (per GPU for KIND_GPU).
-        gpus: GPU indices for KIND_GPU instances; None means all GPUs.
+        count: model instances per device: for KIND_GPU, ``count`` instances on each GPU.
+        gpus: GPU indices for KIND_GPU instances (``count`` on each of them); None writes no list, which Triton
+            reads as every GPU of the server (the repository then suits one GPU or many); ensembles never get
+            an instance group.
         max_spacepoints: requests with more FEATURES rows are answered with an error (python flavour).
         warmup_spacepoints: rows of random warm-up data when a pipeline has no ``warmup_features``.
         overwrite: replace an existing non-empty ``out_dir``.
@@ -230,6 +282,9 @@ def write_model_repository(
         raise RepositoryError("count, max_spacepoints and warmup_spacepoints must be positive")
     if not models:
         raise RepositoryError("no pipeline to write")
+    if isinstance(gpus, str):  # "all" depends on the machine: the caller decides which one (resolve_gpus)
+        raise RepositoryError(f"gpus must be GPU indices or None; resolve {gpus!r} with resolve_gpus first")
+    gpus = resolve_gpus(gpus)
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:

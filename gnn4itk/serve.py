@@ -274,7 +274,8 @@ def cuda_pool_sizes(repository: Path, device: str | None, gpu_count: int | None 
     for the libtorch flavour; for the python backend's GPU path it meant wrong answers, see
     ``export/python_backend/model.py``). The pool is sized from the largest event the models accept:
     ``CUDA_POOL_EVENTS_PER_INSTANCE`` x ``max_spacepoints`` x F x 4 bytes per GPU instance of the largest
-    instance count, kept within [256 MiB, 4 GiB]. Empty for CPU serving or without GPUs.
+    instance count, kept within [256 MiB, 4 GiB]. When every GPU instance group lists its GPUs, only those
+    get a pool. Empty for CPU serving or without GPUs.
     """
     configs = _model_configs(repository, f"configs/{device}.pbtxt" if device else "config.pbtxt")
     gpu_groups = [g for c in configs for g in c.instance_group if g.kind == g.KIND_GPU]
@@ -292,7 +293,66 @@ def cuda_pool_sizes(repository: Path, device: str | None, gpu_count: int | None 
     instances = max([1] + [g.count for g in gpu_groups])
     size = CUDA_POOL_EVENTS_PER_INSTANCE * features_bytes * instances
     size = min(MAX_CUDA_POOL_BYTES, max(MIN_CUDA_POOL_BYTES, size))
+    # Instances only on listed GPUs (every group has a gpus list): no pool on the GPUs nothing runs on.
+    if all(g.gpus for g in gpu_groups):
+        return {gpu: size for gpu in sorted({i for g in gpu_groups for i in g.gpus}) if gpu < gpu_count}
     return {gpu: size for gpu in range(gpu_count)}
+
+
+def write_instance_repository(
+    repository: str | Path,
+    target: str | Path,
+    config_name: str | None = None,
+    gpus: list[int] | None = None,
+    count: int | None = None,
+) -> list[str]:
+    """A copy of ``repository`` in ``target`` whose GPU models have other instance groups.
+
+    Every model folder of ``target`` holds links to the original's entries (version folders with the
+    TorchScript files and ``model.py``, warm-up data) and its own ``config.pbtxt``: the model's
+    ``configs/<config_name>.pbtxt`` where there is one (what ``--model-config-name`` would load), else its
+    ``config.pbtxt``. In that config every ``KIND_GPU`` instance group gets ``count`` instances (None: kept)
+    on each GPU of ``gpus`` (None: the list is kept; empty: no list, i.e. every GPU of the server). Ensembles
+    (no instance groups) and CPU models keep their config text. The repository itself is never written to:
+    it may be read-only (CVMFS) or shared.
+
+    Args:
+        repository: the model repository (``python -m export`` output).
+        target: an empty or absent folder.
+        config_name: ``"cpu"`` or ``"gpu"`` (``gnn4itk serve --device``), or None for ``config.pbtxt``.
+
+    Returns:
+        The names of the models whose instance groups changed (empty when no model has GPU instances).
+    """
+    from google.protobuf import text_format
+
+    from export.repository import parse_config
+
+    repository, target = Path(repository).resolve(), Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    changed = []
+    for model_dir in sorted(p for p in repository.iterdir() if p.is_dir()):
+        chosen = model_dir / "configs" / f"{config_name}.pbtxt" if config_name else None
+        source = chosen if chosen is not None and chosen.is_file() else model_dir / "config.pbtxt"
+        text = source.read_text()
+        config = parse_config(text, str(source))
+        groups = [g for g in config.instance_group if g.kind == g.KIND_GPU]
+        for group in groups:
+            if count is not None:
+                group.count = count
+            if gpus is not None:
+                del group.gpus[:]
+                group.gpus.extend(gpus)
+        if groups and (count is not None or gpus is not None):
+            text = text_format.MessageToString(config)
+            changed.append(config.name)
+        copy = target / model_dir.name
+        copy.mkdir()
+        for entry in model_dir.iterdir():
+            if entry.name not in ("config.pbtxt", "configs"):
+                (copy / entry.name).symlink_to(entry.resolve())
+        (copy / "config.pbtxt").write_text(text)
+    return changed
 
 
 def _listening_socket_inodes() -> dict[int, set[str]] | None:
@@ -330,6 +390,30 @@ def _die_with_parent() -> None:
         pass  # not Linux: the process group still lets stop() reach every process
 
 
+def _server_gpus(gpus: list[int] | str | None, device_count: int | None = None) -> list[int] | None:
+    """``TritonServer(gpus=...)`` as instance-group GPUs of this host: None keeps the repository's placement,
+    ``[]`` means no list (``"all"`` on a host where torch sees no GPU: Triton then uses whatever it finds).
+
+    Raises:
+        ServerError: for indices that are not GPUs of this host, or words that are not ``all`` or indices.
+    """
+    from export.repository import RepositoryError, resolve_gpus
+
+    if gpus is None:
+        return None
+    if device_count is None:
+        import torch
+
+        device_count = torch.cuda.device_count()
+    try:
+        resolved = resolve_gpus(gpus, device_count) or []
+    except RepositoryError as error:
+        raise ServerError(str(error)) from None
+    if device_count and (missing := [g for g in resolved if g >= device_count]):
+        raise ServerError(f"GPUs {missing} do not exist: this host has {device_count} (0 to {device_count - 1})")
+    return resolved
+
+
 class TritonServer:
     """A running tritonserver, as a context manager.
 
@@ -345,6 +429,11 @@ class TritonServer:
         log_verbose: tritonserver ``--log-verbose`` level.
         extra_args: more tritonserver options, e.g. ``["--backend-config=python,shm-default-byte-size=16777216"]``.
         ready_timeout: seconds to wait for ``/v2/health/ready``.
+        gpus: GPUs for the GPU models' instances, overriding the repository's: ``"all"`` (every GPU of this
+            host), indices (``[0, 1]`` or ``"0,1"``), or None to keep the repository's placement.
+        instances_per_gpu: instances of each GPU model on each of its GPUs, overriding the repository's count;
+            None keeps it. With either option the server runs on a copy of the repository
+            (:func:`write_instance_repository`, removed by :meth:`stop`); the repository is not changed.
 
     Attributes:
         url_grpc, url_http: ``host:port`` strings for tritonclient; ``url_metrics`` the Prometheus endpoint.
@@ -366,6 +455,8 @@ class TritonServer:
         extra_args: list[str] | None = None,
         ready_timeout: float = 180.0,
         installation: Installation | None = None,
+        gpus: list[int] | str | None = None,
+        instances_per_gpu: int | None = None,
     ):
         self.repository = Path(repository).resolve()
         if not self.repository.is_dir():
@@ -392,6 +483,11 @@ class TritonServer:
                 f"models {needing[:3]}{' ...' if len(needing) > 3 else ''} are pytorch_libtorch, and "
                 f"{self.installation.source} has no PyTorch backend: {BUILD_PYTORCH_BACKEND_HINT}"
             )
+        if instances_per_gpu is not None and instances_per_gpu < 1:
+            raise ServerError(f"instances per GPU must be at least 1, got {instances_per_gpu}")
+        self.instances = None if gpus is None and instances_per_gpu is None else (_server_gpus(gpus), instances_per_gpu)
+        self._instance_dir: Path | None = None
+        _ = self.model_repository  # the copy is written now: a repository without GPU models fails here, not at start
         self._own_log = log_file is None
         if log_file == "-":
             self.log_path = None
@@ -403,6 +499,31 @@ class TritonServer:
             self.log_path = Path(log_file)
         self.process: subprocess.Popen | None = None
         self._log_start = 0
+
+    @property
+    def model_repository(self) -> Path:
+        """The repository tritonserver loads: :attr:`repository`, or its copy with the instance placement of
+        ``gpus``/``instances_per_gpu`` (written on first use, again after :meth:`stop` removed it)."""
+        if self.instances is None:
+            return self.repository
+        if self._instance_dir is None or not self._instance_dir.is_dir():
+            self._instance_dir = Path(tempfile.mkdtemp(prefix="gnn4itk-instances-"))
+            try:
+                changed = write_instance_repository(self.repository, self._instance_dir, self.device, *self.instances)
+            except BaseException:
+                self._remove_instance_dir()
+                raise
+            if not changed:
+                self._remove_instance_dir()
+                where = f"configs/{self.device}.pbtxt" if self.device else "config.pbtxt"
+                raise ServerError(f"no model of {self.repository} has GPU instances in {where}: --gpus and "
+                                  "--instances-per-gpu place GPU instances (serve with --device gpu)")
+        return self._instance_dir
+
+    def _remove_instance_dir(self) -> None:
+        if self._instance_dir is not None:
+            shutil.rmtree(self._instance_dir, ignore_errors=True)
+            self._instance_dir = None
 
     def _pick_ports(self) -> dict[str, int]:
         return {key: port or free_port() for key, port in self._requested_ports.items()}
@@ -423,9 +544,12 @@ class TritonServer:
     def command(self) -> list[str]:
         """The tritonserver command line."""
         install = self.installation
+        repository = self.model_repository
+        # The instance copy holds the chosen config as config.pbtxt: no --model-config-name for it.
+        config_name = self.device if self.instances is None else None
         cmd = [
             str(install.binary),
-            f"--model-repository={self.repository}",
+            f"--model-repository={repository}",
             f"--http-port={self.ports['http']}",
             f"--grpc-port={self.ports['grpc']}",
             f"--metrics-port={self.ports['metrics']}",
@@ -437,10 +561,10 @@ class TritonServer:
         ]
         if install.backend_dir is not None:
             cmd.append(f"--backend-directory={install.backend_dir}")
-        if self.device is not None:
-            cmd.append(f"--model-config-name={self.device}")
+        if config_name is not None:
+            cmd.append(f"--model-config-name={config_name}")
         if not any(a.startswith("--cuda-memory-pool-byte-size") for a in self.extra_args):
-            cmd += [f"--cuda-memory-pool-byte-size={gpu}:{size}" for gpu, size in cuda_pool_sizes(self.repository, self.device).items()]
+            cmd += [f"--cuda-memory-pool-byte-size={gpu}:{size}" for gpu, size in cuda_pool_sizes(repository, config_name).items()]
         if self.tls:
             cert, key, root, mutual = self.tls
             cmd += ["--grpc-use-ssl-mutual=true" if mutual else "--grpc-use-ssl=true"]
@@ -544,6 +668,7 @@ class TritonServer:
     def stop(self, timeout: float = 30.0) -> int | None:
         """Stop gracefully (SIGTERM), then kill whatever is left of the process group; returns the exit code."""
         if self.process is None:
+            self._remove_instance_dir()
             return None
         group = self.process.pid
         if self.process.poll() is None:
@@ -557,6 +682,7 @@ class TritonServer:
         except (ProcessLookupError, PermissionError):
             pass
         code = self.process.wait()
+        self._remove_instance_dir()
         return code
 
     def __enter__(self) -> "TritonServer":

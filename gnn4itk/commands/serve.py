@@ -22,6 +22,13 @@ def add_arguments(parser) -> None:
         default=None,
         help="load each model's configs/<device>.pbtxt (KIND_CPU or KIND_GPU instances); default: config.pbtxt",
     )
+    gpus = parser.add_argument_group("GPU instances (override the repository's instance groups; the repository is not changed)")
+    # One word (not nargs="+"): the trailing tritonserver options must not be taken for GPU indices.
+    gpus.add_argument("--gpus", default=None, metavar="GPUS",
+                      help="GPUs for the GPU models: 'all' (every GPU of this host) or indices such as 0,1 "
+                           "(default: as the repository says; a repository written without --gpus uses every GPU)")
+    gpus.add_argument("--instances-per-gpu", type=int, default=None, metavar="N",
+                      help="instances of each GPU model on EACH of its GPUs (default: the repository's count)")
     tls = parser.add_argument_group("gRPC over TLS")
     tls.add_argument("--tls-cert", type=Path, help="PEM server certificate")
     tls.add_argument("--tls-key", type=Path, help="PEM server private key")
@@ -64,9 +71,15 @@ def run(args) -> int:
             log_verbose=args.log_verbose,
             extra_args=args.extra,
             ready_timeout=args.ready_timeout,
+            gpus=args.gpus,
+            instances_per_gpu=args.instances_per_gpu,
         )
     except ServerError as error:
         raise UserError(str(error)) from None
+    if server.instances is not None:
+        gpus, count = server.instances
+        where = "the repository's GPUs" if gpus is None else f"GPUs {gpus}" if gpus else "every GPU"
+        print(f"GPU instances: {'the repository count' if count is None else count} per GPU on {where}")
     # Forward the usual stop signals to the server, which then drains requests and exits by itself.
     stopping = []
 
