@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from gnn4itk.edge_features import edge_features, scaled_coordinates
+from gnn4itk.ordering import float_order_key
 from module_map.map import DOUBLET_BOUND_BRANCHES, TRIPLET_BOUND_BRANCHES, ModuleMap, bound_columns, float32_bounds
 from module_map.quantities import (deta_factor, dydx_factor, pair_quantities_feature_major, quantity_constants, slope,
                                    slope_difference)
@@ -141,7 +142,7 @@ def _where_nonzero(mask: torch.Tensor) -> torch.Tensor:
 
 # The (module, phi) key of the hits is float64 "block + offset": module m owns [8 m, 8 m + 8), and a phi
 # in [-pi, pi] sits at offset phi + 4, inside (0.85, 7.15); searched offsets are clamped to [0, 7.5], so
-# a search never leaves its block. (The (doublet, dphi) key of the edges is an exact int64, _ordered_int.)
+# a search never leaves its block. (The (doublet, dphi) key of the edges is an exact int64, float_order_key.)
 _BLOCK = 8.0
 _OFFSET = 4.0
 _OFFSET_MAX = 7.5
@@ -156,26 +157,6 @@ def _offset(angle: torch.Tensor) -> torch.Tensor:
 def _block_key(block: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     """float64 [K]: the search key of ``angle`` (float64 [K]) in key block ``block`` (int64 [K])."""
     return block.to(torch.float64) * 8.0 + _offset(angle)  # 8.0: _BLOCK
-
-
-def _ordered_int(values: torch.Tensor) -> torch.Tensor:
-    """int64 [K]: integers in the exact order of the finite float32 ``values`` [K] (-0.0 equal to
-    +0.0, as float comparisons have it), within (-2**33, 2**33).
-
-    ``|v| = |m| 2**e`` with ``|m|`` in [0.5, 1) (``frexp``; exact, subnormals included), so ``(e, m)``
-    orders the magnitudes and ``|m| 2**24`` is an integer (24 mantissa bits). TorchScript cannot
-    reinterpret the bits (``view(dtype)``), hence this arithmetic.
-    """
-    mantissa, exponent = torch.frexp(values)
-    magnitude = (exponent.to(torch.int64) + 150) * 16777216 + (mantissa.abs() * 16777216.0).to(torch.int64)
-    return torch.where(mantissa < 0, -magnitude, torch.where(mantissa == 0, 0, magnitude))
-
-
-def np_ordered_int(values: np.ndarray) -> np.ndarray:
-    """numpy twin of :func:`_ordered_int` (for map constants): float32 [K] -> int64 [K]."""
-    mantissa, exponent = np.frexp(np.asarray(values, dtype=np.float32))
-    magnitude = (exponent.astype(np.int64) + 150) * 2**24 + (np.abs(mantissa) * np.float32(2**24)).astype(np.int64)
-    return np.where(mantissa < 0, -magnitude, np.where(mantissa == 0, 0, magnitude))
 
 
 def _inside(values: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
@@ -333,9 +314,10 @@ class ModuleMapGraphBuilder(nn.Module):
         side_high = np.concatenate([t_high[:, 0:4], t_high[:, 4:8]]).T
         # [6, 2T]: z0, phiSlope, deta lows, then highs (the exact (doublet, dphi) search tests dphi)
         buffer("side_windows", np.concatenate([side_low[[0, 2, 3]], side_high[[0, 2, 3]]]))
-        block = side_doublet << 34  # _ordered_int lies in (-2**33, 2**33)
-        key_from = block + np_ordered_int(side_low[1])
-        key_to = block + np_ordered_int(side_high[1]) + 1  # exclusive
+        block = side_doublet << 34  # float_order_key lies in (-2**33, 2**33)
+        dphi_keys = float_order_key(torch.from_numpy(np.stack([side_low[1], side_high[1]]).astype(np.float32))).numpy()
+        key_from = block + dphi_keys[0]
+        key_to = block + dphi_keys[1] + 1  # exclusive
         buffer("side_keys", np.stack([key_from, np.maximum(key_to, key_from)]))  # [2, 2T], never a negative count
         buffer("t_extra", np.concatenate([t_low[:, 8:10].T, t_high[:, 8:10].T]))  # [4, T]: dydx, dzdr lows, highs
         buffer("first_slope_sign", np.array([[self.dydx_sign], [1.0]], dtype=np.float32))  # [2, 1]
@@ -428,7 +410,7 @@ class ModuleMapGraphBuilder(nn.Module):
         """
         device = q.device
         # invalid edges go to a block after every doublet's, which no search range reaches
-        key = torch.where(valid, dbl * 17179869184 + _ordered_int(q[1]), (self.num_doublets + 1) * 17179869184)  # << 34
+        key = torch.where(valid, dbl * 17179869184 + float_order_key(q[1]), (self.num_doublets + 1) * 17179869184)  # << 34
         sorted_key, by_dphi = torch.sort(key)
         q_sorted = _columns(torch.cat([q[0:1], q[2:4]]), by_dphi)  # [3, E]: z0, phi_slope, deta
         found = torch.searchsorted(sorted_key, self.side_keys)  # [2, 2T]: first, end (exclusive)

@@ -1,6 +1,6 @@
 """The graph builder's search keys: the (module, phi) search around phi = +-pi (windows that cross the
-boundary, windows at least pi wide, hits exactly at +-pi) against the brute-force reference, and the
-exact integer order of float32 dphi used by the (doublet, dphi) search."""
+boundary, windows at least pi wide, hits exactly at +-pi) against the brute-force reference. (The exact
+integer order of float32 dphi used by the (doublet, dphi) search: tests/test_ordering.py.)"""
 
 import math
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from module_map.graph_builder import ModuleMapGraphBuilder, _ordered_int, np_ordered_int
+from module_map.graph_builder import ModuleMapGraphBuilder
 from module_map.map import DOUBLET_BOUND_BRANCHES, TRIPLET_BOUND_BRANCHES, ModuleMap, bound_columns
 from tests.module_map_reference import reference_edges
 
@@ -86,17 +86,3 @@ def test_phi_windows_across_pi_equal_reference(script, chunks, phi_from_zero, de
     # the case under test happens: many edges whose raw phi difference wraps around
     raw = np.abs(positions[[b for _, b in want], 4] - positions[[a for a, _ in want], 4])
     assert (raw > math.pi).sum() > 20
-
-
-def test_ordered_int_has_the_exact_float32_order():
-    special = np.array([-3.4e38, -2.0, -1.0, -1e-30, -1e-45, -0.0, 0.0, 1e-45, 2e-45, 1e-38, 1.0, 3.4e38], np.float32)
-    rng = np.random.default_rng(0)
-    spread = rng.standard_normal(20000) * 10.0 ** rng.uniform(-44, 38, 20000)
-    values = np.concatenate([special, spread.astype(np.float32), np.nextafter(special, np.float32(1))])
-    values = values[np.isfinite(values)]
-    got = torch.jit.script(_ordered_int)(torch.from_numpy(values)).numpy()
-    assert np.array_equal(got, np_ordered_int(values))
-    i, j = rng.integers(0, len(values), (2, 200000))
-    i = np.concatenate([i, np.repeat(np.arange(len(special)), len(special))])
-    j = np.concatenate([j, np.tile(np.arange(len(special)), len(special))])
-    assert np.array_equal(np.sign(got[i] - got[j]), np.sign(values[i].astype(np.float64) - values[j]))

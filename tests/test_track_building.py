@@ -213,31 +213,6 @@ def test_segments_longer_than_the_unchecked_pointer_jumping(compact_walk):
     assert len(split_labels(want[0])) == 2
 
 
-def test_order_key_sorts_like_torch_sort():
-    from gnn4itk.track_building.builder import _order_key
-
-    special = [0.0, -0.0, 1e-45, -1e-45, 3e-39, -3e-39, 1.0, -1.0, 3e38, -3e38, np.inf, -np.inf, np.nan, 0.5, -0.5]
-    spread = torch.randn(5000) * 10.0 ** torch.randint(-40, 38, (5000,))  # some overflow to +-inf
-    values = torch.cat([torch.tensor(special, dtype=torch.float32), spread])
-    values = torch.cat([values, values[:200]])  # ties
-    key = torch.jit.script(_order_key)(values)
-    assert int(key.min()) >= 2**24 and int(key.max()) < 2**34
-    assert torch.equal(torch.sort(key, stable=True)[1], torch.sort(values, stable=True)[1])
-
-
-def test_positive_float_key_orders_like_the_scores():
-    from gnn4itk.track_building.walk import positive_float_key
-
-    special = [1e-45, 3e-39, 0.01, float(np.nextafter(np.float32(0.01), np.float32(1))), 0.5, 1.0, 3e38, np.inf]
-    values = torch.cat([torch.tensor(special, dtype=torch.float32), torch.rand(5000).clamp(min=1e-45) ** 4])
-    values = torch.cat([values, values[:100]])  # ties
-    key = torch.jit.script(positive_float_key)(values)
-    order = torch.sort(values, stable=True)[1]
-    assert torch.equal(torch.sort(key, stable=True)[1], order)
-    ordered_values, ordered_keys = values[order], key[order]
-    assert torch.equal(ordered_keys[1:] > ordered_keys[:-1], ordered_values[1:] > ordered_values[:-1])
-
-
 def test_labels_from_arbitrary_track_keys():
     # Key 5 is the row of a hit without a track; key 0 is the row of a hit of the other track.
     from gnn4itk.track_building import labels_from_track_of

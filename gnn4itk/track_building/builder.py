@@ -14,9 +14,10 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from gnn4itk.ordering import float_order_key
 from gnn4itk.track_building.ops import arange_of, best_edges, build_segments, filled, negated, split_segments, take
 from gnn4itk.track_building.reference import MODES
-from gnn4itk.track_building.walk import positive_float_key, walk_segments
+from gnn4itk.track_building.walk import walk_segments
 
 
 class TrackBuilder(nn.Module):
@@ -115,7 +116,7 @@ class TrackBuilder(nn.Module):
         # One arange for the whole call (each use a view).
         positions = torch.arange(max(2 * num_hits, 2 * src.numel()), device=src.device)
         if self.mode == "cc_and_walk":
-            key = positive_float_key(score)
+            key = float_order_key(score)
             track_of, flags = self._components_and_walk(src, dst, score, key, num_hits, bad, False, positions)
             if flags < 0:
                 raise ValueError(f"edge_index has row indices outside [0, {num_hits})")
@@ -127,7 +128,7 @@ class TrackBuilder(nn.Module):
             if bool(bad):  # one host sync, before the graph is used
                 raise ValueError(f"edge_index has row indices outside [0, {num_hits})")
             if self.mode == "junction_removal":
-                best_out, best_in, _ = best_edges(src, dst, positive_float_key(score), num_hits, positions)
+                best_out, best_in, _ = best_edges(src, dst, float_order_key(score), num_hits, positions)
                 kept = (best_out & best_in).nonzero().squeeze(1)
                 src, dst = take(src, kept), take(dst, kept)
             head, seg_len, seg_degree, _, _, _ = build_segments(src, dst, num_hits, None, True, positions)
@@ -196,7 +197,7 @@ class TrackBuilder(nn.Module):
 
         Args:
             src, dst: LongTensor [E], filtered edges; score: FloatTensor [E]; key: LongTensor [E],
-                :func:`~gnn4itk.track_building.walk.positive_float_key` of the scores.
+                :func:`~gnn4itk.ordering.float_order_key` of the scores (all > cc_cut >= 0).
             num_hits: N.
             bad: BoolTensor [] from :meth:`_filtered_edges`.
             checked: pointer jumping checks its convergence itself (host syncs); otherwise the
@@ -254,25 +255,6 @@ class TrackBuilder(nn.Module):
         return torch.where(walk_hit, start, track_of), flags
 
 
-def _order_key(values: Tensor) -> Tensor:
-    """An integer key in [2**24, 2**34) that sorts like ``torch.sort`` sorts float32 values: -0.0 and
-    0.0 tie, NaN comes last (exponent and mantissa from ``frexp``, as
-    :func:`~gnn4itk.track_building.walk.positive_float_key`; finite magnitudes below 278 * 2**24).
-
-    Args:
-        values: FloatTensor [N].
-
-    Returns:
-        LongTensor [N].
-    """
-    mantissa, exponent = torch.frexp(values)
-    magnitude = ((exponent.long() + 149) << 24) | (mantissa.abs() * 16777216.0).long()
-    key = torch.where(mantissa < 0, -magnitude, magnitude)
-    key = torch.where(values == 0, 0, key)
-    key = torch.where(values == float("inf"), 4_664_066_048, torch.where(values == float("-inf"), -4_664_066_048, key))
-    return torch.where(values != values, 4_680_843_264, key) + 4_680_843_264  # NaN: 279 * 2**24
-
-
 def labels_from_track_of(track_of: Tensor, r2z2: Tensor, positions: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """LABELS and dense track ids from arbitrary per-hit track keys.
 
@@ -310,9 +292,11 @@ def labels_from_track_of(track_of: Tensor, r2z2: Tensor, positions: Optional[Ten
     if num_rows == 0:
         return torch.full((1,), -1, dtype=torch.long, device=device), track_ids
     # By track, then r2z2, in one stable sort of ``track << 34 | order key`` (hits without a track
-    # last; N < 2**30, so track numbers fit 29 bits): rows ascend, so equal r2z2 keep row order,
-    # and the sorted keys hold each row's track number (no gather).
-    key, order = torch.sort((torch.where(valid, number - 1, num_tracks) << 34) | _order_key(r2z2), stable=True)
+    # last; N < 2**30, so track numbers fit 29 bits; the key plus FLOAT_KEY_NAN lies in [2**24, 2**34)):
+    # rows ascend, so equal r2z2 keep row order, and the sorted keys hold each row's track number (no
+    # gather).
+    order_key = float_order_key(r2z2) + 4_697_620_480  # FLOAT_KEY_NAN (TorchScript reads no globals)
+    key, order = torch.sort((torch.where(valid, number - 1, num_tracks) << 34) | order_key, stable=True)
     # Each hit's place in LABELS: its place in the sorted hits plus one -1 per earlier track.
     labels = torch.full((num_rows + num_tracks,), -1, dtype=torch.long, device=device)
     labels.index_copy_(0, nodes[:num_rows] + (key[:num_rows] >> 34), order[:num_rows])

@@ -87,7 +87,7 @@ def best_edges(
     Args:
         src, dst: LongTensor [E], directed edges over ``num_nodes`` nodes (< 2**30).
         key: LongTensor [E] in [1, 2**33), orders like the scores
-            (:func:`gnn4itk.track_building.walk.positive_float_key`).
+            (:func:`gnn4itk.ordering.float_order_key` of positive scores).
         num_nodes: N.
         positions: LongTensor [>= 2E] or None: ``arange``, if the caller shares one.
 

@@ -35,26 +35,9 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from gnn4itk.ordering import float_order_key
 from gnn4itk.track_building.ops import arange_of, build_segments, filled, fresh, negated, take
 from gnn4itk.track_building.sequential import walk_sequential
-
-
-def positive_float_key(values: Tensor) -> Tensor:
-    """An integer key that orders like the values, for positive float32 values (scores > cc_cut >= 0).
-
-    Exponent and 24-bit mantissa from ``frexp`` (TorchScript cannot reinterpret the bits); +inf gets
-    the largest key.
-
-    Args:
-        values: FloatTensor [E], positive.
-
-    Returns:
-        LongTensor [E] in [2**24, 2**33).
-    """
-    mantissa, exponent = torch.frexp(values)
-    key = ((exponent.long() + 149) << 24) | (mantissa * 16777216.0).long()
-    # (== inf rather than isinf: it fuses with the rest)
-    return torch.where(values == float("inf"), 8_589_934_591, key)  # 2**33 - 1
 
 
 def walk_tracks(
@@ -124,7 +107,7 @@ def walk_segments(
         compact, sequential_below: as in :func:`walk_tracks`.
         present: BoolTensor [E] or None: only these edges belong to the pruned graph (the others
             are ignored; ``link`` must be False on them), so that it needs no compaction.
-        key: LongTensor [E] or None: :func:`positive_float_key` of ``score``, if the caller has it.
+        key: LongTensor [E] or None: :func:`~gnn4itk.ordering.float_order_key` of ``score``, if the caller has it.
         in_degree: LongTensor [N] or None: present edges into each node (from
             :func:`~gnn4itk.track_building.ops.build_segments`), if the caller has it.
         pending: LongTensor [] or None: checks the caller left for the walk's first host sync. If it
@@ -140,7 +123,7 @@ def walk_segments(
     if num_nodes > 1_073_741_824:
         raise ValueError(f"the walk packs rows into 30 bits: {num_nodes} spacepoints are too many")
     if key is None:
-        key = positive_float_key(score)
+        key = float_order_key(score)
     if num_nodes == 0:
         return torch.zeros(0, dtype=torch.long, device=device), _read(pending)
     if compact:
@@ -228,7 +211,7 @@ def _walk_rounds(
     Args:
         src, dst: LongTensor [E], segment edges; self-loops only on nodes that are used from the
             start and have ``seg_len`` 0 (parked links, which change nothing), or on cycles.
-        score: FloatTensor [E]; key: LongTensor [E], its :func:`positive_float_key`.
+        score: FloatTensor [E]; key: LongTensor [E], its :func:`~gnn4itk.ordering.float_order_key`.
         seg_len: LongTensor [S], hits per segment (0 on nodes that are no segment).
         free: BoolTensor [S], nodes that take part; edges join only two free or two other nodes.
         present: BoolTensor [E] or None: only these edges count (the others are blocked).
