@@ -5,6 +5,8 @@
 #   scripts/device_serve_gpu.sh prepare          # here, where pip works: fill $CARRY (default .triton-gpu, ~42 MB)
 #                                                # and $DEVIN (.devin: backend sources, RapidJSON; 1.3 MB)
 #   scripts/device_serve_gpu.sh [PHASE...]       # there; phases: serve autocast bench bench-pipeline load gpu-tests
+#                                                # data pipeline-synthetic pipeline-event (issue #15: gnn4itk bench
+#                                                # pipeline; .devin/peer holds the peer GNN's source if carried)
 #                                                # (default: the first four); setup also builds Triton's PyTorch
 #                                                # backend for the GPU (RapidJSON headers from $DEVIN/rapidjson)
 #                                                # SERVE_DEBUG=1: python models log input sums (GNN4ITK_SERVE_DEBUG)
@@ -119,6 +121,20 @@ run_phase() {
     load)  # issue #14: both flavours under load, every answer checked; LOAD_ARGS e.g. "--counts 1 --concurrency 8"
       timeout ${LOAD_S:-560} python3 scripts/serve_gpu_load.py --map "${LOAD_MAP:-synthetic:12}" --event "${LOAD_EVENT:-synthetic}" \
         --out "$OUT/load" ${LOAD_ARGS:-} 2>&1 | grep -v -i -E "warn|^\s*$" ;;
+    data)  # the held-out event and the default map, carried xz-compressed in .devin/data (alone: 64 MiB limit)
+      mkdir -p /tmp/data
+      for f in "${DEVIN:-.devin}"/data/*.xz; do
+        [ -e "$f" ] && python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$f" "/tmp/data/$(basename "${f%.xz}")"
+      done
+      ls -la /tmp/data ;;
+    pipeline-synthetic)  # issue #15: pile-up sweep and the ITk-density case on synthetic events and map
+      timeout ${BENCH_S:-300} python3 -m gnn4itk bench pipeline --device cuda --synthetic-pileup ${PILEUPS:-50,100,200,300} \
+        --itk-density ${ITK_DENSITY:-7} $PEER --json "$OUT/bench_pipeline_synthetic.json" 2>&1 | grep -v -i warn ;;
+    pipeline-event)  # issue #15: the held-out event with the default map, for each of $PIPELINES
+      for pipeline in ${PIPELINES:-ModuleMap}; do
+        timeout ${BENCH_S:-200} python3 -m gnn4itk bench pipeline --device cuda --pipeline "$pipeline" --event /tmp/data/features.npy \
+          --module-map /tmp/data/map.npz ${PIPELINE_ARGS:-} $PEER --json "$OUT/bench_pipeline_$pipeline.json" 2>&1 | grep -v -i warn
+      done ;;
     gpu-tests)
       timeout ${TEST_S:-200} python3 -m pytest -q -p no:cacheprovider tests/test_python_backend_model.py -x 2>&1 | tail -5 ;;
     *) echo "unknown phase $1"; return 2 ;;
@@ -127,6 +143,7 @@ run_phase() {
 
 if [ "${1:-}" = prepare ]; then prepare; exit; fi
 mkdir -p "$OUT"
+PEER=""; [ -f "${DEVIN:-.devin}/peer/interaction_gnn.py" ] && PEER="--peer-gnn-source ${DEVIN:-.devin}/peer"
 if [ -z "${SKIP_SETUP:-}" ]; then setup || { echo "setup failed"; exit 1; }; fi  # SKIP_SETUP=1: a dry run here
 for phase in "${@:-serve autocast bench bench-pipeline}"; do
   for p in $phase; do run_phase "$p"; done
