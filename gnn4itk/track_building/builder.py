@@ -295,7 +295,7 @@ def labels_from_track_of(track_of: Tensor, r2z2: Tensor, positions: Optional[Ten
     # last; N < 2**30, so track numbers fit 29 bits; the key plus FLOAT_KEY_NAN lies in [2**24, 2**34)):
     # rows ascend, so equal r2z2 keep row order, and the sorted keys hold each row's track number (no
     # gather).
-    order_key = float_order_key(r2z2) + 4_697_620_480  # FLOAT_KEY_NAN (TorchScript reads no globals)
+    order_key = float_order_key(r2z2) + 4_706_009_088  # FLOAT_KEY_NAN (TorchScript reads no globals)
     key, order = torch.sort((torch.where(valid, number - 1, num_tracks) << 34) | order_key, stable=True)
     # Each hit's place in LABELS: its place in the sorted hits plus one -1 per earlier track.
     labels = torch.full((num_rows + num_tracks,), -1, dtype=torch.long, device=device)
