@@ -31,8 +31,8 @@ count. Host syncs (each one drains the GPU queue) are one per size the host must
 per stage, 7 per call.
 
 Host cost: on CUDA a mu=200 call is about 240 torch ops, and the host's cost per op is a large part of the
-time, so 1-D gathers use ``index_select`` (cheaper on the host than advanced indexing; the method, see
-:func:`_columns`), and expansions avoid ``repeat_interleave`` on CUDA (:func:`_expand`).
+time, so every gather is :func:`gnn4itk.gather.take` (the cheapest kind per device; tables feature-major),
+and expansions avoid ``repeat_interleave`` on CUDA (:func:`_expand`).
 
 Precision: positions and windows are float32; the quantities come from
 :mod:`module_map.quantities` (bit-identical to the numpy versions used to build maps).
@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from gnn4itk.edge_features import edge_features, scaled_coordinates
+from gnn4itk.gather import take
 from gnn4itk.ordering import float_order_key
 from module_map.map import DOUBLET_BOUND_BRANCHES, TRIPLET_BOUND_BRANCHES, ModuleMap, bound_columns, float32_bounds
 from module_map.quantities import (deta_factor, dydx_factor, pair_quantities_feature_major, quantity_constants, slope,
@@ -122,7 +123,7 @@ def _expand(counts: torch.Tensor, cum: torch.Tensor, first_item: int, end_item: 
         owner = torch.repeat_interleave(counts[first_item:end_item], output_size=rows)
     if first_item > 0:
         owner = owner + first_item
-    return owner, base.index_select(0, owner) + row
+    return owner, take(base, owner) + row
 
 
 def _joined(parts: List[torch.Tensor], features: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -169,22 +170,6 @@ def _inside(values: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
 def _between(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """bool [R]: ``low <= values <= high``, all [R]."""
     return (values >= low) & (values <= high)
-
-
-def _columns(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``table[:, index]`` [F, R] of a feature-major table [F, K].
-
-    Tables are kept feature-major on purpose: gathering rows of a [K, F] table whose rows are 16 bytes
-    (``table[index]``, also ``index_select``) takes a vectorised slice-gather kernel on CUDA that ran
-    ~50x slower than this element gather (H100, torch 2.11: 3.3 ms for 4M rows). On the CPU,
-    ``index_select`` along dim 1 gives the same result ~1.5x faster (one thread, [8, 1.3M] table, 4M
-    indices: 132 against 195 ms); it is not measured on CUDA, which keeps the element gather.
-    """
-    if table.is_cuda:
-        return table[:, index]
-    # the method: torch_geometric replaces the function torch.index_select by a Python function on
-    # import, which TorchScript cannot compile
-    return table.index_select(1, index)
 
 
 def _slopes_or_nan(num: torch.Tensor, den: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
@@ -304,7 +289,7 @@ class ModuleMapGraphBuilder(nn.Module):
         # (module, phi) key bounds of every doublet's first module, then of the unknown-module block:
         # one binary search on the sorted hits gives each doublet's first-module hits and the unknown count
         buffer("module_bounds", np.concatenate([d_m1 * _BLOCK, (d_m1 + 1) * _BLOCK, [self.num_dense * _BLOCK]]))
-        buffer("d_windows", np.concatenate([d_low.T, d_high.T]))  # feature-major [8, D], see _columns
+        buffer("d_windows", np.concatenate([d_low.T, d_high.T]))  # feature-major [8, D], see gnn4itk.gather.take
         buffer("d_search", phi_search_table(d_m2, d_low[:, 1], d_high[:, 1]))
         # Triplet sides, both in one table of 2T rows: rows [0, T) are the first pairs (doublet d12, the
         # 12 windows), rows [T, 2T) the second pairs (d23, the 23 windows). Their (doublet, dphi) search
@@ -334,7 +319,7 @@ class ModuleMapGraphBuilder(nn.Module):
             index = torch.clamp(whole, -1.0, float(self.num_dense)).to(torch.int64)
         else:
             index = torch.clamp(module_id.to(torch.int64), -1, self.num_dense)
-        return self.dense_of.index_select(0, index + 1)
+        return take(self.dense_of, index + 1)
 
     def doublet_edges(self, pos: torch.Tensor, phi: torch.Tensor, key: torch.Tensor, first_hit: torch.Tensor, nrows: torch.Tensor,
                       cum: torch.Tensor, total: int, chunk: int) -> List[torch.Tensor]:
@@ -361,8 +346,8 @@ class ModuleMapGraphBuilder(nn.Module):
         passes: List[torch.Tensor] = []
         for first_item, end_item, before, size in _chunks(cum, total, chunk):
             dbl, a = _expand(nrows, cum, first_item, end_item, before, size, base)
-            search = _columns(self.d_search, dbl)  # float64 [4, R]: block, start, end, shift
-            phi_a = phi.index_select(0, a)
+            search = take(self.d_search, dbl)  # float64 [4, R]: block, start, end, shift
+            phi_a = take(phi, a)
             start, end = phi_a + search[1], phi_a + search[2]  # b's phi + 4 must lie in [start, end]
             # a second range 2 pi lower where the window may pass +pi, else 2 pi higher (phi_search_table)
             shift = torch.where(end >= 4.0 + 0.5 * math.pi, search[3], -search[3])  # 4.0: _OFFSET
@@ -379,15 +364,15 @@ class ModuleMapGraphBuilder(nn.Module):
             for first_row, end_row, before2, size2 in _chunks(cum2, total2, chunk):
                 item, pb = _expand(nb, cum2, first_row, end_row, before2, size2, base2)
                 row = torch.where(item >= num_rows, item - num_rows, item)
-                pa, pd = a.index_select(0, row), dbl.index_select(0, row)
-                eta_a, eta_b = pos[5].index_select(0, pa), pos[5].index_select(0, pb)
+                pa, pd = take(a, row), take(dbl, row)
+                eta_a, eta_b = take(pos[5], pa), take(pos[5], pb)
                 deta = eta_a - eta_b if self.deta_sign > 0 else eta_b - eta_a  # as pair_quantities
-                deta_window = _columns(self.d_windows[3::4], pd)  # [2, R]: low, high
+                deta_window = take(self.d_windows[3::4], pd)  # [2, R]: low, high
                 near = _where_nonzero(_between(deta, deta_window[0], deta_window[1]))
-                pa, pb, pd = pa.index_select(0, near), pb.index_select(0, near), pd.index_select(0, near)
-                q = pair_quantities_feature_major(_columns(zrpe, pa), _columns(zrpe, pb), self.deta_sign, self.constants)
+                pa, pb, pd = take(pa, near), take(pb, near), take(pd, near)
+                q = pair_quantities_feature_major(take(zrpe, pa), take(zrpe, pb), self.deta_sign, self.constants)
                 # most deta survivors pass every window: flag them instead of compacting (no sync)
-                passes.append(_inside(q, _columns(self.d_windows, pd)))
+                passes.append(_inside(q, take(self.d_windows, pd)))
                 pairs.append(torch.stack([pa, pb]))
                 dbls.append(pd)
                 qs.append(q)
@@ -412,7 +397,7 @@ class ModuleMapGraphBuilder(nn.Module):
         # invalid edges go to a block after every doublet's, which no search range reaches
         key = torch.where(valid, dbl * 17179869184 + float_order_key(q[1]), (self.num_doublets + 1) * 17179869184)  # << 34
         sorted_key, by_dphi = torch.sort(key)
-        q_sorted = _columns(torch.cat([q[0:1], q[2:4]]), by_dphi)  # [3, E]: z0, phi_slope, deta
+        q_sorted = take(torch.cat([q[0:1], q[2:4]]), by_dphi)  # [3, E]: z0, phi_slope, deta
         found = torch.searchsorted(sorted_key, self.side_keys)  # [2, 2T]: first, end (exclusive)
         count = found[1] - found[0]
         cum = torch.cumsum(count, 0)
@@ -425,8 +410,8 @@ class ModuleMapGraphBuilder(nn.Module):
         passes: List[torch.Tensor] = []
         for first_item, end_item, before, size in _chunks(cum, total, chunk):
             side, slot = _expand(count, cum, first_item, end_item, before, size, base)
-            passes.append(_inside(_columns(q_sorted, slot), _columns(self.side_windows, side)))
-            edges.append(by_dphi.index_select(0, slot))
+            passes.append(_inside(take(q_sorted, slot), take(self.side_windows, side)))
+            edges.append(take(by_dphi, slot))
             sides.append(side)
         matches = [_joined(edges, 0, torch.int64, device), _joined(sides, 0, torch.int64, device),
                    _joined(passes, 0, torch.bool, device)]
@@ -453,40 +438,40 @@ class ModuleMapGraphBuilder(nn.Module):
         # and where there are so many that the join's work outweighs two syncs
         if self.host_compaction and (not pos.is_cuda or edge.size(0) > self.compaction_rows):
             keep1, keep2 = _where_nonzero(pass1), _where_nonzero(pass2)
-            e1, t1, pass1 = e1.index_select(0, keep1), t1.index_select(0, keep1), pass1.index_select(0, keep1)
-            e2, t2, pass2 = e2.index_select(0, keep2), t2.index_select(0, keep2), pass2.index_select(0, keep2)
+            e1, t1, pass1 = take(e1, keep1), take(t1, keep1), take(pass1, keep1)
+            e2, t2, pass2 = take(e2, keep2), take(t2, keep2), take(pass2, keep2)
         if e1.numel() == 0 or e2.numel() == 0:
             return support > 0
         src, dst = pairs[0], pairs[1]
         # per-edge slopes dy/dx and dz/dr, NaN where none: the triplet differences then need no
         # positions (bit-identical to triplet_quantities, which forms the same quotients; MMG's
         # dx12 = x1 - x2 is an exact negation, applied to the first pair's row)
-        delta = _columns(pos[0:4], dst) - _columns(pos[0:4], src)  # [4, E]: dx, dy, dz, dr
+        delta = take(pos[0:4], dst) - take(pos[0:4], src)  # [4, E]: dx, dy, dz, dr
         slopes = _slopes_or_nan(delta[1:3], delta[0::3], self.constants)  # [2, E]: dy/dx, dz/dr
         # failed matches: key -1 on side b (never equal to a key of side a), no rows on side a
-        key_b, order_b = torch.sort(torch.where(pass2, t2 * n + src.index_select(0, e2), -1))
-        e2 = e2.index_select(0, order_b)  # second pairs in join-key order
-        key_a = t1 * n + dst.index_select(0, e1)
+        key_b, order_b = torch.sort(torch.where(pass2, t2 * n + take(src, e2), -1))
+        e2 = take(e2, order_b)  # second pairs in join-key order
+        key_a = t1 * n + take(dst, e1)
         first = torch.searchsorted(key_b, key_a)
         count = torch.where(pass1, torch.searchsorted(key_b, key_a, right=True) - first, 0)
         cum = torch.cumsum(count, 0)
         total = int(cum[-1])
         base = first - (cum - count)
         # per-match tables of what every joined row reads (rows of one first-pair match are adjacent)
-        rz_a, rz_b = slopes[1].index_select(0, e1), slopes[1].index_select(0, e2)  # NaN where no slope
-        dzdr_window = _columns(self.t_extra[1::2], t1)  # [2, M1]: low, high
+        rz_a, rz_b = take(slopes[1], e1), take(slopes[1], e2)  # NaN where no slope
+        dzdr_window = take(self.t_extra[1::2], t1)  # [2, M1]: low, high
         first_slopes = slopes * self.first_slope_sign
         for first_item, end_item, before, size in _chunks(cum, total, chunk):
             row, b_slot = _expand(count, cum, first_item, end_item, before, size, base)
             # cull: where both slopes exist diff_dzdr is their plain difference; NaN (a slope missing,
             # or inf - inf) rows go on to the exact test
-            dzdr = rz_a.index_select(0, row) - rz_b.index_select(0, b_slot)
-            dzdr_low, dzdr_high = dzdr_window[0].index_select(0, row), dzdr_window[1].index_select(0, row)
+            dzdr = take(rz_a, row) - take(rz_b, b_slot)
+            dzdr_low, dzdr_high = take(dzdr_window[0], row), take(dzdr_window[1], row)
             near = _where_nonzero(_between(dzdr, dzdr_low, dzdr_high) | (dzdr != dzdr))
-            row, b_slot = row.index_select(0, near), b_slot.index_select(0, near)
-            a_edge, b_edge = e1.index_select(0, row), e2.index_select(0, b_slot)
-            x = _slope_difference_nan(_columns(first_slopes, a_edge), _columns(slopes, b_edge), self.constants)  # [2, R]
-            hits = _inside(x, _columns(self.t_extra, t1.index_select(0, row))).to(torch.int32)
+            row, b_slot = take(row, near), take(b_slot, near)
+            a_edge, b_edge = take(e1, row), take(e2, b_slot)
+            x = _slope_difference_nan(take(first_slopes, a_edge), take(slopes, b_edge), self.constants)  # [2, R]
+            hits = _inside(x, take(self.t_extra, take(t1, row))).to(torch.int32)
             support.index_add_(0, a_edge, hits)
             support.index_add_(0, b_edge, hits)
         return support > 0
@@ -517,8 +502,8 @@ class ModuleMapGraphBuilder(nn.Module):
         default_chunk = self.cuda_chunk if positions.is_cuda else self.cpu_chunk
         pair_chunk = self.pair_chunk if self.pair_chunk > 0 else default_chunk
         triplet_chunk = self.triplet_chunk if self.triplet_chunk > 0 else default_chunk
-        pos = _columns(positions.t(), order)  # feature-major [6, N], hits in key order
-        found = self.doublet_edges(pos, phi.index_select(0, order), key, first_hit, nrows, cum, total, pair_chunk)
+        pos = take(positions.t(), order)  # feature-major [6, N], hits in key order
+        found = self.doublet_edges(pos, take(phi, order), key, first_hit, nrows, cum, total, pair_chunk)
         pairs, dbl, q, valid = found[0], found[1], found[2], found[3]
         keep = _where_nonzero(self.triplet_support(pos, pairs, dbl, q, valid, triplet_chunk))
         edge_index = order[pairs[:, keep]]

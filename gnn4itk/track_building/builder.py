@@ -14,8 +14,9 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from gnn4itk.gather import take
 from gnn4itk.ordering import float_order_key
-from gnn4itk.track_building.ops import arange_of, best_edges, build_segments, filled, negated, split_segments, take
+from gnn4itk.track_building.ops import arange_of, best_edges, build_segments, filled, negated, split_segments
 from gnn4itk.track_building.reference import MODES
 from gnn4itk.track_building.walk import walk_segments
 

@@ -6,7 +6,7 @@ graph's *depth* (path lengths), never on its number of hits, edges or components
 On the GPU these graphs are small enough that the host's cost per op, not the kernels, sets the
 latency, hence the habits here (see "How the GPU implementation works" in ``docs/track_building.md``):
 
-* element gathers with ``torch.gather`` on 1-D tensors (:func:`take`);
+* element gathers on 1-D tensors (:func:`gnn4itk.gather.take`: ``torch.gather`` on CUDA);
 * several scatters into one zero-filled buffer (one allocation and fill kernel), values packed into
   one int64 where one scatter can carry two quantities, in-place scatters into fresh tensors;
 * elementwise work written so that TorchScript's fuser can put it into few kernels: ``torch.max``
@@ -23,24 +23,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-
-def take(values: Tensor, index: Tensor) -> Tensor:
-    """``values[index]`` for a 1-D ``values``: an element gather.
-
-    ``torch.gather`` rather than ``index_select``: on CUDA ``index_select`` expands the index and
-    calls the same gather (twice the host work), and on the rows of a narrow 2-D tensor (say
-    ``[S, 2]`` int64) it picks a slice-gather kernel ~50x slower than an element gather (164 us for
-    270k rows on an H100). Advanced indexing costs more still on the host. Callers keep every
-    gathered quantity 1-D (feature-major, flat).
-
-    Args:
-        values: Tensor [N].
-        index: LongTensor [M], entries in [0, N).
-
-    Returns:
-        Tensor [M].
-    """
-    return torch.gather(values, 0, index)
+from gnn4itk.gather import take
 
 
 def arange_of(size: int, positions: Optional[Tensor], device: torch.device) -> Tensor:

@@ -28,6 +28,8 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from gnn4itk.gather import take
+
 
 def _csr(index: Tensor, values: Tensor, size: int) -> Tuple[List[int], List[int]]:
     """Adjacency lists: ``values`` grouped by ``index`` (LongTensor [E] each, entries of ``index`` in
@@ -41,11 +43,6 @@ def _csr(index: Tensor, values: Tensor, size: int) -> Tuple[List[int], List[int]
     grouped: List[int] = values.index_select(0, order).tolist()
     starts: List[int] = offsets.tolist()
     return grouped, starts
-
-
-def take_(values: Tensor, index: Tensor) -> Tensor:
-    """``values[index]`` along dim 0 (Tensor [M] for LongTensor ``index`` [M])."""
-    return values.index_select(0, index)
 
 
 def walk_sequential(
@@ -100,24 +97,24 @@ def walk_sequential(
     h_old = torch.where(free, height, -1)
     # support[u]: free successors that give u its height (len[u] + H[t] == H[u]). A lowered
     # successor only matters to u when it was the last one: then u's height drops.
-    gives_height = take_(h_old, src) == take_(seg_len, src) + take_(h_old, dst)
+    gives_height = take(h_old, src) == take(seg_len, src) + take(h_old, dst)
     support_old = torch.zeros_like(seg_len).scatter_add_(0, src, gives_height.long())
-    src, dst = take_(new_of, src), take_(new_of, dst)
+    src, dst = take(new_of, src), take(new_of, dst)
     succ, succ_at = _csr(src.index_select(0, by_preference), dst.index_select(0, by_preference), num_nodes)
     # Predecessors latest-visited first: a scan stops at the first one already visited.
     by_visit = torch.sort(src, descending=True)[1]
-    pred, pred_at = _csr(take_(dst, by_visit), take_(src, by_visit), num_nodes)
+    pred, pred_at = _csr(take(dst, by_visit), take(src, by_visit), num_nodes)
     # h[v]: height of a free node; -1 once taken (or no segment), so that one comparison of h both
     # skips taken nodes and compares heights (free heights are >= 1). rest[v] = h[v] - len[v], the
     # height that v's best successor gives (-1 once taken): kept beside h, as the loops read both.
-    h_new = take_(h_old, old_of)
-    length_new = take_(seg_len, old_of)
+    h_new = take(h_old, old_of)
+    length_new = take(seg_len, old_of)
     h: List[int] = h_new.tolist()
     rest: List[int] = torch.where(h_new >= 0, h_new - length_new, -1).tolist()
-    support: List[int] = take_(support_old, old_of).tolist()
+    support: List[int] = take(support_old, old_of).tolist()
     length: List[int] = length_new.tolist()
     old_number: List[int] = old_of.tolist()
-    owner: List[int] = take_(start_of, old_of).tolist()  # old numbers, at new positions
+    owner: List[int] = take(start_of, old_of).tolist()  # old numbers, at new positions
     for start in range(num_nodes):
         if h[start] < 2:
             continue

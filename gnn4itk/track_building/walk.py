@@ -35,8 +35,9 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from gnn4itk.gather import take
 from gnn4itk.ordering import float_order_key
-from gnn4itk.track_building.ops import arange_of, build_segments, filled, fresh, negated, take
+from gnn4itk.track_building.ops import arange_of, build_segments, filled, fresh, negated
 from gnn4itk.track_building.sequential import walk_sequential
 
 
