@@ -23,7 +23,7 @@ import torch
 
 from gnn4itk.pipeline import PIPELINE_NAMES, build_pipeline, load_pipeline_config
 from gnn4itk.progress import Progress
-from gnn4itk.timing import synchronize
+from gnn4itk.timing import synchronize, timed_calls
 
 DEBUG_FILE = "debug_data.pt"
 
@@ -251,11 +251,8 @@ def run(args) -> int:
             totals = []
             with Progress(max(1, args.repeats), "timing", "run", enabled=not args.no_progress) as runs:
                 for _ in range(max(1, args.repeats)):
-                    synchronize(device)
-                    start = time.perf_counter()
-                    runner(features)
-                    synchronize(device)
-                    totals.append(time.perf_counter() - start)
+                    # one call at a time, so that the progress display is drawn outside the timed calls
+                    totals += timed_calls(lambda: runner(features), device, 0, 1)
                     runs.update()
             if timer is not None:
                 timer.remove()

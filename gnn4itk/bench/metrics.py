@@ -7,10 +7,12 @@ the TrackML score, and the weight computation alone.
 
 from __future__ import annotations
 
-import time
+import statistics
 
 import numpy as np
 import pandas as pd
+
+from gnn4itk.timing import timed_calls
 
 HELP = "tracking metrics + TrackML score on a mu=200-sized synthetic event (CPU, numpy/pandas)"
 
@@ -65,16 +67,6 @@ def synthetic_event(num_hits: int, num_particles: int, seed: int = 0):
     return Event(hits=hits, particles=particles)
 
 
-def _median_seconds(function, repeats: int) -> float:
-    function()  # warm-up: imports, pandas caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def run(args) -> dict:
     from rich.console import Console
     from rich.table import Table
@@ -95,7 +87,8 @@ def run(args) -> dict:
         "TrackML weights (computed)": lambda: trackml_weights(event),
         "truth tracks": lambda: truth_tracks(event),
     }
-    medians = {name: _median_seconds(fn, args.repeats) for name, fn in variants.items()}
+    # one warm-up call each: imports, pandas caches
+    medians = {name: statistics.median(timed_calls(fn, "cpu", 1, args.repeats)) for name, fn in variants.items()}
     reference = medians["evaluate, LABELS, with TrackML score"]
     table = Table(title=f"metrics: {args.hits} spacepoints, {args.particles} particles, {len(tracks)} tracks (CPU)")
     table.add_column("variant")

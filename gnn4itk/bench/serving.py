@@ -11,14 +11,16 @@ spacepoint, LABELS grouping positive rows by score), sized like real LABELS traf
 from __future__ import annotations
 
 import importlib.util
+import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from gnn4itk.timing import timed_calls
 
 HELP = "Triton serving overhead: in-process vs python-backend over gRPC/HTTP, and concurrent throughput"
 
@@ -75,14 +77,9 @@ def _client_module():
     return module
 
 
-def _median_ms(function, repeats: int) -> float:
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
+def _median_ms(function, device, repeats: int) -> float:
+    """Median wall time [ms] of ``repeats`` calls after one warm-up call."""
+    return 1e3 * statistics.median(timed_calls(function, device, 1, repeats))
 
 
 def run(args) -> dict:
@@ -132,10 +129,11 @@ def run(args) -> dict:
             same_rows = np.array_equal(np.sort(served), np.sort(reference))
             differing = int((served != reference).sum()) if served.shape == reference.shape else -1
             medians = {
-                "in-process (torch, to device and back)": _median_ms(in_process, args.repeats),
-                "served fused, gRPC": _median_ms(lambda: grpc.infer("Bench_fused", features), args.repeats),
-                "served fused, HTTP": _median_ms(lambda: http.infer("Bench_fused", features), args.repeats),
-                "served ensemble, gRPC": _median_ms(lambda: grpc.infer("Bench", features), args.repeats),
+                # (a served call returns with its response: nothing of it is left on this process's device)
+                "in-process (torch, to device and back)": _median_ms(in_process, device, args.repeats),
+                "served fused, gRPC": _median_ms(lambda: grpc.infer("Bench_fused", features), "cpu", args.repeats),
+                "served fused, HTTP": _median_ms(lambda: http.infer("Bench_fused", features), "cpu", args.repeats),
+                "served ensemble, gRPC": _median_ms(lambda: grpc.infer("Bench", features), "cpu", args.repeats),
             }
             grpc.close()
             http.close()
