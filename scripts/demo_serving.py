@@ -16,8 +16,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -28,6 +26,7 @@ def main() -> int:
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     args = parser.parse_args()
 
+    from gnn4itk.client_module import CLIENT_PATH
     from gnn4itk.event import list_events
     from gnn4itk.serve import TritonServer
 
@@ -49,7 +48,7 @@ def main() -> int:
         for prefix in events:
             print(f"== {prefix.name}: FEATURES to {args.pipeline} over gRPC, as Athena sends them", flush=True)
             subprocess.run(
-                [sys.executable, str(REPO / "client" / "gnn4itk_client.py"), "-u", server.url_grpc,
+                [sys.executable, str(CLIENT_PATH), "-u", server.url_grpc,
                  "-m", args.pipeline, "-i", str(prefix)],
                 check=True,
             )

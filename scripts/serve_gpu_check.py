@@ -21,12 +21,10 @@ Writes ``serve_gpu.json`` (and the server log) to ``--out``; exit code 1 when a 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
 import statistics
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -34,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from gnn4itk.client_module import load_client
+
 
 
 def _event(seed: int, mu: float):
@@ -60,13 +58,6 @@ def build_inputs(work: Path, map_events: int, mu: float, jobs: int) -> tuple[Pat
     print(f"map from {map_events} synthetic mu={mu:g} events and a held-out event of {len(held_out.hits)} "
           f"spacepoints in {time.perf_counter() - start:.1f} s", flush=True)
     return Path(map_path), prefix
-
-
-def _client():
-    spec = importlib.util.spec_from_file_location("gnn4itk_client", REPO / "client" / "gnn4itk_client.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _median_ms(function, device, repeats: int) -> float:
@@ -154,7 +145,7 @@ def main() -> int:
                              "warm-up rows": float(spec.warmup_features.astype(np.float64).sum())}
     if args.debug:
         os.environ["GNN4ITK_SERVE_DEBUG"] = "1"  # inherited by the server and its python stubs
-    client = _client()
+    client = load_client()
     log_path = args.out / "tritonserver_gpu.log"
     installation = find_tritonserver()
     print(f"tritonserver: {installation.source}", flush=True)

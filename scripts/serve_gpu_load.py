@@ -22,11 +22,9 @@ Writes ``serve_gpu_load.json`` and ``serve_gpu_load.md`` (tables for docs/benchm
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -34,19 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from gnn4itk.timing import timed_calls  # noqa: E402
-
-
-def load_client():
-    path = REPO / "client" / "gnn4itk_client.py"
-    spec = importlib.util.spec_from_file_location("gnn4itk_client", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from gnn4itk.client_module import load_client
+from gnn4itk.timing import timed_calls
 
 
 def export(map_arg: str, event_arg: str, work: Path):

@@ -10,9 +10,7 @@ spacepoint, LABELS grouping positive rows by score), sized like real LABELS traf
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gnn4itk.client_module import load_client
 from gnn4itk.timing import timed_calls
 
 HELP = "Triton serving overhead: in-process vs python-backend over gRPC/HTTP, and concurrent throughput"
@@ -59,24 +58,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--instances", type=int, default=1, help="model instances per device (%(default)s)")
 
 
-def _client_module():
-    """client/gnn4itk_client.py of this checkout (it is a script, not part of the installed package)."""
-    path = Path(__file__).resolve().parents[2] / "client" / "gnn4itk_client.py"
-    if not path.is_file():
-        from gnn4itk.cli import UserError
-
-        raise UserError(f"bench serving runs from a source checkout: {path} not found")
-    spec = importlib.util.spec_from_file_location("gnn4itk_client", path)
-    module = importlib.util.module_from_spec(spec)
-    # Registered before it runs: its dataclasses look their module up, and client processes it spawns
-    # import it by name (client/ goes on sys.path for them).
-    sys.modules[spec.name] = module
-    if str(path.parent) not in sys.path:
-        sys.path.insert(0, str(path.parent))
-    spec.loader.exec_module(module)
-    return module
-
-
 def _median_ms(function, device, repeats: int) -> float:
     """Median wall time [ms] of ``repeats`` calls after one warm-up call."""
     return 1e3 * statistics.median(timed_calls(function, device, 1, repeats))
@@ -92,7 +73,7 @@ def run(args) -> dict:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but CUDA is not available")
-    client = _client_module()
+    client = load_client()
     device = torch.device(args.device)
     if args.features:
         features = np.ascontiguousarray(np.load(args.features), dtype=np.float32)
