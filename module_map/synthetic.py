@@ -1,12 +1,18 @@
-"""Synthetic events for developing and benchmarking the module map without a full simulation.
+"""Synthetic events with truth, without a full simulation: the package's one event generator.
 
-Charged pions from a luminous region follow ideal helices in a 2 T solenoid through the layers of the
-Generic detector (``gnn4itk/data/generic_detector.parquet``): barrel layers as cylinders, endcap layers as
-disks, at the mean radius / z of their modules. A crossing is assigned to the module whose centre is
-nearest, through a per-layer (phi, z) or (phi, r) lookup grid. No material, no noise, no smearing: this
-is a stand-in for ``gnn4itk simulate`` with the right module granularity and occupancy, not physics.
+Charged particles follow ideal helices in a 2 T solenoid through detector surfaces (:class:`Surface`:
+cylinders and disks, each with a (phi, z) or (phi, r) grid of module ids); a crossing is a spacepoint on
+the module of its grid cell. Two detectors and particle mixes, for two uses:
 
-``mu`` sets the particle count at 70 charged particles per unit of pile-up (mu=200: ~140k spacepoints).
+* :func:`synthetic_event` -- the Generic detector (``gnn4itk/data/generic_detector.parquet``): barrel
+  layers as cylinders, endcap layers as disks, at the mean radius / z of their modules, each grid cell
+  assigned to the module whose centre is nearest. Pions from a luminous region; ``mu`` sets the particle
+  count at 70 charged particles per unit of pile-up (mu=200: ~140k spacepoints). No material, no noise,
+  no smearing: a stand-in for ``gnn4itk simulate`` with the right module granularity and occupancy, for
+  developing and benchmarking the module map and the pipeline, not physics.
+* :func:`toy_event` -- a tiny toy detector (:func:`toy_surfaces`: ten barrel cylinders, TrackML-like
+  radii) crossed by muons from the beam line, smeared, with noise spacepoints: tests and CPU smoke
+  runs of training (``{toy: {count, n_particles, seed}}`` in a training configuration).
 """
 
 from __future__ import annotations
@@ -176,3 +182,98 @@ def synthetic_events(count: int, mu: float = 200, seed: int = 0, n_particles: in
     """A stream of ``count`` independent synthetic events (seeds ``seed .. seed+count-1``)."""
     for i in range(count):
         yield synthetic_event(mu=mu, seed=seed + i, event_id=seed + i, n_particles=n_particles)
+
+
+# ------------------------------------------------------------------------------------------------
+# The toy detector
+
+TOY_LAYER_RADII = np.array([32.0, 72.0, 116.0, 172.0, 260.0, 360.0, 500.0, 660.0, 820.0, 1020.0])
+TOY_HALF_LENGTH = 1100.0
+_FIELD_FACTOR = 0.3 * B_FIELD  # GeV per (T m): helix radius [m] = pT / (0.3 B)
+
+
+@functools.lru_cache(maxsize=1)
+def toy_surfaces() -> tuple:
+    """The toy detector: ten barrel cylinders (``TOY_LAYER_RADII``, |z| < 1100 mm, volume 8, layers 0-9),
+    each of 64 phi sectors x 10 z slices; the module of (layer, sector, slice) is
+    ``layer * 640 + sector * 10 + slice``."""
+    cells = np.arange(64)[:, None] * 10 + np.arange(10)[None, :]
+    return tuple(
+        Surface(True, float(radius), -TOY_HALF_LENGTH, TOY_HALF_LENGTH, (layer * 640 + cells).astype(np.int32), 8, layer)
+        for layer, radius in enumerate(TOY_LAYER_RADII)
+    )
+
+
+def toy_event(
+    n_particles: int = 50, seed: int = 0, event_id: int = 0, noise_fraction: float = 0.05, smear: float = 0.05
+) -> Event:
+    """One toy event with truth: the particles' crossings of the toy detector (:func:`toy_surfaces`)
+    inside |z| < 1100 mm, smeared by ``smear`` mm, plus noise spacepoints.
+
+    Args:
+        n_particles: particles generated (muons, pT log-uniform in [0.5, 10] GeV, |eta| < 2, vz ~ N(0, 30 mm)).
+        seed: random seed (the event is a pure function of its arguments).
+        event_id: the event's id.
+        noise_fraction: noise spacepoints added, as a fraction of the particle spacepoints.
+        smear: Gaussian position smearing [mm] along phi and z.
+    """
+    rng = np.random.default_rng(seed)
+    pt = np.exp(rng.uniform(np.log(0.5), np.log(10.0), n_particles))
+    eta = rng.uniform(-2.0, 2.0, n_particles)
+    phi0 = rng.uniform(-np.pi, np.pi, n_particles)
+    charge = rng.choice([-1.0, 1.0], n_particles)
+    vz = rng.normal(0.0, 30.0, n_particles)
+    radius_mm = pt / _FIELD_FACTOR * 1000.0
+    pz = pt * np.sinh(eta)
+
+    # Crossings of a helix from the beam line: the smearing draws interleave with them, particle by
+    # particle and layer by layer (the order fixes each seed's event).
+    rows = []
+    for i in range(n_particles):
+        reach = TOY_LAYER_RADII < 2 * radius_mm[i]  # loopers do not reach the outer layers
+        rho = TOY_LAYER_RADII[reach]
+        half_angle = np.arcsin(rho / (2 * radius_mm[i]))
+        phi = phi0[i] - charge[i] * half_angle
+        z = vz[i] + 2 * radius_mm[i] * half_angle * pz[i] / pt[i]
+        inside = np.abs(z) < TOY_HALF_LENGTH
+        for layer, r_l, p, zz in zip(np.flatnonzero(reach)[inside], rho[inside], phi[inside], z[inside]):
+            p = p + rng.normal(0.0, smear / r_l)
+            zz = zz + rng.normal(0.0, smear)
+            rows.append((i + 1, layer, r_l * np.cos(p), r_l * np.sin(p), zz))
+    n_noise = int(noise_fraction * len(rows))
+    for _ in range(n_noise):
+        layer = int(rng.integers(len(TOY_LAYER_RADII)))
+        p, zz = rng.uniform(-np.pi, np.pi), rng.uniform(-TOY_HALF_LENGTH, TOY_HALF_LENGTH)
+        rows.append((0, layer, TOY_LAYER_RADII[layer] * np.cos(p), TOY_LAYER_RADII[layer] * np.sin(p), zz))
+    table = pd.DataFrame(rows, columns=["particle_id", "layer_id", "x", "y", "z"])
+    table = table.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # no truth in the row order
+    phi, z, layer = np.arctan2(table["y"], table["x"]).to_numpy(), table["z"].to_numpy(), table["layer_id"].to_numpy()
+    module = np.zeros(len(table), dtype=np.int32)
+    for surface in toy_surfaces():
+        rows_on = np.flatnonzero(layer == surface.layer_id)
+        module[rows_on] = _module_of(surface, phi[rows_on], z[rows_on])
+    table["module_id"] = module
+    table["volume_id"] = 8
+    table["hit_id"] = np.arange(1, len(table) + 1)
+    hits = complete_spacepoints(table)
+
+    particles = pd.DataFrame(
+        {
+            "particle_id": np.arange(1, n_particles + 1),
+            "px": pt * np.cos(phi0),
+            "py": pt * np.sin(phi0),
+            "pz": pz,
+            "vx": 0.0,
+            "vy": 0.0,
+            "vz": vz,
+            "pdgId": (-13 * charge).astype(int),
+            "charge": charge,
+            "primary": True,
+        }
+    )
+    return Event(hits=hits, particles=complete_particles(particles, hits), event_id=event_id, meta={"generator": "toy"})
+
+
+def toy_events(count: int, n_particles: int = 50, seed: int = 0, **kwargs) -> list[Event]:
+    """``count`` toy events with seeds ``seed, seed + 1, ...`` and event ids ``0 .. count - 1``."""
+    return [toy_event(n_particles, seed + i, event_id=i, **kwargs) for i in range(count)]

@@ -14,7 +14,7 @@ from gnn4itk.training.config import load_config, run_training, tracking_cuts
 from gnn4itk.training.data import SampleSpec, prepare_sample
 from gnn4itk.training.graph_sources import TruthFakesGraph, build_graph_source
 from gnn4itk.training.losses import hinge_loss, weighted_bce
-from gnn4itk.training.toy import toy_event
+from module_map.synthetic import toy_event
 from gnn4itk.training.truth import match_edges, target_particle_ids, truth_edges
 
 FEATURES = ["r", "phi", "z", "eta"]

@@ -9,7 +9,7 @@ import torch
 from gnn4itk.models import Filter, MetricLearning, save_acorn_checkpoint
 from gnn4itk.training.data import SampleSpec, prepare_sample
 from gnn4itk.training.graph_sources import build_graph_source
-from gnn4itk.training.toy import toy_event, toy_events
+from module_map.synthetic import toy_event, toy_events
 
 FEATURES = ["r", "phi", "z", "eta"]
 SCALES = [1000.0, math.pi, 1000.0, 1.0]

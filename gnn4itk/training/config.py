@@ -63,7 +63,7 @@ def tracking_cuts(targets: dict | None) -> TrackingCuts:
 def _events(source):
     """An event directory, or toy events for ``{toy: {count, n_particles, seed}}``."""
     if isinstance(source, dict) and "toy" in source:
-        from gnn4itk.training.toy import toy_events
+        from module_map.synthetic import toy_events
 
         return toy_events(**source["toy"])
     if source is None:
