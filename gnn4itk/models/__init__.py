@@ -7,8 +7,9 @@
   forms) -- the edge classifier.
 
 Every model is built from an acorn-style ``hparams`` dict, keeps acorn's state-dict key names, and
-loads acorn Lightning checkpoints through :func:`load_acorn_checkpoint`. ``docs/models_architecture.md``
-describes the layouts.
+loads acorn Lightning checkpoints through :func:`load_acorn_checkpoint`, which finds the class by the
+checkpoint's model name in :mod:`gnn4itk.models.registry` (a new model class registers itself with
+``@register_model``). ``docs/models_architecture.md`` describes the layouts.
 """
 
 from gnn4itk.models.checkpoint import build_model, load_acorn_checkpoint, save_acorn_checkpoint
@@ -17,6 +18,7 @@ from gnn4itk.models.interaction_gnn import ChainedInteractionGNN2, InteractionGN
 from gnn4itk.models.metric_learning import DoubleMetricLearning, MetricLearning, double_from_single
 from gnn4itk.models.mlp import make_mlp
 from gnn4itk.models.radius_graph import RadiusGraph, radius_graph, radius_graph_brute_force
+from gnn4itk.models.registry import model_class, model_name_of, register_model
 
 __all__ = [
     "ChainedInteractionGNN2",
@@ -30,7 +32,10 @@ __all__ = [
     "double_from_single",
     "load_acorn_checkpoint",
     "make_mlp",
+    "model_class",
+    "model_name_of",
     "radius_graph",
     "radius_graph_brute_force",
+    "register_model",
     "save_acorn_checkpoint",
 ]

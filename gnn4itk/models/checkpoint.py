@@ -14,20 +14,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gnn4itk.models.filter import Filter
 from gnn4itk.models.interaction_gnn import ChainedInteractionGNN2, InteractionGNN2, RecurrentInteractionGNN2
-from gnn4itk.models.metric_learning import DoubleMetricLearning, MetricLearning
 from gnn4itk.models.mlp import plain_hparams
+from gnn4itk.models.registry import MODELS, model_class, model_name_of, register_model
 
-MODEL_CLASSES: dict[str, type[nn.Module]] = {
-    "MetricLearning": MetricLearning,
-    "DoubleMetricLearning": DoubleMetricLearning,
-    "Filter": Filter,
-    "InteractionGNN2": InteractionGNN2,
-    "ChainedInteractionGNN2": ChainedInteractionGNN2,
-    "RecurrentInteractionGNN2": RecurrentInteractionGNN2,
-}
-"""Model names accepted in ``hyper_parameters["model"]``."""
+# The interaction GNNs' registration lines (their file keeps its numerics untouched); Filter, MetricLearning
+# and DoubleMetricLearning register themselves with @register_model in their own files.
+for _gnn in (InteractionGNN2, ChainedInteractionGNN2, RecurrentInteractionGNN2):
+    register_model(_gnn)
 
 
 def model_name(hparams: dict, state_dict: dict | None = None) -> str:
@@ -47,8 +41,8 @@ def model_name(hparams: dict, state_dict: dict | None = None) -> str:
             name = "Filter"
         elif any(k.startswith("node_encoder.") for k in keys):
             name = "InteractionGNN2"
-    if name not in MODEL_CLASSES:
-        raise ValueError(f"unsupported model {name!r}: gnn4itk builds {sorted(MODEL_CLASSES)}")
+    if name is None:
+        raise ValueError(f"unsupported model None: gnn4itk builds {MODELS.names()}")
     if name == "InteractionGNN2":
         node_rec = bool(hparams.get("node_net_recurrent", True))
         edge_rec = bool(hparams.get("edge_net_recurrent", True))
@@ -60,8 +54,9 @@ def model_name(hparams: dict, state_dict: dict | None = None) -> str:
 
 
 def build_model(hparams: dict, state_dict: dict | None = None) -> nn.Module:
-    """Instantiate the model ``hparams`` describes (see :func:`model_name`)."""
-    return MODEL_CLASSES[model_name(hparams, state_dict)](plain_hparams(hparams))
+    """Instantiate the model ``hparams`` describes (see :func:`model_name`; classes from
+    :mod:`gnn4itk.models.registry`)."""
+    return model_class(model_name(hparams, state_dict))(plain_hparams(hparams))
 
 
 # Lightning stores ``hyper_parameters`` as an AttributeDict (a dict subclass). weights_only unpickling
@@ -135,12 +130,12 @@ def load_acorn_checkpoint(path: str | Path, map_location: str | torch.device = "
 def save_acorn_checkpoint(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
     """Write ``model`` as an acorn-layout checkpoint readable with ``weights_only=True``.
 
-    ``hyper_parameters`` is the model's plain hparams dict plus ``"model"`` (its class name);
+    ``hyper_parameters`` is the model's plain hparams dict plus ``"model"`` (its registered name);
     ``state_dict`` is ``model.state_dict()``. ``extra`` entries are added at the top level.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    hparams = {**plain_hparams(model.hparams), "model": type(model).__name__}
+    hparams = {**plain_hparams(model.hparams), "model": model_name_of(model)}
     checkpoint = {"hyper_parameters": hparams, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     checkpoint.update(extra or {})
     torch.save(checkpoint, path)

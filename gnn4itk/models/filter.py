@@ -9,15 +9,18 @@ from typing import Final, Tuple
 import torch
 from torch import nn
 
+from gnn4itk.defaults import FILTER_CUT
 from gnn4itk.models.mlp import make_mlp, plain_hparams, require
+from gnn4itk.models.registry import register_model
 
 
+@register_model
 class Filter(nn.Module):
     """Edge scores from ``[x_src, x_dst]``, evaluated in ``filter_batches`` chunks of edges.
 
     Hyperparameters (acorn names): ``node_features``, ``node_scales``, ``hidden``, ``nb_layer``,
     ``layernorm``, ``batchnorm``, ``hidden_activation``, ``track_running_stats``; gnn4itk adds
-    ``filter_batches`` (chunks, default 1) and ``filter_cut`` (default 0.05).
+    ``filter_batches`` (chunks, default 1) and ``filter_cut`` (default :data:`gnn4itk.defaults.FILTER_CUT`).
 
     With BatchNorm and ``track_running_stats=False`` (acorn's default) each chunk is normalised with its
     own statistics, exactly as acorn's chunked evaluation does; keep ``filter_batches`` equal to the one
@@ -33,6 +36,9 @@ class Filter(nn.Module):
 
     filter_batches: Final[int]
     filter_cut: Final[float]
+    edgewise = True
+    """Scores each edge from its two spacepoints alone (``forward(x, edge_index)``): training may score a
+    random subset of the edges, and validates at ``filter_cut``."""
 
     def __init__(self, hparams: dict):
         super().__init__()
@@ -50,7 +56,7 @@ class Filter(nn.Module):
             track_running_stats=bool(hparams.get("track_running_stats", False)),
         )
         self.filter_batches = max(1, int(hparams.get("filter_batches", 1)))
-        self.filter_cut = float(hparams.get("filter_cut", 0.05))
+        self.filter_cut = float(hparams.get("filter_cut", FILTER_CUT))
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         outputs = []

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gnn4itk.models.mlp import make_mlp, plain_hparams, require
+from gnn4itk.models.registry import register_model
 
 
 def _graph_construction_mlp(input_size: int, sizes: list[int], hparams: dict, output_activation) -> nn.Sequential:
@@ -31,6 +32,7 @@ def _graph_construction_mlp(input_size: int, sizes: list[int], hparams: dict, ou
     )
 
 
+@register_model
 class MetricLearning(nn.Module):
     """One embedding per spacepoint; edges join spacepoints closer than ``r_max``.
 
@@ -43,6 +45,9 @@ class MetricLearning(nn.Module):
     Returns:
         FloatTensor [N, emb_dim], each row of unit L2 norm.
     """
+
+    directed = False
+    """One embedding: the radius graph is undirected."""
 
     def __init__(self, hparams: dict):
         super().__init__()
@@ -60,6 +65,7 @@ class MetricLearning(nn.Module):
         return F.normalize(self.network(x), p=2.0, dim=1)
 
 
+@register_model
 class DoubleMetricLearning(nn.Module):
     """A shared trunk and two heads: a source and a target embedding per spacepoint.
 
@@ -72,6 +78,9 @@ class DoubleMetricLearning(nn.Module):
     Returns:
         (src, tgt): two FloatTensors [N, emb_dim], rows of unit L2 norm.
     """
+
+    directed = True
+    """Source and target embeddings: the radius graph is directed."""
 
     def __init__(self, hparams: dict):
         super().__init__()

@@ -77,15 +77,15 @@ def _load_initial_weights(model, path: str | Path) -> None:
     A single ``MetricLearning`` checkpoint may also start a ``DoubleMetricLearning`` model: both heads then
     begin as the single embedding (:func:`gnn4itk.models.double_from_single`).
     """
-    from gnn4itk.models import double_from_single, load_acorn_checkpoint
+    from gnn4itk.models import DoubleMetricLearning, MetricLearning, double_from_single, load_acorn_checkpoint, model_name_of
 
     if not Path(path).is_file():
         raise ValueError(f"init_from: no checkpoint file {path}")
     source = load_acorn_checkpoint(path)
-    if type(source).__name__ == "MetricLearning" and type(model).__name__ == "DoubleMetricLearning":
+    if isinstance(source, MetricLearning) and isinstance(model, DoubleMetricLearning):
         source = double_from_single(source)
-    if type(source).__name__ != type(model).__name__:
-        raise ValueError(f"init_from: {path} holds a {type(source).__name__}, the config builds a {type(model).__name__}")
+    if type(source) is not type(model):
+        raise ValueError(f"init_from: {path} holds a {model_name_of(source)}, the config builds a {model_name_of(model)}")
     try:
         model.load_state_dict(source.state_dict(), strict=True)
     except RuntimeError as error:  # shape or key mismatch: a different configuration

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 
 from gnn4itk.edge_features import unique_edges
-from gnn4itk.models import build_model
+from gnn4itk.models import build_model, model_name_of
 from gnn4itk.models.mlp import plain_hparams
 from gnn4itk.models.radius_graph import radius_graph
 from gnn4itk.training.losses import hinge_loss, weighted_bce
@@ -94,7 +94,7 @@ class _AcornLayoutModule(L.LightningModule):
         state = checkpoint["state_dict"]
         checkpoint["state_dict"] = {k[len(_PREFIX) :] if k.startswith(_PREFIX) else k: v for k, v in state.items()}
         checkpoint["hyper_parameters"] = _plain(
-            {**self.training_settings, **self.model.hparams, "model": type(self.model).__name__}
+            {**self.training_settings, **self.model.hparams, "model": model_name_of(self.model)}
         )
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -134,7 +134,7 @@ class MetricLearningModule(_AcornLayoutModule):
 
     @property
     def _undirected(self) -> bool:
-        return type(self.model).__name__ == "MetricLearning"
+        return not self.model.directed  # a single embedding: truth compared in both directions
 
     def _pairs_loss(self, batch: dict, pairs: torch.Tensor, src: torch.Tensor, tgt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         matched = match_edges(pairs, batch["true_edges"], batch["num_nodes"], self._undirected)
@@ -194,8 +194,13 @@ class EdgeClassifierModule(_AcornLayoutModule):
     edges kept / target true edges in the graph) and ``val_pur`` (true edges kept / edges kept).
     """
 
+    @property
+    def _edgewise(self) -> bool:
+        """The model scores each edge from its two spacepoints alone (the filter: ``forward(x, edge_index)``)."""
+        return bool(getattr(self.model, "edgewise", False))
+
     def forward(self, batch: dict) -> torch.Tensor:
-        if type(self.model).__name__ == "Filter":
+        if self._edgewise:
             return self.model(batch["x"], batch["edge_index"])
         if self.training and self.model.hparams.get("checkpointing", False):
             # acorn's `checkpointing`: recompute activations in the backward pass (mu=200 graphs).
@@ -204,7 +209,7 @@ class EdgeClassifierModule(_AcornLayoutModule):
 
     @property
     def edge_cut(self) -> float:
-        default = self.model.filter_cut if type(self.model).__name__ == "Filter" else 0.5
+        default = self.model.filter_cut if self._edgewise else 0.5
         return float(self.training_settings.get("edge_cut", default))
 
     def _edge_subset(self, batch: dict) -> dict:
@@ -216,7 +221,7 @@ class EdgeClassifierModule(_AcornLayoutModule):
         """
         limit = self.training_settings.get("edges_per_step")
         num_edges = batch["edge_index"].shape[1]
-        if limit is None or type(self.model).__name__ != "Filter" or num_edges <= int(limit):
+        if limit is None or not self._edgewise or num_edges <= int(limit):
             return batch
         keep = torch.randperm(num_edges, device=batch["edge_index"].device)[: int(limit)]
         subset = dict(batch)
