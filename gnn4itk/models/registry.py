@@ -39,7 +39,10 @@ def model_class(name: str) -> type[nn.Module]:
     Raises:
         ValueError: naming the registered models.
     """
-    return MODELS.get(name)
+    try:
+        return MODELS.get(name)
+    except ValueError:
+        raise ValueError(f"unsupported model {name!r}: gnn4itk builds {MODELS.names()}") from None
 
 
 def model_name_of(model: nn.Module) -> str:
