@@ -27,23 +27,21 @@ def _save(module: nn.Module, path: Path) -> Path:
 
 
 def stage_modules(pipeline: Pipeline) -> list[tuple[str, nn.Module, list[str], list[str]]]:
-    """(stage name, module, input tensor names, output tensor names) in the order the ensemble runs them."""
+    """(stage name, module, input tensor names, output tensor names) in the order the ensemble runs them.
+
+    Names: ``input``, then :meth:`gnn4itk.pipeline.Pipeline.stages` (``graph``, each edge classifier by its
+    configuration kind, ``tracks``); every stage reads the checked FEATURES and what the one before gave.
+    """
+    (graph_name, graph), *classifiers, (tracks_name, tracks) = pipeline.stages()
     stages = [
         ("input", pipeline.input_guard, [FEATURES], [CLEAN]),
-        ("graph", pipeline.graph_construction, [CLEAN], ["EDGE_INDEX_0", "EDGE_ATTR_0"]),
+        (graph_name, graph, [CLEAN], ["EDGE_INDEX_0", "EDGE_ATTR_0"]),
     ]
-    for i, classifier in enumerate(pipeline.edge_classifiers):
-        name = type(classifier).__name__.replace("Stage", "").lower()
-        stages.append(
-            (
-                name,
-                classifier,
-                [CLEAN, f"EDGE_INDEX_{i}", f"EDGE_ATTR_{i}"],
-                [f"EDGE_INDEX_{i + 1}", f"EDGE_ATTR_{i + 1}", f"SCORES_{i + 1}"],
-            )
-        )
-    last = len(pipeline.edge_classifiers)
-    stages.append(("tracks", pipeline.track_building, [CLEAN, f"EDGE_INDEX_{last}", f"SCORES_{last}"], [LABELS]))
+    for i, (name, classifier) in enumerate(classifiers):
+        inputs = [CLEAN, f"EDGE_INDEX_{i}", f"EDGE_ATTR_{i}"]
+        stages.append((name, classifier, inputs, [f"EDGE_INDEX_{i + 1}", f"EDGE_ATTR_{i + 1}", f"SCORES_{i + 1}"]))
+    last = len(classifiers)
+    stages.append((tracks_name, tracks, [CLEAN, f"EDGE_INDEX_{last}", f"SCORES_{last}"], [LABELS]))
     return stages
 
 
@@ -64,9 +62,10 @@ def export_pipeline(pipeline: Pipeline, name: str, out_dir: str | Path, paramete
 
     Args:
         pipeline: a :class:`gnn4itk.pipeline.Pipeline` (on the CPU; files are device-independent).
-        name: the served name (``ModuleMap``, ``MetricLearning``, ``DoubleMetricLearning``).
+        name: the served name (the configuration's ``pipeline``, e.g. ``ModuleMap``).
         out_dir: folder for ``<name>/<stage>.pt`` and ``<name>/fused.pt``.
-        parameters: cuts and settings recorded in the Triton configs.
+        parameters: further settings recorded in the Triton configs, beside (and over) the pipeline's own
+            (:meth:`gnn4itk.pipeline.Pipeline.settings`: the cuts its stages run with, only those it has).
 
     Returns:
         the :class:`export.repository.PipelineSpec` for :func:`export.repository.write_model_repository`.
@@ -91,7 +90,7 @@ def export_pipeline(pipeline: Pipeline, name: str, out_dir: str | Path, paramete
         feature_columns=list(pipeline.columns),
         fused=fused,
         stages=stages,
-        parameters=dict(parameters or {}),
+        parameters={**pipeline.settings(), **(parameters or {})},
     )
 
 

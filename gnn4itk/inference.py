@@ -3,6 +3,7 @@
     python -m gnn4itk.inference -i node_features.pt              # shipped ModuleMap model and map
     python -m gnn4itk.inference -i event000000001 -t             # Parquet/TrackML event, with timings
     python -m gnn4itk.inference --pipeline MetricLearning -i selected_graph_tensor.pt -d cpu
+    python -m gnn4itk.inference --pipeline my_pipeline.yaml -i event000000001   # any configured pipeline
 
 It runs the :class:`gnn4itk.pipeline.Pipeline` module (the one that is exported and served). Problems
 with the input, the model or the map end with one line ``error: ...`` and exit code 2; ``-v`` shows the
@@ -44,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--timing", action="store_true", help="median per-stage and total times over repeated runs")
     p.add_argument("-c", "--compiling", action="store_true", help="run the TorchScript-compiled pipeline (what Triton serves)")
     p.add_argument("-s", "--save-data-for-debug", action="store_true", help=f"save graph, scores and tracks to {DEBUG_FILE}")
-    p.add_argument("--pipeline", default="ModuleMap", choices=PIPELINE_NAMES, help="which pipeline (configs/<name>.yaml)")
+    p.add_argument("--pipeline", default="ModuleMap", metavar="NAME_OR_YAML",
+                   help=f"a pipeline name (configs/<name>.yaml; shipped: {', '.join(PIPELINE_NAMES)}) or a configuration YAML")
     p.add_argument("--config", default=None, help="pipeline configuration YAML (wins over --pipeline)")
     p.add_argument("--repeats", type=int, default=10, help="timed runs for -t (default 10)")
     p.add_argument("-o", "--output", default=None, help="write tracks: .pt (LABELS) or .parquet (hit_id, track_id)")
@@ -87,11 +89,10 @@ def gnn_checkpoint(model: str | None) -> str | None:
 
 
 def pipeline_stages(pipeline) -> list[tuple[str, torch.nn.Module]]:
-    """(name, module) of each stage of an eager pipeline, in the order they run."""
-    stages = [("graph construction", pipeline.graph_construction)]
-    stages += [(type(c).__name__.replace("Stage", "").lower(), c) for c in pipeline.edge_classifiers]
-    stages += [("track building", pipeline.track_building)]
-    return stages
+    """(name, module) of each stage of an eager pipeline, in the order they run (edge classifiers by their
+    configuration kind, :attr:`gnn4itk.pipeline.Pipeline.classifier_names`)."""
+    shown = {"graph": "graph construction", "tracks": "track building"}
+    return [(shown.get(name, name), module) for name, module in pipeline.stages()]
 
 
 class StageProgress:
@@ -225,9 +226,6 @@ def run(args) -> int:
         verbose=True,
     ).to(device)
     features, event = load_input(args.input, list(pipeline.columns))
-    non_finite = int((~torch.isfinite(features)).sum())
-    if non_finite:
-        print(f"warning: {non_finite} NaN or inf feature values replaced by 0")
     features = features.to(device)
     runner = torch.jit.script(pipeline) if args.compiling else pipeline
 
@@ -243,6 +241,8 @@ def run(args) -> int:
             labels = runner(features)
         finally:
             progress.close()
+        if runner.input_guard.last_non_finite:  # counted by the pipeline's input guard
+            print(f"warning: {runner.input_guard.last_non_finite} NaN or inf feature values replaced by 0")
         if recorder is not None:
             recorder.save(DEBUG_FILE)
             print(f"debug data written to {DEBUG_FILE}")
