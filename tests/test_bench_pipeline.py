@@ -78,7 +78,7 @@ def test_bench_pipeline_itk_density(tiny, tmp_path, capsys):
 
 def test_density_graph_points_outwards_between_layers():
     hits = synthetic_event(n_particles=150, seed=3).hits
-    columns = {c: torch.from_numpy(hits[c].to_numpy(np.float32)) for c in ("r", "z", "eta", "phi")}
+    columns = {c: torch.from_numpy(hits[c].to_numpy(np.float32, copy=True)) for c in ("r", "z", "eta", "phi")}
     layer = torch.from_numpy(hits["volume_id"].to_numpy(np.int64) * 100 + hits["layer_id"].to_numpy(np.int64))
     edges = density_graph(**columns, layer=layer, edges_per_spacepoint=2.5)
     assert edges.shape == (2, round(2.5 * len(hits)))

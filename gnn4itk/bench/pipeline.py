@@ -14,7 +14,9 @@ variant of ``--variants``, all in the same run and on the same device:
 For each variant: median and p90 of the whole ``Pipeline.forward`` and of each stage (``input_guard``,
 ``graph_construction``, each edge classifier, ``track_building``), the stage replayed on the inputs it got
 in a staged run, after ``--warmup`` untimed calls (on CUDA the times come from CUDA events around device
-syncs, :func:`gnn4itk.timing.timed_calls_events`); spacepoints, edges after graph construction and into
+syncs, :func:`gnn4itk.timing.timed_calls_events`). The ``--repeats`` timed calls run in rounds, each
+timing every call of every variant once, so that a slow phase of a shared machine falls on all variants
+alike and the ratios hold; spacepoints, edges after graph construction and into
 track building, tracks; peak GPU memory of one whole call; ratios to the baseline. The reduced-precision
 tracks are compared with the scripted float32 ones: identical fraction = common tracks / float32 tracks,
 a track being the sorted tuple of row indices between two ``-1`` of LABELS.
@@ -243,7 +245,7 @@ def itk_density_event(args, columns: list[str], device: torch.device) -> BenchEv
 
     hits = itk_like_hits(args.itk_spacepoints, SYNTHETIC_SEED + 100_000)
     features = torch.from_numpy(select_features(hits, columns)).to(device)
-    coordinates = {c: torch.from_numpy(hits[c].to_numpy(np.float32)).to(device) for c in ("r", "z", "eta", "phi")}
+    coordinates = {c: torch.from_numpy(hits[c].to_numpy(np.float32, copy=True)).to(device) for c in ("r", "z", "eta", "phi")}
     layer = torch.from_numpy((hits["volume_id"].to_numpy(np.int64) << 16) + hits["layer_id"].to_numpy(np.int64)).to(device)
     with torch.no_grad():
         edge_index = density_graph(**coordinates, layer=layer, edges_per_spacepoint=args.itk_density)
@@ -478,8 +480,13 @@ def summarise(times: list[float]) -> tuple[float, float]:
     return 1e3 * statistics.median(times), 1e3 * float(np.percentile(times, 90))
 
 
-def bench_variant(variant: Variant, names: list[str], event: BenchEvent, args, device: torch.device) -> tuple[dict, set, StagedRun]:
-    """Figures of one variant on one event: (figures, its tracks, its staged run)."""
+def prepare_variant(variant: Variant, names: list[str], event: BenchEvent, args, device: torch.device) -> tuple:
+    """One variant on one event, up to its timing.
+
+    Returns:
+        (figures without times, its tracks, its :class:`StagedRun`, the calls to time: the whole pipeline
+        (or :data:`AFTER_GRAPH`) first, then each stage), every call warmed up ``args.warmup`` times.
+    """
     whole_name = "whole" if event.graph is None else AFTER_GRAPH
     with variant.context(), torch.no_grad():
         if event.graph is None:
@@ -495,31 +502,68 @@ def bench_variant(variant: Variant, names: list[str], event: BenchEvent, args, d
         tracks = track_set(labels)
         figures.update(staged.counts)
         figures.update(tracks=len(tracks), staged_tracks_identical=identical_fraction(tracks, track_set(staged.labels)))
-        medians, p90s = {}, {}
         calls = {whole_name: whole, **{k: v for k, v in staged.calls.items() if k != AFTER_GRAPH}}
-        for stage, call in calls.items():
-            medians[stage], p90s[stage] = summarise(timed_calls_events(call, device, args.warmup, args.repeats))
-    figures.update(median_ms=medians, p90_ms=p90s)
-    return figures, tracks, staged
+        for call in calls.values():
+            timed_calls_events(call, device, args.warmup, 0)  # warm-up only
+    return figures, tracks, staged, calls
+
+
+def time_interleaved(timed: dict, repeats: int, device: torch.device) -> dict:
+    """Times [s] of every call, in ``repeats`` rounds that each time every call once, variant after
+    variant, so that a slow phase of a shared machine falls on all variants alike.
+
+    Args:
+        timed: name -> (context factory entered around the name's calls, {stage: call}).
+
+    Returns:
+        name -> {stage: [times]}.
+    """
+    times = {name: {stage: [] for stage in calls} for name, (_, calls) in timed.items()}
+    with torch.no_grad():
+        for _ in range(repeats):
+            for name, (context, calls) in timed.items():
+                with context():
+                    for stage, call in calls.items():
+                        times[name][stage] += timed_calls_events(call, device, 0, 1)
+    return times
+
+
+PEER = "peer_gnn"
+"""Name of the peer GNN among the timed calls (not a variant name)."""
 
 
 def bench_event(event: BenchEvent, pipeline: nn.Module, variants: list, args, device: torch.device, peer) -> dict:
     """Every variant (and the peer GNN) on one event: the event's figures."""
     names = classifier_names(pipeline)
     result = {"name": event.name, **event.meta, "variants": {}}
-    tracks, staged = {}, {}
+    tracks, staged, timed = {}, {}, {}
     for variant in variants:
         print(f"{event.name}: {variant.name} ...", flush=True)
-        result["variants"][variant.name], tracks[variant.name], staged[variant.name] = bench_variant(
+        result["variants"][variant.name], tracks[variant.name], staged[variant.name], calls = prepare_variant(
             variant, names, event, args, device)
+        timed[variant.name] = (variant.context, calls)
     baseline = variants[0].name if variants else None
     result["baseline"] = baseline
+    if peer is not None and baseline is not None:
+        result[PEER], call = prepare_peer(peer, pipeline, names, staged[baseline], args, device)
+        if call is not None:
+            timed[PEER] = (contextlib.nullcontext, {result[PEER]["stage"]: call})
+    print(f"{event.name}: timing, {args.repeats} rounds", flush=True)
+    times = time_interleaved(timed, args.repeats, device)
+    for name, figures in result["variants"].items():
+        pairs = {stage: summarise(values) for stage, values in times[name].items()}
+        figures.update(median_ms={k: v[0] for k, v in pairs.items()}, p90_ms={k: v[1] for k, v in pairs.items()})
     for name, figures in result["variants"].items():
         base = result["variants"][baseline]["median_ms"]
         figures["ratio_to_baseline"] = {k: v / base[k] for k, v in figures["median_ms"].items() if base.get(k)}
         figures["identical_tracks_vs_baseline"] = identical_fraction(tracks[baseline], tracks[name])
         # fraction of the other variant's tracks that this one has too
         figures["identical_tracks_vs"] = {other: identical_fraction(tracks[other], tracks[name]) for other in tracks}
+    if PEER in timed:
+        peer_figures = result[PEER]
+        median, p90 = summarise(times[PEER][peer_figures["stage"]])
+        peer_figures.update(median_ms=median, p90_ms=p90, gnn_stage_over_peer={
+            v: f["median_ms"][peer_figures["stage"]] / median for v, f in result["variants"].items()})
     float32 = next((n for n in ("scripted", "eager", "straightforward") if n in tracks), None)
     if "scripted_autocast" in tracks and float32 is not None:
         result["reduced_precision"] = {
@@ -532,8 +576,6 @@ def bench_event(event: BenchEvent, pipeline: nn.Module, variants: list, args, de
     first = next(iter(result["variants"].values()), {})
     for key in ("spacepoints", "edges_graph", "edges_track_building"):
         result[key] = first.get(key)
-    if peer is not None and baseline is not None:
-        result["peer_gnn"] = bench_peer(peer, pipeline, names, staged[baseline], result, args, device)
     return result
 
 
@@ -657,13 +699,18 @@ def _load_peer_state(peer: nn.Module, state: dict, class_name: str) -> None:
                     f"{missing[:5]}, {len(state)} against {len(theirs)} tensors)")
 
 
-def bench_peer(peer: nn.Module, pipeline: nn.Module, names: list[str], staged: StagedRun, result: dict, args, device) -> dict:
-    """The peer GNN, eager float32, on the inputs our GNN stage got; ratios of each variant's GNN stage to it."""
+def prepare_peer(peer: nn.Module, pipeline: nn.Module, names: list[str], staged: StagedRun, args, device) -> tuple:
+    """The peer GNN, eager float32, on the inputs our GNN stage got, up to its timing.
+
+    Returns:
+        (figures: our stage's name, peak memory, the largest logit difference to our model in its plain
+        order; the call to time, warmed up), or ({"error": ...}, None) without a GNN stage.
+    """
     from gnn4itk.stages import GNNStage
 
     stages = [n for n, c in zip(names, pipeline.edge_classifiers) if isinstance(c, GNNStage)]
     if not stages:
-        return {"error": "the pipeline has no GNN stage"}
+        return {"error": "the pipeline has no GNN stage"}, None
     stage_name = stages[-1]
     stage = pipeline.edge_classifiers[names.index(stage_name)]
     features, edge_index, edge_attr = staged.inputs[stage_name]
@@ -672,11 +719,9 @@ def bench_peer(peer: nn.Module, pipeline: nn.Module, names: list[str], staged: S
         call = lambda: peer(x, edge_index, edge_attr)  # noqa: E731
         figures = peak_memory(call, device)
         difference = (call().float() - stage.model(x, edge_index, edge_attr).float()).abs()
-        median, p90 = summarise(timed_calls_events(call, device, args.warmup, args.repeats))
-    figures.update(stage=stage_name, median_ms=median, p90_ms=p90,
-                   max_abs_logit_difference=float(difference.max()) if difference.numel() else 0.0,
-                   gnn_stage_over_peer={v: f["median_ms"][stage_name] / median for v, f in result["variants"].items()})
-    return figures
+        timed_calls_events(call, device, args.warmup, 0)  # warm-up only
+    figures.update(stage=stage_name, max_abs_logit_difference=float(difference.max()) if difference.numel() else 0.0)
+    return figures, call
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -747,8 +792,8 @@ def print_event(result: dict, device: str) -> None:
         rp = result["reduced_precision"]
         console.print(f"reduced precision: {rp['common_tracks']:,} of {rp['float32_tracks']:,} {rp['float32_variant']} "
                       f"float32 tracks identical ({rp['identical_fraction']:.4%})")
-    if "peer_gnn" in result:
-        peer = result["peer_gnn"]
+    if "median_ms" in result.get(PEER, {}):
+        peer = result[PEER]
         ratios = ", ".join(f"{k} {v:.2f}" for k, v in peer["gnn_stage_over_peer"].items())
         console.print(f"peer GNN (tracking-as-a-service, eager float32, our weights): "
                       f"{peer['median_ms']:.2f} / {peer['p90_ms']:.2f} ms, max |logit difference| "
