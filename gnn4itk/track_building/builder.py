@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from gnn4itk.defaults import CC_CUT, TRACK_BUILDING_MODE, WALK_MAX, WALK_MIN
 from gnn4itk.gather import take
 from gnn4itk.ordering import float_order_key
 from gnn4itk.track_building.ops import arange_of, best_edges, build_segments, filled, negated, split_segments
@@ -47,10 +48,10 @@ class TrackBuilder(nn.Module):
 
     def __init__(
         self,
-        cc_cut: float = 0.01,
-        walk_min: float = 0.1,
-        walk_max: float = 0.6,
-        mode: str = "cc_and_walk",
+        cc_cut: float = CC_CUT,
+        walk_min: float = WALK_MIN,
+        walk_max: float = WALK_MAX,
+        mode: str = TRACK_BUILDING_MODE,
         orient: bool = False,
         sequential_below: int = -1,
     ):

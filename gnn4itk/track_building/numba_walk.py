@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from gnn4itk.defaults import CC_CUT, WALK_MAX, WALK_MIN
 
 
-def build_tracks_numba(edge_index, scores, hit_r2z2, cc_cut=0.01, walk_min=0.1, walk_max=0.6):
+def build_tracks_numba(edge_index, scores, hit_r2z2, cc_cut=CC_CUT, walk_min=WALK_MIN, walk_max=WALK_MAX):
     """CC + walkthrough on the host.
 
     Args:

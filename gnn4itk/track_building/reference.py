@@ -15,6 +15,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from gnn4itk.defaults import CC_CUT, TRACK_BUILDING_MODE, WALK_MAX, WALK_MIN
 from gnn4itk.tracks import join_tracks
 
 MODES = ("cc_and_walk", "cc", "junction_removal")
@@ -26,10 +27,10 @@ def build_tracks_reference(
     edge_index,
     scores,
     hit_r2z2,
-    cc_cut: float = 0.01,
-    walk_min: float = 0.1,
-    walk_max: float = 0.6,
-    mode: str = "cc_and_walk",
+    cc_cut: float = CC_CUT,
+    walk_min: float = WALK_MIN,
+    walk_max: float = WALK_MAX,
+    mode: str = TRACK_BUILDING_MODE,
     orient: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Build track candidates from a scored graph, one hit at a time.

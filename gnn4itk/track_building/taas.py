@@ -29,6 +29,7 @@ from collections import deque
 
 import numpy as np
 
+from gnn4itk.defaults import CC_CUT, WALK_MAX, WALK_MIN
 from gnn4itk.tracks import join_tracks
 
 ARGMAX = ("first", "lowest_row")
@@ -40,9 +41,9 @@ def build_tracks_taas(
     edge_index,
     scores,
     hit_r2z2,
-    cc_cut: float = 0.01,
-    walk_min: float = 0.1,
-    walk_max: float = 0.6,
+    cc_cut: float = CC_CUT,
+    walk_min: float = WALK_MIN,
+    walk_max: float = WALK_MAX,
     argmax: str = "first",
     start_order: str = "kahn",
     select: str = "taas",
