@@ -37,6 +37,18 @@ from typing import Final, List, Optional, Tuple
 import torch
 from torch import nn
 
+from gnn4itk.defaults import (
+    K_MAX,
+    R_MAX,
+    RADIUS_BLOCK_ROWS,
+    RADIUS_GRID_DIMS,
+    RADIUS_LEAF_SIZE,
+    RADIUS_LEVELS_PER_STEP,
+    RADIUS_MAX_CANDIDATES,
+    RADIUS_METHOD,
+    RADIUS_ROTATE,
+)
+
 def _exact_sq_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Squared distances of row pairs (DoubleTensor [M]) for a, b (FloatTensor [M, D]).
 
@@ -91,7 +103,7 @@ def radius_graph_brute_force(
     database: torch.Tensor,
     r_max: float,
     k_max: int,
-    block_rows: int = 4096,
+    block_rows: int = RADIUS_BLOCK_ROWS,
     skip_self: bool = True,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Radius graph from blocks of the full distance matrix.
@@ -147,8 +159,8 @@ def radius_graph_grid(
     database: torch.Tensor,
     r_max: float,
     k_max: int,
-    grid_dims: int = 3,
-    max_candidates: int = 1 << 24,
+    grid_dims: int = RADIUS_GRID_DIMS,
+    max_candidates: int = RADIUS_MAX_CANDIDATES,
     rotate: bool = False,
     skip_self: bool = True,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -338,7 +350,7 @@ def _near_leaf_pairs(
     reach2: torch.Tensor,
     symmetric: bool,
     first_levels: int = 8,
-    levels_per_step: int = 2,
+    levels_per_step: int = RADIUS_LEVELS_PER_STEP,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Leaf pairs whose boxes are closer than ``sqrt(reach2)``, found by descending both trees together.
 
@@ -446,12 +458,12 @@ def radius_graph_tree(
     database: torch.Tensor,
     r_max: float,
     k_max: int,
-    leaf_size: int = 32,
-    max_candidates: int = 1 << 24,
+    leaf_size: int = RADIUS_LEAF_SIZE,
+    max_candidates: int = RADIUS_MAX_CANDIDATES,
     rotate: bool = True,
     symmetric: bool = False,
     skip_self: bool = True,
-    levels_per_step: int = 2,
+    levels_per_step: int = RADIUS_LEVELS_PER_STEP,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Radius graph from k-d tree leaves: dense distance blocks between leaves whose boxes are near.
 
@@ -600,13 +612,13 @@ def radius_graph(
     database: Optional[torch.Tensor],
     r_max: float,
     k_max: int,
-    method: str = "tree",
-    grid_dims: int = 3,
-    max_candidates: int = 1 << 24,
-    block_rows: int = 4096,
-    rotate: bool = True,
-    leaf_size: int = 32,
-    levels_per_step: int = 2,
+    method: str = RADIUS_METHOD,
+    grid_dims: int = RADIUS_GRID_DIMS,
+    max_candidates: int = RADIUS_MAX_CANDIDATES,
+    block_rows: int = RADIUS_BLOCK_ROWS,
+    rotate: bool = RADIUS_ROTATE,
+    leaf_size: int = RADIUS_LEAF_SIZE,
+    levels_per_step: int = RADIUS_LEVELS_PER_STEP,
 ) -> torch.Tensor:
     """Edges ``query_i -> database_j`` with distance < ``r_max``, at most ``k_max`` nearest per ``i``.
 
@@ -665,15 +677,15 @@ class RadiusGraph(nn.Module):
 
     def __init__(
         self,
-        r_max: float = 0.12,
-        k_max: int = 1000,
-        method: str = "tree",
-        grid_dims: int = 4,
-        max_candidates: int = 1 << 26,  # fewer candidate chunks: 8.6 ms vs 10.6 ms (1 << 24) on the H100, ~1 GiB peak
-        block_rows: int = 4096,
-        rotate: bool = True,
-        leaf_size: int = 32,
-        levels_per_step: int = 2,
+        r_max: float = R_MAX,
+        k_max: int = K_MAX,
+        method: str = RADIUS_METHOD,
+        grid_dims: int = RADIUS_GRID_DIMS,
+        max_candidates: int = RADIUS_MAX_CANDIDATES,
+        block_rows: int = RADIUS_BLOCK_ROWS,
+        rotate: bool = RADIUS_ROTATE,
+        leaf_size: int = RADIUS_LEAF_SIZE,
+        levels_per_step: int = RADIUS_LEVELS_PER_STEP,
     ):
         super().__init__()
         if method not in ("tree", "grid", "brute"):
