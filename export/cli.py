@@ -1,7 +1,8 @@
 """``python -m export`` / ``gnn4itk export``: pipelines -> TorchScript files -> Triton model repository.
 
-    python -m export                                   # every pipeline whose weights exist, into models/
+    python -m export                                   # the shipped pipelines, into models/
     python -m export --pipelines ModuleMap --flavour libtorch --device gpu --count 2
+    python -m export --pipelines ModuleMap my_pixel_only.yaml   # a pipeline of your own, by its configuration
     python -m export --flavour libtorch --gpus all --instances-per-gpu 2   # 2 instances on each GPU of this machine
 """
 
@@ -12,16 +13,20 @@ import sys
 import tempfile
 from pathlib import Path
 
+from export.repository import FLAVOURS
 from gnn4itk.pipeline import PIPELINE_NAMES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pipelines", nargs="+", default=list(PIPELINE_NAMES), choices=PIPELINE_NAMES)
+    parser.add_argument("--pipelines", nargs="+", default=list(PIPELINE_NAMES), metavar="NAME_OR_YAML",
+                        help="pipelines to export: names (configs/<NAME>.yaml, or the --config given for NAME) or "
+                             "configuration YAMLs, served under the name they give (default: %(default)s)")
     parser.add_argument("--config", action="append", default=[], metavar="NAME=YAML",
                         help="configuration for one pipeline (default configs/<NAME>.yaml); repeatable")
-    parser.add_argument("--module-map", default=None, help="module map for ModuleMap (default: the configuration's)")
+    parser.add_argument("--module-map", default=None,
+                        help="module map of every module-map graph construction (default: the configuration's)")
     parser.add_argument("--output", type=Path, default=Path("models"), help="model repository (%(default)s)")
-    parser.add_argument("--flavour", choices=["python", "libtorch"], default="python")
+    parser.add_argument("--flavour", choices=list(FLAVOURS), default="python")
     parser.add_argument("--device", choices=["gpu", "cpu"], default="gpu", help="instance kind in config.pbtxt")
     parser.add_argument("--count", "--instances-per-gpu", dest="count", type=int, default=1,
                         help="model instances per device: on EACH GPU for KIND_GPU (%(default)s)")
@@ -54,6 +59,21 @@ def export_gpus(words: list[str] | None, device_count: int | None = None) -> lis
     return gpus
 
 
+def config_overrides(items: list[str]) -> dict[str, str]:
+    """``--config NAME=YAML`` words -> {NAME: YAML}.
+
+    Raises:
+        ValueError: for a word without ``=`` (give a configuration of its own with ``--pipelines YAML``).
+    """
+    overrides = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--config takes NAME=YAML, got {item!r} (a configuration alone goes to --pipelines)")
+        overrides[name] = path
+    return overrides
+
+
 def export(args) -> list[str]:
     import torch
 
@@ -62,20 +82,21 @@ def export(args) -> list[str]:
     from gnn4itk.pipeline import build_pipeline, load_pipeline_config
 
     gpus = export_gpus(args.gpus)  # before the long part: a bad --gpus fails at once
-    overrides = dict(item.split("=", 1) for item in args.config)
+    overrides = config_overrides(args.config)
     specs, limits = [], []
     with tempfile.TemporaryDirectory(prefix="gnn4itk-export-") as scratch:
-        for name in args.pipelines:
-            config = load_pipeline_config(overrides.get(name, name))
+        for item in args.pipelines:
+            config = load_pipeline_config(overrides.get(item, item))
+            name = item if item in overrides else config["pipeline"]  # NAME=YAML serves under NAME
             try:
-                pipeline = build_pipeline(config, module_map_path=args.module_map if name == "ModuleMap" else None, verbose=True)
+                pipeline = build_pipeline(config, module_map_path=args.module_map, verbose=True)
             except FileNotFoundError as error:
                 if args.skip_missing:
                     print(f"skipping {name}: {error}")
                     continue
                 raise
-            cuts = {k: v for k, v in config.get("track_building", {}).items() if k != "mode"}
-            spec = export_pipeline(pipeline, name, Path(scratch) / "torchscript", parameters=cuts)
+            # the configs record the pipeline's own settings (Pipeline.settings): only the cuts it has
+            spec = export_pipeline(pipeline, name, Path(scratch) / "torchscript")
             if args.warmup_event:
                 from gnn4itk.event import select_features
                 from gnn4itk.io.load import load_event
@@ -93,7 +114,7 @@ def export(args) -> list[str]:
                         raise RuntimeError(f"{name}: the exported {key} model differs from the eager pipeline")
                 print(f"{name}: exported files run in a torch-only process and equal the eager pipeline")
             specs.append(spec)
-            limits.append(int(config.get("max_spacepoints", 1_000_000)))
+            limits.append(pipeline.input_guard.max_spacepoints)
         if not specs:
             raise FileNotFoundError("no pipeline could be exported")
         max_spacepoints = args.max_spacepoints or min(limits)

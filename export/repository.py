@@ -1,20 +1,25 @@
 """Write and check a Triton model repository for GNN4ITk pipelines.
 
 One call of :func:`write_model_repository` lays out, for every pipeline (``ModuleMap``, ``MetricLearning``,
-``DoubleMetricLearning``, ...):
+``DoubleMetricLearning``, or any configured name):
 
 * ``<name>`` -- an ensemble taking ``FEATURES`` (TYPE_FP32, dims [-1, F]) and giving ``LABELS`` (TYPE_INT64,
   dims [-1]), chaining the pipeline's stage models ``<name>_<stage>``;
 * ``<name>_fused`` -- the whole scripted pipeline as one model, same interface.
 
-Two flavours come from the same TorchScript files:
+Two flavours come from the same TorchScript files, one object each (:data:`FLAVOURS`):
 
-* ``python``: every model is the generic python-backend model (``export/python_backend/model.py``) which
-  loads the TorchScript file with torch; runs on the pip-installed tritonserver (``nvidia-pytriton``).
-* ``libtorch``: ``platform: "pytorch_libtorch"`` models for the stock NGC tritonserver. The libtorch backend
-  only knows positional tensor names (``INPUT__0``, ``OUTPUT__0``, ...), so every TorchScript file becomes
-  a model ``<...>_libtorch`` and the public names (``<name>``, ``<name>_fused``) are ensembles that map
-  ``FEATURES``/``LABELS`` onto the positional names.
+* ``python`` (:class:`PythonFlavour`): every model is the generic python-backend model
+  (``export/python_backend/model.py``) which loads the TorchScript file with torch; runs on the
+  pip-installed tritonserver (``nvidia-pytriton``).
+* ``libtorch`` (:class:`LibtorchFlavour`): ``platform: "pytorch_libtorch"`` models for the stock NGC
+  tritonserver. The libtorch backend only knows positional tensor names (``INPUT__0``, ``OUTPUT__0``, ...),
+  so every TorchScript file becomes a model ``<...>_libtorch`` and the public names (``<name>``,
+  ``<name>_fused``) are ensembles that map ``FEATURES``/``LABELS`` onto the positional names.
+
+Every config's ``parameters`` record the pipeline's own settings (:attr:`PipelineSpec.parameters`, from
+:meth:`gnn4itk.pipeline.Pipeline.settings` at export: only the cuts the pipeline has, with its values) and
+the served interface: ``feature_columns``, ``num_features``, ``max_spacepoints``, ``min_spacepoints``.
 
 Every model also gets ``configs/cpu.pbtxt`` and ``configs/gpu.pbtxt`` (Triton's custom model configurations),
 so ``tritonserver --model-config-name=cpu|gpu`` (``gnn4itk serve --device``) picks the instance kind without
@@ -31,20 +36,19 @@ from typing import Sequence
 
 import numpy as np
 
+from gnn4itk.defaults import MAX_SPACEPOINTS as DEFAULT_MAX_SPACEPOINTS
+from gnn4itk.defaults import MIN_SPACEPOINTS, MODEL_NAME_PATTERN
+
 FEATURES = "FEATURES"
 LABELS = "LABELS"
 MODEL_FILE = "model.pt"
 DIGEST_SUFFIX = "__DIGEST"
-DEFAULT_MAX_SPACEPOINTS = 1_000_000
 DEFAULT_WARMUP_SPACEPOINTS = 1000
-FLAVOURS = ("python", "libtorch")
 INSTANCE_KINDS = ("cpu", "gpu")
 DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
-GNN4ITK_CUTS = {"r_max": 0.12, "k_max": 1000, "filter_cut": 0.05, "cc_cut": 0.01, "walk_min": 0.1, "walk_max": 0.6}
-"""GNN4ITk default cuts, written into every config's ``parameters`` unless a pipeline overrides them."""
 
 PYTHON_MODEL_SOURCE = Path(__file__).parent / "python_backend" / "model.py"
-_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+_NAME_RE = re.compile(MODEL_NAME_PATTERN)
 
 
 class RepositoryError(ValueError):
@@ -91,11 +95,11 @@ class PipelineSpec:
     """A served pipeline: FEATURES float32 [N, F] in, LABELS int64 [L] out.
 
     Attributes:
-        name: public model name Athena asks for (``ModuleMap``, ``MetricLearning``, ``DoubleMetricLearning``).
+        name: public model name Athena asks for (the configuration's ``pipeline``, e.g. ``ModuleMap``).
         feature_columns: the F column names of FEATURES, in order (Athena's ``spacepointFeatures``).
         fused: TorchScript of the whole pipeline (FEATURES -> LABELS), or None.
         stages: chained stages for the ensemble; empty means the ensemble runs the fused model.
-        parameters: cuts and other settings recorded in every config (defaults: :data:`GNN4ITK_CUTS`).
+        parameters: the pipeline's cuts and settings, recorded in every config (only these: no global table).
         warmup_features: float32 [n, F] real spacepoints used to warm the models up; None for random data.
     """
 
@@ -227,7 +231,7 @@ def _positional(prefix: str, count: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------
-# The writer.
+# Flavours: how one kind of Triton model runs a TorchScript file. One object each; the writer asks them.
 
 
 @dataclass
@@ -241,10 +245,125 @@ class _Model:
     warmup: dict[str, np.ndarray]
 
 
+class Flavour:
+    """How Triton runs one TorchScript file: the model's name, config head, tensor names and files.
+
+    Attributes:
+        name: the ``--flavour`` word.
+        fused_is_public: the fused model can be asked for FEATURES -> LABELS under its own name (otherwise
+            the public ``<name>_fused`` is an ensemble around it).
+    """
+
+    name = ""
+    fused_is_public = True
+
+    def runner_name(self, model: _Model) -> str:
+        """The Triton model that runs ``model``'s TorchScript file."""
+        return model.name
+
+    def head(self, name: str) -> dict:
+        """The first fields of the config (name, backend or platform, batching)."""
+        raise NotImplementedError
+
+    def install(self, version_dir: Path) -> None:
+        """Files the model needs beside ``model.pt`` in its version folder."""
+
+    def io(self, model: _Model) -> tuple[list[dict], list[dict]]:
+        """Config inputs and outputs, aligned with ``model.inputs`` / ``model.outputs``."""
+        raise NotImplementedError
+
+    def extra_io(self, model: _Model) -> tuple[list[dict], list[dict]]:
+        """Config inputs and outputs beyond the module's own (none by default)."""
+        return [], []
+
+    def model_parameters(self, parameters: dict) -> dict:
+        """The config ``parameters`` of a TorchScript model of a pipeline with ``parameters``."""
+        raise NotImplementedError
+
+    def warmup(self, model: _Model, entries: list[dict]) -> list[dict]:
+        """The ``model_warmup`` entries the model keeps of ``entries``."""
+        return entries
+
+    def step(self, model: _Model) -> tuple[list[str], list[TensorSpec], list[str], list[TensorSpec]]:
+        """An ensemble step running ``model``: (model input names, tensors fed to them, model output names,
+        tensors they give)."""
+        raise NotImplementedError
+
+
+class PythonFlavour(Flavour):
+    """The generic python-backend model (``export/python_backend/model.py``) loads the file with torch.
+
+    Intermediate tensors travel with a digest the next step checks (``X__DIGEST``, see the model's doc).
+    """
+
+    name = "python"
+
+    def head(self, name: str) -> dict:
+        return {"name": name, "backend": "python", "max_batch_size": 0}
+
+    def install(self, version_dir: Path) -> None:
+        shutil.copyfile(PYTHON_MODEL_SOURCE, version_dir / "model.py")
+
+    def io(self, model: _Model) -> tuple[list[dict], list[dict]]:
+        return _io(model.inputs), _io(model.outputs)
+
+    def extra_io(self, model: _Model) -> tuple[list[dict], list[dict]]:
+        return _io(_digests(model.inputs)), _io(_digests(model.outputs))
+
+    def model_parameters(self, parameters: dict) -> dict:
+        return {**parameters, "torchscript_file": MODEL_FILE}
+
+    def warmup(self, model: _Model, entries: list[dict]) -> list[dict]:
+        # no digests in the warm-up files: a step fed by intermediate tensors is warmed by its first request
+        return [] if _digests(model.inputs) else entries
+
+    def step(self, model: _Model):
+        inputs, outputs = model.inputs + _digests(model.inputs), model.outputs + _digests(model.outputs)
+        return [t.name for t in inputs], inputs, [t.name for t in outputs], outputs
+
+
+class LibtorchFlavour(Flavour):
+    """Triton's PyTorch backend (``platform: "pytorch_libtorch"``): positional tensor names, so every file is
+    a model ``<...>_libtorch`` behind an ensemble that maps FEATURES / LABELS onto them."""
+
+    name = "libtorch"
+    fused_is_public = False
+
+    def runner_name(self, model: _Model) -> str:
+        return f"{model.name}_libtorch"
+
+    def head(self, name: str) -> dict:
+        return {"name": name, "platform": "pytorch_libtorch", "max_batch_size": 0}
+
+    def io(self, model: _Model) -> tuple[list[dict], list[dict]]:
+        names = self.step(model)
+        return _io(model.inputs, names[0]), _io(model.outputs, names[2])
+
+    def model_parameters(self, parameters: dict) -> dict:
+        # TorchScript's tensor-expression fuser (NNC) is off, as in the python flavour (parameter jit_fuser):
+        # with the backend's defaults (fuser on) the GPU warm-up failed in the GNN's edge network ("mat1 and
+        # mat2 must have the same dtype, but got Int and Float"); with it off the flavour loads and serves
+        # exactly (docs/serving.md says what is and is not known of the cause).
+        fuser = "true" if str(parameters.get("jit_fuser", "none")) == "fuser1" else "false"
+        return {**parameters, "INFERENCE_MODE": "true", "ENABLE_TENSOR_FUSER": fuser}
+
+    def step(self, model: _Model):
+        in_names, out_names = _positional("INPUT", len(model.inputs)), _positional("OUTPUT", len(model.outputs))
+        return in_names, model.inputs, out_names, model.outputs
+
+
+FLAVOURS: dict[str, Flavour] = {flavour.name: flavour for flavour in (PythonFlavour(), LibtorchFlavour())}
+"""The flavours by their ``--flavour`` word."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The writer.
+
+
 def write_model_repository(
     out_dir: str | Path,
     models: Sequence[PipelineSpec],
-    flavour: str = "python",
+    flavour: str | Flavour = "python",
     instance_kind: str = "gpu",
     count: int = 1,
     gpus: Sequence[int] | None = None,
@@ -257,7 +376,8 @@ def write_model_repository(
     Args:
         out_dir: repository directory (created; must be empty or absent unless ``overwrite``).
         models: the pipelines (:class:`PipelineSpec`).
-        flavour: ``"python"`` (generic python-backend model) or ``"libtorch"`` (``pytorch_libtorch``).
+        flavour: ``"python"`` (generic python-backend model) or ``"libtorch"`` (``pytorch_libtorch``), or a
+            :class:`Flavour`.
         instance_kind: ``"gpu"`` or ``"cpu"``: the kind in ``config.pbtxt``; ``configs/{cpu,gpu}.pbtxt``
             hold both.
         count: model instances per device: for KIND_GPU, ``count`` instances on each GPU.
@@ -274,8 +394,10 @@ def write_model_repository(
     Raises:
         RepositoryError: for a bad option or a pipeline whose stages do not chain FEATURES to LABELS.
     """
-    if flavour not in FLAVOURS:
-        raise RepositoryError(f"flavour must be one of {FLAVOURS}, got {flavour!r}")
+    if not isinstance(flavour, Flavour):
+        if flavour not in FLAVOURS:
+            raise RepositoryError(f"flavour must be one of {tuple(FLAVOURS)}, got {flavour!r}")
+        flavour = FLAVOURS[flavour]
     if instance_kind not in INSTANCE_KINDS:
         raise RepositoryError(f"instance_kind must be one of {INSTANCE_KINDS}, got {instance_kind!r}")
     if count < 1 or max_spacepoints < 1 or warmup_spacepoints < 1:
@@ -316,14 +438,11 @@ def write_model_repository(
         for model in stages + ([fused] if fused else []):
             internal.append(_write_torchscript_model(out_dir, model, parameters, options))
         # The public ensemble chains the stages; without stages it runs the fused model.
-        chain = stages or [fused]
-        steps = [(_runner_name(m, flavour), m) for m in chain]
-        _write_ensemble(out_dir, spec.name, spec.num_features, steps, parameters, flavour)
+        _write_ensemble(out_dir, spec.name, spec.num_features, stages or [fused], parameters, flavour)
         public.append(spec.name)
-        if fused is not None and flavour == "libtorch":
-            _write_ensemble(out_dir, fused.name, spec.num_features, [(_runner_name(fused, flavour), fused)], parameters, flavour)
-            public.append(fused.name)
-        elif fused is not None:
+        if fused is not None:
+            if not flavour.fused_is_public:
+                _write_ensemble(out_dir, fused.name, spec.num_features, [fused], parameters, flavour)
             public.append(fused.name)
     names = public + [n for n in internal if n not in public]
     validate_model_repository(out_dir)
@@ -386,58 +505,35 @@ def _check_chain(spec: PipelineSpec) -> None:
 
 
 def _pipeline_parameters(spec: PipelineSpec, max_spacepoints: int) -> dict:
-    params = {**GNN4ITK_CUTS, **spec.parameters}
-    params.update(
-        feature_columns=",".join(spec.feature_columns),
-        num_features=spec.num_features,
-        max_spacepoints=max_spacepoints,
-    )
-    return params
-
-
-def _runner_name(model: _Model, flavour: str) -> str:
-    """The Triton model that runs ``model``'s TorchScript file."""
-    return f"{model.name}_libtorch" if flavour == "libtorch" else model.name
+    """The pipeline's own settings and the served interface (FEATURES columns, event-size limits)."""
+    return {
+        **spec.parameters,
+        "feature_columns": ",".join(spec.feature_columns),
+        "num_features": spec.num_features,
+        "max_spacepoints": max_spacepoints,
+        "min_spacepoints": MIN_SPACEPOINTS,
+    }
 
 
 def _write_torchscript_model(out_dir: Path, model: _Model, parameters: dict, options: dict) -> str:
     """Write one model directory holding a TorchScript file; return the Triton model name."""
-    flavour = options["flavour"]
-    name = _runner_name(model, flavour)
+    flavour: Flavour = options["flavour"]
+    name = flavour.runner_name(model)
     model_dir = out_dir / name
     version_dir = model_dir / "1"
     version_dir.mkdir(parents=True)
     shutil.copyfile(model.torchscript, version_dir / MODEL_FILE)
-    if flavour == "libtorch":
-        inputs = _io(model.inputs, _positional("INPUT", len(model.inputs)))
-        outputs = _io(model.outputs, _positional("OUTPUT", len(model.outputs)))
-        head = {"name": name, "platform": "pytorch_libtorch", "max_batch_size": 0}
-        # TorchScript's tensor-expression fuser (NNC) is off, as in the python flavour (parameter jit_fuser):
-        # with the backend's defaults (fuser on) the GPU warm-up failed in the GNN's edge network ("mat1 and
-        # mat2 must have the same dtype, but got Int and Float"); with it off the flavour loads and serves
-        # exactly (docs/serving.md says what is and is not known of the cause).
-        fuser = "true" if str(parameters.get("jit_fuser", "none")) == "fuser1" else "false"
-        extra = {**parameters, "INFERENCE_MODE": "true", "ENABLE_TENSOR_FUSER": fuser}
-    else:
-        shutil.copyfile(PYTHON_MODEL_SOURCE, version_dir / "model.py")
-        inputs, outputs = _io(model.inputs), _io(model.outputs)
-        head = {"name": name, "backend": "python", "max_batch_size": 0}
-        extra = {**parameters, "torchscript_file": MODEL_FILE}
-    warmup = _warmup_entries(model_dir, model, inputs, options["warmup_rows"])
-    if flavour == "python":
-        # Intermediate tensors travel with a digest the next step checks (export/python_backend/model.py).
-        inputs += _io(_digests(model.inputs))
-        outputs += _io(_digests(model.outputs))
-        if warmup and _digests(model.inputs):
-            warmup = []  # no digests in the warm-up files: such a step is warmed by its first request
+    flavour.install(version_dir)
+    inputs, outputs = flavour.io(model)
+    warmup = flavour.warmup(model, _warmup_entries(model_dir, model, inputs, options["warmup_rows"]))
+    extra_inputs, extra_outputs = flavour.extra_io(model)
     for kind in INSTANCE_KINDS:
-        params = dict(extra)
         config = {
-            **head,
-            "input": inputs,
-            "output": outputs,
+            **flavour.head(name),
+            "input": inputs + extra_inputs,
+            "output": outputs + extra_outputs,
             "instance_group": _instance_group(kind, options["count"], options["gpus"]),
-            "parameters": _parameters(params),
+            "parameters": _parameters(flavour.model_parameters(parameters)),
         }
         if warmup:
             config["model_warmup"] = warmup
@@ -478,33 +574,24 @@ def _warmup_entries(model_dir: Path, model: _Model, inputs: list[dict], random_r
     return [{"name": "warmup", "batch_size": 1, "count": 2, "inputs": entries}]
 
 
-def _write_ensemble(out_dir: Path, name: str, num_features: int, steps: list[tuple[str, _Model]], parameters: dict, flavour: str) -> None:
-    """An ensemble FEATURES -> LABELS over ``steps`` (runner model name, model)."""
+
+
+def _write_ensemble(out_dir: Path, name: str, num_features: int, steps: list[_Model], parameters: dict, flavour: Flavour) -> None:
+    """An ensemble FEATURES -> LABELS over the models ``steps``, each run by ``flavour``'s runner model."""
     schedule = []
-    intermediate: dict[str, TensorSpec] = {}
     # Triton refuses ensembles with tensors that no step reads: map only the outputs that are used.
-    used = {LABELS} | {t.name for _, model in steps for t in model.inputs}
-    for runner, model in steps:
-        if flavour == "libtorch":
-            in_names = _positional("INPUT", len(model.inputs))
-            out_names = _positional("OUTPUT", len(model.outputs))
-            step_inputs, step_outputs = model.inputs, model.outputs
-        else:
-            step_inputs, step_outputs = model.inputs + _digests(model.inputs), model.outputs + _digests(model.outputs)
-            in_names = [t.name for t in step_inputs]
-            out_names = [t.name for t in step_outputs]
-        used_here = used | {n + DIGEST_SUFFIX for n in used}
+    used = {LABELS} | {t.name for model in steps for t in model.inputs}
+    used |= {n + DIGEST_SUFFIX for n in used}
+    for model in steps:
+        in_names, step_inputs, out_names, step_outputs = flavour.step(model)
         schedule.append(
             {
-                "model_name": runner,
+                "model_name": flavour.runner_name(model),
                 "model_version": -1,
                 "input_map": [{"key": k, "value": t.name} for k, t in zip(in_names, step_inputs)],
-                "output_map": [
-                    {"key": k, "value": t.name} for k, t in zip(out_names, step_outputs) if t.name in used_here
-                ],
+                "output_map": [{"key": k, "value": t.name} for k, t in zip(out_names, step_outputs) if t.name in used],
             }
         )
-        intermediate.update({t.name: t for t in model.outputs})
     config = {
         "name": name,
         "platform": "ensemble",

@@ -115,7 +115,8 @@ def test_every_config_parses_as_model_config(tmp_path, flavour, kind):
         assert [(o.name, list(o.dims)) for o in config.output] == [(LABELS, [-1])]
         params = {k: v.string_value for k, v in config.parameters.items()}
         assert params["feature_columns"] == "x,y,z,r" and params["num_features"] == "4"
-        assert params["max_spacepoints"] == "1000000" and params["walk_max"] == "0.6"
+        assert params["max_spacepoints"] == "1000000" and params["min_spacepoints"] == "3"
+        assert "walk_max" not in params  # only the pipeline's own settings: no table of GNN4ITk cuts
     assert {k: v.string_value for k, v in configs["ModuleMap"].parameters.items()}["r_max"] == "0.1"
     runners = [c for c in configs.values() if c.platform != "ensemble"]
     assert len(runners) == 4  # two stages + a fused model for ModuleMap, a fused model for MetricLearning

@@ -19,7 +19,9 @@ Checks on ``FEATURES`` (float32 [N, F]) come BEFORE the module runs and are answ
 
 * rank other than 2, F other than the ``num_features`` parameter, dtype other than float32;
 * N above ``max_spacepoints`` (default 1,000,000) -- refused instead of running out of memory;
-* N below 3 for a model giving ``LABELS``: answered ``[-1]`` (no track) without running the module;
+* N below the ``min_spacepoints`` parameter (written by ``export/repository.py`` from
+  ``gnn4itk.defaults.MIN_SPACEPOINTS``, 3) for a model giving ``LABELS``: answered ``[-1]`` (no track) without
+  running the module;
 * NaN/inf values are replaced with 0 and counted in the server log;
 * an intermediate input whose ``__DIGEST`` does not match is refused (a transfer went wrong).
 """
@@ -36,7 +38,6 @@ import triton_python_backend_utils as pb_utils
 
 FEATURES = "FEATURES"
 LABELS = "LABELS"
-MIN_SPACEPOINTS = 3
 DIGEST_SUFFIX = "__DIGEST"
 JIT_FUSERS = ("none", "fuser0", "fuser1")  # torch.jit.fuser names: none, legacy fuser, NNC
 DEFAULT_MAX_SPACEPOINTS = 1_000_000
@@ -119,6 +120,7 @@ class TritonPythonModel:
         self.digested_outputs = [n for n in self.output_names if n + DIGEST_SUFFIX in declared_outputs]
         self.num_features = int(params["num_features"]) if "num_features" in params else None
         self.max_spacepoints = int(params.get("max_spacepoints", DEFAULT_MAX_SPACEPOINTS))
+        self.min_spacepoints = int(params.get("min_spacepoints", 0))  # the repository writer's rule; none without it
         if args["model_instance_kind"] == "GPU":
             self.device = torch.device("cuda", int(args["model_instance_device_id"]))
             torch.cuda.set_device(self.device)
@@ -174,7 +176,7 @@ class TritonPythonModel:
             self.arrivals[where] = self.arrivals.get(where, 0) + 1
             if name == FEATURES:
                 check_features(tuple(value.shape), str(value.dtype).removeprefix("torch."), self.num_features, self.max_spacepoints)
-                if self.answers_labels and value.shape[0] < MIN_SPACEPOINTS:
+                if self.answers_labels and value.shape[0] < self.min_spacepoints:
                     return [pb_utils.Tensor(LABELS, np.array([-1], dtype=np.int64))]
                 value = self._finite(value)
             device_value = value.to(self.device)  # a blocking copy: the request's memory is read before it returns
