@@ -27,7 +27,7 @@ from typing import Iterable
 
 import numpy as np
 
-from module_map.map import (
+from module_map.container import (
     DOUBLET_BOUND_BRANCHES,
     TRIPLET_BOUND_BRANCHES,
     ModuleMap,

@@ -51,7 +51,7 @@ from torch import nn
 from gnn4itk.edge_features import edge_features, scaled_coordinates
 from gnn4itk.gather import take
 from gnn4itk.ordering import float_order_key
-from module_map.map import DOUBLET_BOUND_BRANCHES, TRIPLET_BOUND_BRANCHES, ModuleMap, bound_columns, float32_bounds
+from module_map.container import DOUBLET_BOUND_BRANCHES, TRIPLET_BOUND_BRANCHES, ModuleMap, bound_columns, float32_bounds
 from module_map.quantities import (deta_factor, dydx_factor, pair_quantities_feature_major, quantity_constants, slope,
                                    slope_difference)
 

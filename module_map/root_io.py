@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from module_map.map import (
+from module_map.container import (
     DOUBLET_BOUND_BRANCHES,
     DOUBLET_MODULES,
     TRIPLET_BOUND_BRANCHES,
