@@ -57,3 +57,26 @@ def test_metric_learning_graph_source(tmp_path):
         kept_by_own_cut = (torch.sigmoid(edge_filter(x, unfiltered)) > 0.5).sum().item()
     assert default_cut.shape[1] == kept_by_own_cut
     assert set(map(tuple, filtered.t().tolist())) <= set(map(tuple, unfiltered.t().tolist()))
+
+
+def test_training_graphs_are_the_inference_pipeline_graphs(tmp_path):
+    """The metric-learning graph source runs the inference stage modules: its graph is the one the
+    pipeline hands to the GNN (embedding, radius graph, orientation, filter), edge features included."""
+    from gnn4itk.pipeline import build_pipeline
+    from tests.pipeline_fixtures import write_tiny_metric_learning_pipeline
+
+    config = write_tiny_metric_learning_pipeline(tmp_path, double=False)
+    graph, edge_filter = config["graph_construction"], config["edge_classification"][0]
+    source = build_graph_source({"kind": "stages", "graph_construction": graph, "edge_classification": [edge_filter]})
+    legacy = build_graph_source({"kind": "metric_learning", "embedding_checkpoint": graph["checkpoint"],
+                                 "filter_checkpoint": edge_filter["checkpoint"], "r_max": graph["r_max"],
+                                 "k_max": graph["k_max"], "filter_cut": edge_filter["filter_cut"]})
+    event = toy_event(n_particles=60, seed=4)
+    pipeline = build_pipeline(config)
+    features = event.inference_tensor()
+    with torch.no_grad():
+        expected = pipeline.edge_classifiers[0](features, *pipeline.graph_construction(features))[:2]
+    for edge_index, edge_attr in (source(event), legacy(event)):
+        assert edge_index.shape[1] > 0
+        torch.testing.assert_close(edge_index, expected[0], rtol=0, atol=0)
+        torch.testing.assert_close(edge_attr, expected[1], rtol=0, atol=0)

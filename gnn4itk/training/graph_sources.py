@@ -6,10 +6,15 @@ A graph source is a callable ``source(event) -> (edge_index LongTensor [2, E], e
 
 * ``{kind: truth_fakes, fake_ratio: 3, window: 20, seed: 0}`` -- every truth edge plus ``fake_ratio``
   times as many local fakes (same phi neighbourhood, pointing inner -> outer); the default, cheap, for tests.
-* ``{kind: module_map, path: map.root}`` -- the module-map graph (:mod:`module_map`).
+* ``{kind: stages, graph_construction: {kind: ..., ...}, edge_classification: [{kind: ..., ...}], features,
+  device}`` -- the inference stage modules (:mod:`gnn4itk.stages`), built by their registries from sections
+  as in a pipeline configuration: any registered graph construction, then any edge classifiers (a filter).
+  ``features``: the FEATURES columns they read (default :data:`gnn4itk.event.INFERENCE_COLUMNS`).
+* ``{kind: module_map, path: map.root}`` -- the ``stages`` source with a ``module_map`` graph construction.
 * ``{kind: metric_learning, embedding_checkpoint: ..., filter_checkpoint: ..., r_max, k_max,
-  filter_cut, method, grid_dims}`` -- embedding + radius graph (+ filter; ``filter_cut`` defaults to the
-  filter's own), edges oriented inner -> outer by r² + z² as at inference.
+  filter_cut, method, grid_dims}`` -- the ``stages`` source with a ``metric_learning`` graph construction
+  (embedding + radius graph, edges oriented inner -> outer) and a ``filter`` (``filter_cut`` defaults to the
+  filter's own), exactly the inference pipeline's graph.
 * ``{kind: callable, target: "package.module:function", kwargs: {...}}`` -- a user function
   ``function(event, **kwargs)`` with the same return value.
 """
@@ -17,38 +22,18 @@ A graph source is a callable ``source(event) -> (edge_index LongTensor [2, E], e
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from gnn4itk.edge_features import edge_features, scaled_coordinates, unique_edges
-from gnn4itk.event import Event, select_features
-from gnn4itk.stages import orient_inner_to_outer
+from gnn4itk.defaults import MAX_SPACEPOINTS
+from gnn4itk.edge_features import unique_edges
+from gnn4itk.event import INFERENCE_COLUMNS, Event, select_features
+from gnn4itk.stages import GNN_POSITION_COLUMNS, EdgeFeatures, InputGuard, orient_inner_to_outer
 
-GRAPH_SOURCE_KINDS = ("truth_fakes", "module_map", "metric_learning", "callable")
-
-
-def event_edge_features(event: Event, edge_index: torch.Tensor) -> torch.Tensor:
-    """The six edge features (FloatTensor [E, 6]) of ``edge_index`` (LongTensor [2, E]) in ``event``."""
-    hits = event.hits
-    coordinates = [torch.tensor(hits[c].to_numpy(np.float32)) for c in ("r", "phi", "z", "eta")]
-    nodes = scaled_coordinates(*coordinates).to(edge_index.device)
-    return edge_features(nodes, edge_index)
-
-
-def inner_to_outer(event: Event, edge_index: torch.Tensor) -> torch.Tensor:
-    """Edges pointing from smaller to larger ``r² + z²``, without self-loops or duplicates, exactly as the
-    inference pipeline orients metric-learning graphs (:func:`gnn4itk.stages.orient_inner_to_outer`).
-
-    Args:
-        event: the event whose spacepoints ``edge_index`` (LongTensor [2, E]) joins.
-
-    Returns:
-        LongTensor [2, E'].
-    """
-    r = torch.tensor(event.hits["r"].to_numpy(np.float32), device=edge_index.device)
-    z = torch.tensor(event.hits["z"].to_numpy(np.float32), device=edge_index.device)
-    return orient_inner_to_outer(edge_index, r * r + z * z)
+GRAPH_SOURCE_KINDS = ("truth_fakes", "stages", "module_map", "metric_learning", "callable")
 
 
 class TruthFakesGraph:
@@ -63,6 +48,7 @@ class TruthFakesGraph:
 
     def __init__(self, fake_ratio: float = 3.0, window: int = 20, seed: int = 0):
         self.fake_ratio, self.window, self.seed = float(fake_ratio), int(window), int(seed)
+        self.edge_features = EdgeFeatures(GNN_POSITION_COLUMNS)
 
     def __call__(self, event: Event) -> tuple[torch.Tensor, torch.Tensor]:
         from gnn4itk.training.truth import truth_edges
@@ -76,74 +62,83 @@ class TruthFakesGraph:
         position = rng.integers(0, n, n_fakes)
         step = rng.integers(1, self.window + 1, n_fakes) * rng.choice([-1, 1], n_fakes)
         fakes = np.stack([by_phi[position], by_phi[(position + step) % n]])
-        # Truth edges already point outwards along the trajectory; orient the fakes as inference graphs.
-        fakes = inner_to_outer(event, torch.from_numpy(fakes))
+        # Truth edges already point outwards along the trajectory; orient the fakes as inference graphs,
+        # and compute the edge features with the inference stage's module.
+        positions = torch.from_numpy(select_features(event.hits, GNN_POSITION_COLUMNS))
+        r2z2 = positions[:, 0] ** 2 + positions[:, 2] ** 2
+        fakes = orient_inner_to_outer(torch.from_numpy(fakes), r2z2)
         edges = unique_edges(torch.cat([torch.from_numpy(true_edges), fakes], dim=1), n)
-        return edges, event_edge_features(event, edges)
+        return edges, self.edge_features(positions, edges)
 
 
-class ModuleMapGraph:
-    """Module-map graphs (:class:`module_map.graph_builder.ModuleMapGraphBuilder`) from a map file."""
+class StageGraph:
+    """Graphs from the inference stage modules: a graph construction, then edge classifiers (e.g. a filter).
 
-    def __init__(self, path: str, device: str = "cpu"):
-        from module_map.graph_builder import ModuleMapGraphBuilder
-        from module_map.map import load_map
+    The stages are built by their registries (:mod:`gnn4itk.stages.registry`) from sections as in a
+    pipeline configuration and run on the event's FEATURES after the pipeline's input guard, so a training
+    graph is exactly the graph the inference pipeline gives the next stage.
 
-        self.device = device
-        self.builder = ModuleMapGraphBuilder(load_map(path, verbose=False)).to(device)
-
-    def __call__(self, event: Event) -> tuple[torch.Tensor, torch.Tensor]:
-        positions = torch.tensor(event.hits[["x", "y", "z", "r", "phi", "eta"]].to_numpy(np.float32)).to(self.device)
-        module_id = torch.tensor(event.hits["module_id"].to_numpy()).to(self.device)
-        with torch.no_grad():
-            edge_index, features = self.builder(positions, module_id)
-        return edge_index.cpu(), features.cpu()
-
-
-class MetricLearningGraph:
-    """Embedding -> radius graph -> (optional) filter, from acorn-layout checkpoints.
-
-    Edges are then oriented inner -> outer by ``r² + z²`` and deduplicated, for both embedding forms,
-    as the inference pipeline (:class:`gnn4itk.stages.MetricLearningGraph`) does.
+    Args:
+        graph_construction: a ``graph_construction`` section (``{kind: module_map, module_map: ...}``, ...).
+        edge_classification: ``edge_classification`` sections applied in order (their scores are dropped).
+        features: the FEATURES columns, in order (default :data:`gnn4itk.event.INFERENCE_COLUMNS`).
+        base_dir: folder against which relative paths in the sections are resolved (default: here).
+        device: where the stages run; the graphs come back on the CPU.
     """
 
     def __init__(
         self,
-        embedding_checkpoint: str,
-        filter_checkpoint: str | None = None,
-        r_max: float = 0.12,
-        k_max: int = 1000,
-        filter_cut: float | None = None,
-        method: str = "tree",
-        grid_dims: int = 4,
+        graph_construction: dict,
+        edge_classification: Sequence[dict] = (),
+        features: Sequence[str] | None = None,
+        base_dir: str = ".",
         device: str = "cpu",
     ):
-        from gnn4itk.models import RadiusGraph, load_acorn_checkpoint
+        from gnn4itk.stages.registry import EDGE_CLASSIFICATION, GRAPH_CONSTRUCTION, BuildContext
 
+        context = BuildContext(columns=list(features or INFERENCE_COLUMNS), base_dir=Path(base_dir))
+        self.columns = list(context.columns)
         self.device = device
-        self.embedding = load_acorn_checkpoint(embedding_checkpoint, map_location=device)
-        self.filter = load_acorn_checkpoint(filter_checkpoint, map_location=device) if filter_checkpoint else None
-        # None: the cut stored with the filter (its hparam ``filter_cut``, default 0.05).
-        self.filter_cut = float(filter_cut) if filter_cut is not None else getattr(self.filter, "filter_cut", 0.05)
-        self.radius_graph = RadiusGraph(r_max, k_max, method=method, grid_dims=grid_dims)
-
-    def _features(self, event: Event, model) -> torch.Tensor:
-        hp = model.hparams
-        return torch.from_numpy(select_features(event.hits, hp["node_features"], hp.get("node_scales"))).to(self.device)
+        self.input_guard = InputGuard(self.columns, MAX_SPACEPOINTS)
+        self.graph = GRAPH_CONSTRUCTION.build(graph_construction, context).to(device).eval()
+        self.classifiers = [EDGE_CLASSIFICATION.build(stage, context).to(device).eval() for stage in edge_classification]
 
     @torch.no_grad()
     def __call__(self, event: Event) -> tuple[torch.Tensor, torch.Tensor]:
-        embedded = self.embedding(self._features(event, self.embedding))
-        if isinstance(embedded, tuple):
-            edges = self.radius_graph(embedded[0], embedded[1])
-        else:
-            edges = self.radius_graph(embedded)
-        edges = inner_to_outer(event, edges)
-        if self.filter is not None:
-            scores = torch.sigmoid(self.filter(self._features(event, self.filter), edges))
-            edges = edges[:, scores > self.filter_cut]
-        edges = edges.cpu()
-        return edges, event_edge_features(event, edges)
+        features = self.input_guard(torch.from_numpy(select_features(event.hits, self.columns)).to(self.device))
+        edge_index, edge_attr = self.graph(features)
+        for classifier in self.classifiers:
+            edge_index, edge_attr, _ = classifier(features, edge_index, edge_attr)
+        return edge_index.cpu(), edge_attr.cpu()
+
+
+def module_map_graph(path: str, device: str = "cpu") -> StageGraph:
+    """Module-map graphs from the map file ``path`` (the ``module_map`` graph construction)."""
+    return StageGraph({"kind": "module_map", "module_map": str(path)}, device=device)
+
+
+def metric_learning_graph(
+    embedding_checkpoint: str,
+    filter_checkpoint: str | None = None,
+    r_max: float | None = None,
+    k_max: int | None = None,
+    filter_cut: float | None = None,
+    method: str | None = None,
+    grid_dims: int | None = None,
+    device: str = "cpu",
+) -> StageGraph:
+    """Embedding -> radius graph (-> filter) from acorn-layout checkpoints: the ``metric_learning`` graph
+    construction and a ``filter`` stage. A setting left at None takes the stage's default
+    (:mod:`gnn4itk.defaults`); ``filter_cut`` None keeps the filter's own cut."""
+    settings = {"r_max": r_max, "k_max": k_max, "method": method, "grid_dims": grid_dims}
+    graph = {"kind": "metric_learning", "checkpoint": str(embedding_checkpoint)}
+    graph.update({k: v for k, v in settings.items() if v is not None})
+    classifiers = []
+    if filter_checkpoint:
+        classifiers.append({"kind": "filter", "checkpoint": str(filter_checkpoint)})
+        if filter_cut is not None:
+            classifiers[0]["filter_cut"] = float(filter_cut)
+    return StageGraph(graph, classifiers, device=device)
 
 
 class CallableGraph:
@@ -161,16 +156,19 @@ class CallableGraph:
         return torch.as_tensor(edge_index, dtype=torch.long), torch.as_tensor(edge_attr, dtype=torch.float32)
 
 
+_GRAPH_SOURCES = {
+    "truth_fakes": TruthFakesGraph,
+    "stages": StageGraph,
+    "module_map": module_map_graph,
+    "metric_learning": metric_learning_graph,
+    "callable": CallableGraph,
+}
+
+
 def build_graph_source(spec: dict | None):
     """The graph source a config's ``graph_source`` section describes (see the module doc)."""
     spec = dict(spec or {"kind": "truth_fakes"})
     kind = spec.pop("kind", "truth_fakes")
-    if kind == "truth_fakes":
-        return TruthFakesGraph(**spec)
-    if kind == "module_map":
-        return ModuleMapGraph(**spec)
-    if kind == "metric_learning":
-        return MetricLearningGraph(**spec)
-    if kind == "callable":
-        return CallableGraph(**spec)
-    raise ValueError(f"unknown graph source kind {kind!r}; choose one of {GRAPH_SOURCE_KINDS}")
+    if kind not in _GRAPH_SOURCES:
+        raise ValueError(f"unknown graph source kind {kind!r}; choose one of {GRAPH_SOURCE_KINDS}")
+    return _GRAPH_SOURCES[kind](**spec)
