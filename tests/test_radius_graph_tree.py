@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from gnn4itk.bench.radius_graph import synthetic_embedding
-from gnn4itk.models.radius_graph import RadiusGraph, _kd_order, _near_leaf_pairs, _node_boxes, radius_graph
+from gnn4itk.models.radius_graph import RadiusGraph, radius_graph
+from gnn4itk.models.radius_graph.tree import _kd_order, _near_leaf_pairs, _node_boxes
 
 
 def edge_keys(edge_index, n):
