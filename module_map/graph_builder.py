@@ -509,11 +509,3 @@ class ModuleMapGraphBuilder(nn.Module):
         edge_index = order[pairs[:, keep]]
         nodes = scaled_coordinates(positions[:, 3], positions[:, 4], positions[:, 2], positions[:, 5])
         return edge_index, edge_features(nodes, edge_index)
-
-
-def build_graph(module_map: ModuleMap, event, device: str = "cpu") -> Tuple[torch.Tensor, torch.Tensor]:
-    """Convenience: the graph of a :class:`gnn4itk.event.Event` with an eager builder."""
-    builder = ModuleMapGraphBuilder(module_map).to(device)
-    positions = torch.from_numpy(event.hits[["x", "y", "z", "r", "phi", "eta"]].to_numpy(np.float32)).to(device)
-    module_id = torch.from_numpy(event.hits["module_id"].to_numpy()).to(device)
-    return builder(positions, module_id)
