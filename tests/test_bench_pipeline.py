@@ -58,6 +58,9 @@ def test_bench_pipeline_npy_and_synthetic_events(tiny, tmp_path, capsys):
         assert eager["tracks"] == scripted["tracks"] and scripted["identical_tracks_vs"]["eager"] == 1.0
         assert result["variants"]["straightforward"]["ratio_to_baseline"]["whole"] == 1.0
     assert npy["variants"]["eager"]["tracks"] > 0
+    floor = npy["gnn_floor"]  # the GNN's time over its floor (FLOPs at the measured matmul rate)
+    assert floor["edges"] == npy["edges_graph"] and floor["gflops"] > 0 and floor["floor_ms"] > 0
+    assert set(floor["time_over_floor"]) == {"straightforward", "eager", "scripted"}
     assert "graph_construction" in capsys.readouterr().out
 
 

@@ -564,6 +564,8 @@ def bench_event(event: BenchEvent, pipeline: nn.Module, variants: list, args, de
         median, p90 = summarise(times[PEER][peer_figures["stage"]])
         peer_figures.update(median_ms=median, p90_ms=p90, gnn_stage_over_peer={
             v: f["median_ms"][peer_figures["stage"]] / median for v, f in result["variants"].items()})
+    if baseline is not None and "gnn" in staged[baseline].inputs and getattr(args, "rates", None):
+        result["gnn_floor"] = gnn_floor(pipeline, staged[baseline].inputs["gnn"], result["variants"], args.rates)
     float32 = next((n for n in ("scripted", "eager", "straightforward") if n in tracks), None)
     if "scripted_autocast" in tracks and float32 is not None:
         result["reduced_precision"] = {
@@ -577,6 +579,33 @@ def bench_event(event: BenchEvent, pipeline: nn.Module, variants: list, args, de
     for key in ("spacepoints", "edges_graph", "edges_track_building"):
         result[key] = first.get(key)
     return result
+
+
+def gnn_floor(pipeline: nn.Module, inputs: tuple, variants: dict, rates: dict) -> dict:
+    """The GNN stage's time over its floor (:mod:`gnn4itk.models.cost`) for every variant.
+
+    Args:
+        pipeline: the eager pipeline (its last :class:`InteractionGNN2` is the GNN stage's model).
+        inputs: ``(features [N, F], edge_index [2, E], edge_attr [E, 6])`` the GNN stage got.
+        variants: the event's figures per variant (with ``median_ms``).
+        rates: :func:`gnn4itk.models.cost.measured_rates` of the device.
+    """
+    from gnn4itk.models.cost import gnn_floor_seconds, gnn_flops, gnn_min_bytes
+
+    model = gnn_models(pipeline)[-1]
+    _, edge_index, edge_attr = inputs
+    nodes = int(inputs[0].shape[0])
+    if bool(getattr(model, "optimized", False)) and not model.isolated_nodes_matter:
+        nodes = int(torch.unique(edge_index).numel())  # what the model keeps
+    edges = int(edge_index.shape[1])
+    flops = gnn_flops(model, nodes, edges)
+    min_bytes = gnn_min_bytes(model, nodes, edges, int(edge_attr.shape[1]) if edge_attr.dim() == 2 else 0)
+    floor_ms = gnn_floor_seconds(flops, min_bytes, rates) * 1e3
+    return {
+        "nodes": nodes, "edges": edges, "gflops": flops / 1e9, "min_MB": min_bytes / 1e6, "floor_ms": floor_ms,
+        "rates": rates,
+        "time_over_floor": {name: f["median_ms"]["gnn"] / floor_ms for name, f in variants.items() if "gnn" in f["median_ms"]},
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -792,6 +821,12 @@ def print_event(result: dict, device: str) -> None:
         rp = result["reduced_precision"]
         console.print(f"reduced precision: {rp['common_tracks']:,} of {rp['float32_tracks']:,} {rp['float32_variant']} "
                       f"float32 tracks identical ({rp['identical_fraction']:.4%})")
+    if "gnn_floor" in result:
+        floor = result["gnn_floor"]
+        ratios = ", ".join(f"{k} {v:.1f}" for k, v in floor["time_over_floor"].items())
+        console.print(f"GNN floor: {floor['gflops']:.1f} GFLOP at {floor['rates']['matmul_flops_per_s'] / 1e12:.0f} "
+                      f"TFLOP/s ({floor['rates']['matmul_dtype']}), {floor['min_MB']:.1f} MB at "
+                      f"{floor['rates']['copy_bytes_per_s'] / 1e9:.0f} GB/s -> {floor['floor_ms']:.3f} ms; time / floor: {ratios}")
     if "median_ms" in result.get(PEER, {}):
         peer = result[PEER]
         ratios = ", ".join(f"{k} {v:.2f}" for k, v in peer["gnn_stage_over_peer"].items())
@@ -850,6 +885,10 @@ def run(args) -> dict:
         peer, peer_info = load_peer_gnn(args.peer_gnn_source, models[-1])
         peer = peer.to(device)
     variants, skipped = make_variants(pipeline, names, device)
+    from gnn4itk.models.cost import measured_rates
+
+    # the device's best matmul and copy rates, once: the GNN floor's yardstick (small on the CPU smoke run)
+    args.rates = measured_rates(device, size=8192 if device.type == "cuda" else 512, repeats=5)
     name = device_name(device)
     figures = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
