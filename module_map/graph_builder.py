@@ -25,14 +25,14 @@ Algorithm, all vectorised torch with no loop over modules or hits (docs/module_m
    culled by ``diff_dzdr`` (2-15% pass), read from per-match tables; ``diff_dydx`` is tested on the
    survivors only. An edge is kept if it is either pair of a passing row.
 
-Every expansion is chunked (``pair_chunk``, ``triplet_chunk`` rows) by one helper (:func:`_chunks`), so
-peak memory is set by the chunk sizes and the number of (edge, triplet) matches, not by the candidate
-count. Host syncs (each one drains the GPU queue) are one per size the host must know: with one chunk
+Every expansion is chunked (``pair_chunk``, ``triplet_chunk`` rows) by one helper
+(:func:`module_map.expansion.chunks`), so peak memory is set by the chunk sizes and the number of (edge,
+triplet) matches, not by the candidate count. Host syncs (each one drains the GPU queue) are one per size the host must know: with one chunk
 per stage, 7 per call.
 
 Host cost: on CUDA a mu=200 call is about 240 torch ops, and the host's cost per op is a large part of the
 time, so every gather is :func:`gnn4itk.gather.take` (the cheapest kind per device; tables feature-major),
-and expansions avoid ``repeat_interleave`` on CUDA (:func:`_expand`).
+and expansions avoid ``repeat_interleave`` on CUDA (:func:`module_map.expansion.expand`).
 
 Precision: positions and windows are float32; the quantities come from
 :mod:`module_map.quantities` (bit-identical to the numpy versions used to build maps).
@@ -51,113 +51,25 @@ from torch import nn
 from gnn4itk.edge_features import edge_features, scaled_coordinates
 from gnn4itk.gather import take
 from gnn4itk.ordering import float_order_key
-from module_map.container import DOUBLET_BOUND_BRANCHES, TRIPLET_BOUND_BRANCHES, ModuleMap, bound_columns, float32_bounds
+from module_map.container import ModuleMap
+from module_map.expansion import chunks, expand, joined, where_nonzero
 from module_map.quantities import (deta_factor, dydx_factor, pair_quantities_feature_major, quantity_constants, slope,
                                    slope_difference)
+from module_map.search_tables import search_tables
 
 
-def map_windows(module_map: ModuleMap, table: str) -> tuple[np.ndarray, np.ndarray]:
-    """float32 lower and upper windows [K, F] of ``"doublets"`` or ``"triplets"``, rounded outwards."""
-    branches = DOUBLET_BOUND_BRANCHES if table == "doublets" else TRIPLET_BOUND_BRANCHES
-    columns = getattr(module_map, table)
-    lows, highs = bound_columns(branches)
-    low = np.stack([float32_bounds(columns[c], upper=False) for c in lows], axis=1)
-    high = np.stack([float32_bounds(columns[c], upper=True) for c in highs], axis=1)
-    return low.reshape(-1, len(lows)), high.reshape(-1, len(highs))
-
-
-def _chunk_plan(cum: torch.Tensor, total: int, chunk: int) -> List[List[int]]:
-    """Split items with cumulative sizes ``cum`` [n] into ranges of about ``chunk`` (one host sync).
-
-    Returns ``[boundaries, offsets]``: item ranges ``boundaries[k] .. boundaries[k+1]`` and the running
-    size before each boundary (a range holds ``offsets[k+1] - offsets[k]`` rows; a single item larger
-    than ``chunk`` gets a range of its own).
-    """
-    n = cum.size(0)
-    if total <= chunk:  # one range: no device work, no sync
-        return [[0, n], [0, total]]
-    targets = torch.arange(chunk, total, chunk, device=cum.device, dtype=cum.dtype)
-    cuts = torch.searchsorted(cum, targets, right=True)
-    cuts = torch.unique_consecutive(cuts[(cuts > 0) & (cuts < n)])
-    zero = torch.zeros(1, dtype=cuts.dtype, device=cuts.device)
-    edges = torch.cat([zero, cuts, torch.full((1,), n, dtype=cuts.dtype, device=cuts.device)])
-    offsets = torch.cat([zero, cum])[edges]
-    plan: List[List[int]] = torch.stack([edges, offsets]).tolist()
-    return plan
-
-
-def _chunks(cum: torch.Tensor, total: int, chunk: int) -> List[Tuple[int, int, int, int]]:
-    """Non-empty ranges ``(first item, end item, rows before, rows)`` of about ``chunk`` rows, for items
-    with cumulative sizes ``cum`` (int64 [n]) summing to ``total`` (read by the caller, with its other
-    sizes, in one host sync). One range, and no device work, when ``total <= chunk``.
-
-    Every chunked expansion of the builder loops over these ranges and calls :func:`_expand` for each.
-    """
-    plan = _chunk_plan(cum, total, chunk)
-    bounds, sizes = plan[0], plan[1]
-    ranges: List[Tuple[int, int, int, int]] = []
-    for k in range(len(bounds) - 1):
-        if sizes[k + 1] > sizes[k]:
-            ranges.append((bounds[k], bounds[k + 1], sizes[k], sizes[k + 1] - sizes[k]))
-    return ranges
-
-
-def _expand(counts: torch.Tensor, cum: torch.Tensor, first_item: int, end_item: int, rows_before: int, rows: int,
-            base: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Items ``first_item .. end_item-1`` repeated ``counts`` (int64 [n]) times; ``cum`` is the
-    cumulative sum of ``counts`` and ``rows_before`` the rows of the earlier items.
-
-    Returns (owner, slot), int64 [rows]: the item of each row and ``base[owner] + g``, g the row's
-    index in the whole expansion. With ``base = start - excl`` (``excl`` the exclusive cumsum of
-    the counts) the slot is ``start[owner] + rank within the owner``: the element a row stands for.
-    """
-    row = torch.arange(rows_before, rows_before + rows, device=cum.device)
-    if cum.is_cuda:
-        # A row's item is the first whose cumulative count exceeds the row (items without rows are
-        # skipped by right=True). Not repeat_interleave: its CUDA kernel costs ~70 ns per *item*,
-        # 210-270 us for the 3-4M items (mostly empty) of a mu=200 event's pair and join expansions
-        # on an H100, where this binary search over sorted queries takes a fraction of that.
-        owner = torch.searchsorted(cum[first_item:end_item], row, right=True)
-    else:
-        # on the CPU repeat_interleave is one sequential pass, and the whole build ~1.2x faster with it
-        owner = torch.repeat_interleave(counts[first_item:end_item], output_size=rows)
-    if first_item > 0:
-        owner = owner + first_item
-    return owner, take(base, owner) + row
-
-
-def _joined(parts: List[torch.Tensor], features: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The chunk results ``parts`` concatenated along their last dimension (no copy for one chunk);
-    without parts, an empty tensor [0] (``features`` 0) or [features, 0] of ``dtype``."""
-    if len(parts) == 1:
-        return parts[0]
-    if len(parts) == 0:
-        return torch.zeros([features, 0] if features > 0 else [0], dtype=dtype, device=device)
-    return torch.cat(parts, dim=-1)
-
-
-def _where_nonzero(mask: torch.Tensor) -> torch.Tensor:
-    """int64 [K]: positions of the true entries of ``mask`` [R] (one host sync, as every compaction)."""
-    return torch.nonzero(mask).squeeze(1)
-
-
-# The (module, phi) key of the hits is float64 "block + offset": module m owns [8 m, 8 m + 8), and a phi
-# in [-pi, pi] sits at offset phi + 4, inside (0.85, 7.15); searched offsets are clamped to [0, 7.5], so
-# a search never leaves its block. (The (doublet, dphi) key of the edges is an exact int64, float_order_key.)
-_BLOCK = 8.0
-_OFFSET = 4.0
-_OFFSET_MAX = 7.5
-_SEARCH_SLACK = 1e-5  # search ranges are widened by this (float32 rounding of dphi is < 1e-6); the exact test follows
+# The (module, phi) key of the hits: module_map.search_tables describes it and holds its constants, which
+# the two functions below repeat as literals (TorchScript reads no globals).
 
 
 def _offset(angle: torch.Tensor) -> torch.Tensor:
     """float64: position of ``angle`` (float64) inside its key block (monotone, clamped)."""
-    return torch.clamp(angle + 4.0, 0.0, 7.5)  # _OFFSET, _OFFSET_MAX (TorchScript reads no globals)
+    return torch.clamp(angle + 4.0, 0.0, 7.5)  # OFFSET, OFFSET_MAX of module_map.search_tables
 
 
 def _block_key(block: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     """float64 [K]: the search key of ``angle`` (float64 [K]) in key block ``block`` (int64 [K])."""
-    return block.to(torch.float64) * 8.0 + _offset(angle)  # 8.0: _BLOCK
+    return block.to(torch.float64) * 8.0 + _offset(angle)  # 8.0: search_tables.BLOCK
 
 
 def _inside(values: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
@@ -183,25 +95,6 @@ def _slopes_or_nan(num: torch.Tensor, den: torch.Tensor, constants: torch.Tensor
 def _slope_difference_nan(q12: torch.Tensor, q23: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
     """:func:`slope_difference` of NaN-coded slopes (:func:`_slopes_or_nan`), float32, any shape."""
     return slope_difference(q12, q12 == q12, q23, q23 == q23, constants)
-
-
-def phi_search_table(d_m2: np.ndarray, dphi_low: np.ndarray, dphi_high: np.ndarray) -> np.ndarray:
-    """float64 [4, D]: per doublet, the second module's key block, the dphi window as key offsets
-    (widened by the slack) and the shift of the wrapped second range (see :meth:`ModuleMapGraphBuilder.doublet_edges`).
-
-    A window at least pi wide searches the whole second module (exact: the window test follows)
-    and gets a shift that puts its second range outside every block, so no pair is found twice. A
-    narrower window can pass +pi only if it ends above pi / 2 and -pi only if it ends below, which is
-    the builder's choice of the shifted range: one shifted range suffices.
-    """
-    start = dphi_low.astype(np.float64) - _SEARCH_SLACK + _OFFSET
-    end = dphi_high.astype(np.float64) + _SEARCH_SLACK + _OFFSET
-    whole = (end - start >= math.pi) | ~(end >= start)
-    # phi_a + start <= 0 and phi_a + end >= 7.5 for every phi_a in [-pi, pi]: clamped to the whole block
-    start = np.where(whole, -10.0, start)
-    end = np.where(whole, 20.0, end)
-    shift = np.where(whole, 100.0, 2 * math.pi)
-    return np.stack([d_m2 * _BLOCK, start, end, shift])
 
 
 CPU_CHUNK = 1 << 20
@@ -246,66 +139,11 @@ class ModuleMapGraphBuilder(nn.Module):
         self.deta_sign = deta_factor(module_map.attributes["deta_sign"])
         self.dydx_sign = dydx_factor(module_map.attributes["dydx_convention"])
         self.last_unknown = 0
-        self.num_dense = int(module_map.module_index.max()) + 1 if module_map.num_modules else 0
-        # dense_of[id + 1]: the dense index of id, or num_dense (unknown) for ids not in the map, -1
-        # (negative or non-integer ids) and num_dense (ids beyond the map)
-        dense_of = np.full(self.num_dense + 2, self.num_dense, dtype=np.int64)
-        dense_of[module_map.module_index.astype(np.int64) + 1] = module_map.module_index
-
-        d = module_map.doublets
-        d_m1, d_m2 = d["Module1"].astype(np.int64), d["Module2"].astype(np.int64)
-        d_order = np.lexsort((d_m2, d_m1))
-        d_m1, d_m2 = d_m1[d_order], d_m2[d_order]
-        d_low, d_high = map_windows(module_map, "doublets")
-        d_low, d_high = d_low[d_order], d_high[d_order]
-        d_keys = d_m1 * self.num_dense + d_m2
-        self.num_doublets = len(d_m1)
-
-        t = module_map.triplets
-        t_m1, t_m2, t_m3 = (t[c].astype(np.int64) for c in ("Module1", "Module2", "Module3"))
-        t_low, t_high = map_windows(module_map, "triplets")
-
-        def doublet_of(a, b):
-            key = a * self.num_dense + b
-            pos = np.clip(np.searchsorted(d_keys, key), 0, max(len(d_keys) - 1, 0))
-            found = (d_keys[pos] == key) if len(d_keys) else np.zeros(len(key), bool)
-            return pos, found
-
-        d12, ok12 = doublet_of(t_m1, t_m2)
-        d23, ok23 = doublet_of(t_m2, t_m3)
-        usable = ok12 & ok23
-        self.orphan_triplets = int((~usable).sum())
-        if self.orphan_triplets:
-            warnings.warn(f"{self.orphan_triplets} map triplets have a pair that is not a map doublet; ignored")
-        t_order = np.flatnonzero(usable)[np.argsort(d12[usable], kind="stable")]
-        d12, d23 = d12[t_order], d23[t_order]
-        t_low, t_high = t_low[t_order], t_high[t_order]
-        self.num_triplets = len(t_order)
-
-        def buffer(name, array):
+        tables = search_tables(module_map, self.dydx_sign)
+        self.num_dense, self.num_doublets = tables.num_dense, tables.num_doublets
+        self.num_triplets, self.orphan_triplets = tables.num_triplets, tables.orphan_triplets
+        for name, array in tables.buffers.items():
             self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(array)))
-
-        buffer("dense_of", dense_of)
-        # (module, phi) key bounds of every doublet's first module, then of the unknown-module block:
-        # one binary search on the sorted hits gives each doublet's first-module hits and the unknown count
-        buffer("module_bounds", np.concatenate([d_m1 * _BLOCK, (d_m1 + 1) * _BLOCK, [self.num_dense * _BLOCK]]))
-        buffer("d_windows", np.concatenate([d_low.T, d_high.T]))  # feature-major [8, D], see gnn4itk.gather.take
-        buffer("d_search", phi_search_table(d_m2, d_low[:, 1], d_high[:, 1]))
-        # Triplet sides, both in one table of 2T rows: rows [0, T) are the first pairs (doublet d12, the
-        # 12 windows), rows [T, 2T) the second pairs (d23, the 23 windows). Their (doublet, dphi) search
-        # keys are map constants.
-        side_doublet = np.concatenate([d12, d23]).astype(np.int64)
-        side_low = np.concatenate([t_low[:, 0:4], t_low[:, 4:8]]).T  # feature-major [4, 2T]
-        side_high = np.concatenate([t_high[:, 0:4], t_high[:, 4:8]]).T
-        # [6, 2T]: z0, phiSlope, deta lows, then highs (the exact (doublet, dphi) search tests dphi)
-        buffer("side_windows", np.concatenate([side_low[[0, 2, 3]], side_high[[0, 2, 3]]]))
-        block = side_doublet << 34  # float_order_key lies in (-2**33, 2**33)
-        dphi_keys = float_order_key(torch.from_numpy(np.stack([side_low[1], side_high[1]]).astype(np.float32))).numpy()
-        key_from = block + dphi_keys[0]
-        key_to = block + dphi_keys[1] + 1  # exclusive
-        buffer("side_keys", np.stack([key_from, np.maximum(key_to, key_from)]))  # [2, 2T], never a negative count
-        buffer("t_extra", np.concatenate([t_low[:, 8:10].T, t_high[:, 8:10].T]))  # [4, T]: dydx, dzdr lows, highs
-        buffer("first_slope_sign", np.array([[self.dydx_sign], [1.0]], dtype=np.float32))  # [2, 1]
         # the quantities' float32 constants, made once: no fill kernels per call
         self.register_buffer("constants", quantity_constants(torch.device("cpu")))
 
@@ -344,15 +182,16 @@ class ModuleMapGraphBuilder(nn.Module):
         dbls: List[torch.Tensor] = []
         qs: List[torch.Tensor] = []
         passes: List[torch.Tensor] = []
-        for first_item, end_item, before, size in _chunks(cum, total, chunk):
-            dbl, a = _expand(nrows, cum, first_item, end_item, before, size, base)
+        for first_item, end_item, before, size in chunks(cum, total, chunk):
+            dbl, a = expand(nrows, cum, first_item, end_item, before, size, base)
             search = take(self.d_search, dbl)  # float64 [4, R]: block, start, end, shift
             phi_a = take(phi, a)
             start, end = phi_a + search[1], phi_a + search[2]  # b's phi + 4 must lie in [start, end]
-            # a second range 2 pi lower where the window may pass +pi, else 2 pi higher (phi_search_table)
-            shift = torch.where(end >= 4.0 + 0.5 * math.pi, search[3], -search[3])  # 4.0: _OFFSET
+            # a second range 2 pi lower where the window may pass +pi, else 2 pi higher (search_tables.phi_search_table)
+            shift = torch.where(end >= 4.0 + 0.5 * math.pi, search[3], -search[3])  # 4.0: search_tables.OFFSET
             # [4, R]: the firsts of both ranges, then their ends. Range-major (stacked along dim 0): a
-            # row-major [R, 4] stack took 250 us on an H100 for 2M rows, its strided writes the cost.
+            # row-major [R, 4] stack was several times slower on CUDA, its strided writes the cost
+            # (docs/benchmarks.md, figures moved from code).
             ends = torch.stack([start, start - shift, end, end - shift])
             found = torch.searchsorted(key, search[0] + torch.clamp(ends, 0.0, 7.5))  # left: ends exclusive
             first = found[0:2].reshape(-1)  # [2R]: item k R + i is range k of row i
@@ -361,14 +200,14 @@ class ModuleMapGraphBuilder(nn.Module):
             total2 = int(cum2[-1])
             base2 = first - (cum2 - nb)
             num_rows = dbl.size(0)
-            for first_row, end_row, before2, size2 in _chunks(cum2, total2, chunk):
-                item, pb = _expand(nb, cum2, first_row, end_row, before2, size2, base2)
+            for first_row, end_row, before2, size2 in chunks(cum2, total2, chunk):
+                item, pb = expand(nb, cum2, first_row, end_row, before2, size2, base2)
                 row = torch.where(item >= num_rows, item - num_rows, item)
                 pa, pd = take(a, row), take(dbl, row)
                 eta_a, eta_b = take(pos[5], pa), take(pos[5], pb)
                 deta = eta_a - eta_b if self.deta_sign > 0 else eta_b - eta_a  # as pair_quantities
                 deta_window = take(self.d_windows[3::4], pd)  # [2, R]: low, high
-                near = _where_nonzero(_between(deta, deta_window[0], deta_window[1]))
+                near = where_nonzero(_between(deta, deta_window[0], deta_window[1]))
                 pa, pb, pd = take(pa, near), take(pb, near), take(pd, near)
                 q = pair_quantities_feature_major(take(zrpe, pa), take(zrpe, pb), self.deta_sign, self.constants)
                 # most deta survivors pass every window: flag them instead of compacting (no sync)
@@ -376,8 +215,8 @@ class ModuleMapGraphBuilder(nn.Module):
                 pairs.append(torch.stack([pa, pb]))
                 dbls.append(pd)
                 qs.append(q)
-        return [_joined(pairs, 2, torch.int64, device), _joined(dbls, 0, torch.int64, device),
-                _joined(qs, 4, torch.float32, device), _joined(passes, 0, torch.bool, device)]
+        return [joined(pairs, 2, torch.int64, device), joined(dbls, 0, torch.int64, device),
+                joined(qs, 4, torch.float32, device), joined(passes, 0, torch.bool, device)]
 
     def side_matches(self, dbl: torch.Tensor, q: torch.Tensor, valid: torch.Tensor, chunk: int) -> Tuple[List[torch.Tensor], int]:
         """(edge, triplet side) pairs where edge ``e`` (doublet ``dbl`` int64 [E], quantities ``q``
@@ -408,13 +247,13 @@ class ModuleMapGraphBuilder(nn.Module):
         edges: List[torch.Tensor] = []
         sides: List[torch.Tensor] = []
         passes: List[torch.Tensor] = []
-        for first_item, end_item, before, size in _chunks(cum, total, chunk):
-            side, slot = _expand(count, cum, first_item, end_item, before, size, base)
+        for first_item, end_item, before, size in chunks(cum, total, chunk):
+            side, slot = expand(count, cum, first_item, end_item, before, size, base)
             passes.append(_inside(take(q_sorted, slot), take(self.side_windows, side)))
             edges.append(take(by_dphi, slot))
             sides.append(side)
-        matches = [_joined(edges, 0, torch.int64, device), _joined(sides, 0, torch.int64, device),
-                   _joined(passes, 0, torch.bool, device)]
+        matches = [joined(edges, 0, torch.int64, device), joined(sides, 0, torch.int64, device),
+                   joined(passes, 0, torch.bool, device)]
         return matches, n_first
 
     def triplet_support(self, pos: torch.Tensor, pairs: torch.Tensor, dbl: torch.Tensor, q: torch.Tensor,
@@ -437,7 +276,7 @@ class ModuleMapGraphBuilder(nn.Module):
         # drop the failed matches before the join where that is cheap: on the CPU (no host sync to save)
         # and where there are so many that the join's work outweighs two syncs
         if self.host_compaction and (not pos.is_cuda or edge.size(0) > self.compaction_rows):
-            keep1, keep2 = _where_nonzero(pass1), _where_nonzero(pass2)
+            keep1, keep2 = where_nonzero(pass1), where_nonzero(pass2)
             e1, t1, pass1 = take(e1, keep1), take(t1, keep1), take(pass1, keep1)
             e2, t2, pass2 = take(e2, keep2), take(t2, keep2), take(pass2, keep2)
         if e1.numel() == 0 or e2.numel() == 0:
@@ -461,13 +300,13 @@ class ModuleMapGraphBuilder(nn.Module):
         rz_a, rz_b = take(slopes[1], e1), take(slopes[1], e2)  # NaN where no slope
         dzdr_window = take(self.t_extra[1::2], t1)  # [2, M1]: low, high
         first_slopes = slopes * self.first_slope_sign
-        for first_item, end_item, before, size in _chunks(cum, total, chunk):
-            row, b_slot = _expand(count, cum, first_item, end_item, before, size, base)
+        for first_item, end_item, before, size in chunks(cum, total, chunk):
+            row, b_slot = expand(count, cum, first_item, end_item, before, size, base)
             # cull: where both slopes exist diff_dzdr is their plain difference; NaN (a slope missing,
             # or inf - inf) rows go on to the exact test
             dzdr = take(rz_a, row) - take(rz_b, b_slot)
             dzdr_low, dzdr_high = take(dzdr_window[0], row), take(dzdr_window[1], row)
-            near = _where_nonzero(_between(dzdr, dzdr_low, dzdr_high) | (dzdr != dzdr))
+            near = where_nonzero(_between(dzdr, dzdr_low, dzdr_high) | (dzdr != dzdr))
             row, b_slot = take(row, near), take(b_slot, near)
             a_edge, b_edge = take(e1, row), take(e2, b_slot)
             x = _slope_difference_nan(take(first_slopes, a_edge), take(slopes, b_edge), self.constants)  # [2, R]
@@ -505,7 +344,7 @@ class ModuleMapGraphBuilder(nn.Module):
         pos = take(positions.t(), order)  # feature-major [6, N], hits in key order
         found = self.doublet_edges(pos, take(phi, order), key, first_hit, nrows, cum, total, pair_chunk)
         pairs, dbl, q, valid = found[0], found[1], found[2], found[3]
-        keep = _where_nonzero(self.triplet_support(pos, pairs, dbl, q, valid, triplet_chunk))
+        keep = where_nonzero(self.triplet_support(pos, pairs, dbl, q, valid, triplet_chunk))
         edge_index = order[pairs[:, keep]]
         nodes = scaled_coordinates(positions[:, 3], positions[:, 4], positions[:, 2], positions[:, 5])
         return edge_index, edge_features(nodes, edge_index)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from gnn4itk.event import Event, complete_particles, complete_spacepoints
-from module_map.graph_builder import map_windows
+from module_map.search_tables import map_windows
 from module_map.quantities import deta_factor, dydx_factor, np_pair_quantities, np_triplet_quantities
 
 TRACKML = Path(__file__).parents[2] / "shared" / "data" / "trackml"
