@@ -216,9 +216,6 @@ NAME_DISPATCH = re.compile(
 ALLOWED = {
     # PyG Data recognised without importing the optional torch_geometric: a type check, not stage dispatch.
     "gnn4itk/io/load.py",
-    # Stage names of the benchmark derived from class names; another engineer's file: it should read
-    # Pipeline.classifier_names (left to its owner, reported in issue #18's work).
-    "gnn4itk/bench/pipeline.py",
 }
 
 

@@ -376,12 +376,9 @@ def make_variants(pipeline: nn.Module, names: list[str], device: torch.device) -
 
 
 def classifier_names(pipeline: nn.Module) -> list[str]:
-    """Stage names of the edge classifiers (``filter``, ``gnn``; numbered when a kind repeats)."""
-    names: list[str] = []
-    for classifier in pipeline.edge_classifiers:
-        base = type(classifier).__name__.removesuffix("Stage").lower()
-        names.append(base if base not in names else f"{base}_{len(names)}")
-    return names
+    """Stage names of the edge classifiers: their configuration kinds (``filter``, ``gnn``; numbered when a
+    kind repeats), as the pipeline names them (:attr:`gnn4itk.pipeline.Pipeline.classifier_names`)."""
+    return list(pipeline.classifier_names)
 
 
 @dataclass
