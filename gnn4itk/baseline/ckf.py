@@ -193,6 +193,7 @@ def run_ckf(events: list[Event], settings: CkfSettings | None = None, log_level:
         trackSelectorDefaultKWArgs,
     )
 
+    from gnn4itk.simulation.acts_algorithm import python_algorithm
     from gnn4itk.simulation.detector import FIELD_TESLA, generic_detector, magnetic_field
 
     settings = settings or CkfSettings()
@@ -202,60 +203,37 @@ def run_ckf(events: list[Event], settings: CkfSettings | None = None, log_level:
     bfield = magnetic_field()
     tables = [measurement_table(event) for event in events]
     results: dict[int, list[np.ndarray]] = {}
+    ids: dict[int, object] = {}  # acts.GeometryIdentifier per geometry id, made once
 
-    class Source(ae.IAlgorithm):
-        def __init__(self):
-            ae.IAlgorithm.__init__(self, name="GnnMeasurementSource", level=level)
-            self.output = ae.WriteDataHandle(self, ae.MeasurementContainer, "OutputMeasurements")
-            self.output.initialize("measurements")
-            self.ids: dict[int, object] = {}
+    def measurements(event_number: int, read: dict) -> dict:
+        table = tables[event_number]
+        container = ae.MeasurementContainer()
+        container.reserve(len(table))
+        values = table[["local0", "local1", "var_local0", "var_local1"]].to_numpy(np.float64).tolist()
+        for gid, (l0, l1, v0, v1) in zip(table["geometry_id"].tolist(), values):
+            ident = ids.get(gid)
+            if ident is None:
+                ident = ids[gid] = acts.GeometryIdentifier(int(gid))
+            container.emplaceMeasurement(ident, [0, 1], [l0, l1], [v0, v1])
+        return {"measurements": container}
 
-        def execute(self, context):
-            table = tables[context.eventNumber]
-            container = ae.MeasurementContainer()
-            container.reserve(len(table))
-            values = table[["local0", "local1", "var_local0", "var_local1"]].to_numpy(np.float64).tolist()
-            for gid, (l0, l1, v0, v1) in zip(table["geometry_id"].tolist(), values):
-                ident = self.ids.get(gid)
-                if ident is None:
-                    ident = self.ids[gid] = acts.GeometryIdentifier(int(gid))
-                container.emplaceMeasurement(ident, [0, 1], [l0, l1], [v0, v1])
-            self.output(context, container)
-            return ae.ProcessCode.SUCCESS
-
-    class Subset(ae.IAlgorithm):
+    def measurement_subset(event_number: int, read: dict) -> dict:
         """All measurements as the ``MeasurementSubset`` that seeding and CKF read (built on the stored container)."""
+        container = read["measurements"]
+        return {"measurement_subset": ae.MeasurementSubset(container, list(range(len(container))))}
 
-        def __init__(self):
-            ae.IAlgorithm.__init__(self, name="GnnMeasurementSubset", level=level)
-            self.input = ae.ReadDataHandle(self, ae.MeasurementContainer, "InputMeasurements")
-            self.input.initialize("measurements")
-            self.output = ae.WriteDataHandle(self, ae.MeasurementSubset, "OutputMeasurementSubset")
-            self.output.initialize("measurement_subset")
-
-        def execute(self, context):
-            container = self.input(context.eventStore)
-            self.output(context, ae.MeasurementSubset(container, list(range(len(container)))))
-            return ae.ProcessCode.SUCCESS
-
-    class Sink(ae.IAlgorithm):
-        def __init__(self):
-            ae.IAlgorithm.__init__(self, name="GnnTrackSink", level=level)
-            self.input = ae.ReadDataHandle(self, ae.ConstTrackContainer, "InputTracks")
-            self.input.initialize("ambi_tracks")
-
-        def execute(self, context):
-            tracks = []
-            for track in self.input(context.eventStore):
-                rows = []
-                for state in track.trackStatesReversed:  # tip to stem (no forward links)
-                    flags = state.typeFlags
-                    if flags.isMeasurement and state.hasUncalibratedSourceLink:
-                        rows.append(ae.IndexSourceLink.fromSourceLink(state.uncalibratedSourceLink).index())
-                if rows:
-                    tracks.append(np.unique(np.asarray(rows, dtype=np.int64)))
-            results[context.eventNumber] = tracks
-            return ae.ProcessCode.SUCCESS
+    def collect_tracks(event_number: int, read: dict) -> dict:
+        tracks = []
+        for track in read["ambi_tracks"]:
+            rows = []
+            for state in track.trackStatesReversed:  # tip to stem (no forward links)
+                flags = state.typeFlags
+                if flags.isMeasurement and state.hasUncalibratedSourceLink:
+                    rows.append(ae.IndexSourceLink.fromSourceLink(state.uncalibratedSourceLink).index())
+            if rows:
+                tracks.append(np.unique(np.asarray(rows, dtype=np.int64)))
+        results[event_number] = tracks
+        return {}
 
     with tempfile.TemporaryDirectory(prefix="gnn4itk-ckf-") as scratch:
         scratch = Path(scratch)
@@ -263,8 +241,19 @@ def run_ckf(events: list[Event], settings: CkfSettings | None = None, log_level:
         sequencer = ae.Sequencer(
             events=len(events), numThreads=settings.threads, logLevel=level, outputDir=str(scratch), trackFpes=False
         )
-        sequencer.addAlgorithm(Source())
-        sequencer.addAlgorithm(Subset())
+        sequencer.addAlgorithm(
+            python_algorithm(
+                "GnnMeasurementSource", level, measurements,
+                writes={"measurements": (ae.MeasurementContainer, "OutputMeasurements")},
+            )
+        )
+        sequencer.addAlgorithm(
+            python_algorithm(
+                "GnnMeasurementSubset", level, measurement_subset,
+                reads={"measurements": (ae.MeasurementContainer, "InputMeasurements")},
+                writes={"measurement_subset": (ae.MeasurementSubset, "OutputMeasurementSubset")},
+            )
+        )
         sequencer.addAlgorithm(
             ae.SpacePointMaker(
                 level=level,
@@ -351,7 +340,11 @@ def run_ckf(events: list[Event], settings: CkfSettings | None = None, log_level:
                 maximumIterations=1000000,
             )
         )
-        sequencer.addAlgorithm(Sink())
+        sequencer.addAlgorithm(
+            python_algorithm(
+                "GnnTrackSink", level, collect_tracks, reads={"ambi_tracks": (ae.ConstTrackContainer, "InputTracks")}
+            )
+        )
         start = time.perf_counter()
         sequencer.run()
         wall = time.perf_counter() - start

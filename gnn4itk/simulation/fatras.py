@@ -252,6 +252,7 @@ def run_acts(
     import acts.examples as ae
     import acts.examples.json as acts_json
 
+    from gnn4itk.simulation.acts_algorithm import python_algorithm
     from gnn4itk.simulation.detector import (
         generic_detector,
         inside_world,
@@ -266,39 +267,26 @@ def run_acts(
     quiet = getattr(acts.logging, log_level)
     result: dict = {}
 
-    class Source(ae.IAlgorithm):
-        def __init__(self):
-            ae.IAlgorithm.__init__(self, name="GnnSource", level=quiet)
-            self.output = ae.WriteDataHandle(self, ae.SimParticleContainer, "OutputParticles")
-            self.output.initialize("particles_generated")
+    def generated(event_number: int, read: dict) -> dict:
+        return {"particles_generated": _sim_particles(acts, ae, particles)}
 
-        def execute(self, context):
-            self.output(context, _sim_particles(acts, ae, particles))
-            return ae.ProcessCode.SUCCESS
+    def collect(event_number: int, read: dict) -> dict:
+        result["particles"] = particles_to_table(read["particles_simulated"])
+        result["simhits"] = simhits_to_table(read["simhits"])
+        result["measurements"], result["measurement_simhit_map"] = measurements_to_table(
+            read["measurements"], read["measurement_simhits_map"]
+        )
+        return {}
 
-    class Sink(ae.IAlgorithm):
-        def __init__(self):
-            ae.IAlgorithm.__init__(self, name="GnnSink", level=quiet)
-            self.handles = {}
-            for key, kind in [
-                ("particles_simulated", ae.SimParticleContainer),
-                ("simhits", ae.SimHitContainer),
-                ("measurements", ae.MeasurementContainer),
-                ("measurement_simhits_map", ae.MeasurementSimHitsMap),
-            ]:
-                handle = ae.ReadDataHandle(self, kind, f"Input_{key}")
-                handle.initialize(key)
-                self.handles[key] = handle
-
-        def execute(self, context):
-            store = context.eventStore
-            read = {key: handle(store) for key, handle in self.handles.items()}
-            result["particles"] = particles_to_table(read["particles_simulated"])
-            result["simhits"] = simhits_to_table(read["simhits"])
-            result["measurements"], result["measurement_simhit_map"] = measurements_to_table(
-                read["measurements"], read["measurement_simhits_map"]
-            )
-            return ae.ProcessCode.SUCCESS
+    sink_reads = {
+        key: (kind, f"Input_{key}")
+        for key, kind in [
+            ("particles_simulated", ae.SimParticleContainer),
+            ("simhits", ae.SimHitContainer),
+            ("measurements", ae.MeasurementContainer),
+            ("measurement_simhits_map", ae.MeasurementSimHitsMap),
+        ]
+    }
 
     with tempfile.TemporaryDirectory(prefix="gnn4itk-acts-") as scratch:
         rnd = ae.RandomNumbers(seed=acts_seed(seed, event_id))
@@ -307,7 +295,11 @@ def run_acts(
         sequencer = ae.Sequencer(
             events=1, skip=int(event_id), numThreads=1, logLevel=quiet, outputDir=scratch, trackFpes=False
         )
-        sequencer.addAlgorithm(Source())
+        sequencer.addAlgorithm(
+            python_algorithm(
+                "GnnSource", quiet, generated, writes={"particles_generated": (ae.SimParticleContainer, "OutputParticles")}
+            )
+        )
         sequencer.addAlgorithm(
             ae.FatrasSimulation(
                 level=quiet,
@@ -338,7 +330,7 @@ def run_acts(
             outputSimHitMeasurementsMap="simhit_measurements_map",
         )
         sequencer.addAlgorithm(ae.DigitizationAlgorithm(digi, quiet))
-        sequencer.addAlgorithm(Sink())
+        sequencer.addAlgorithm(python_algorithm("GnnSink", quiet, collect, reads=sink_reads))
         if csv_dir is not None:
             _add_csv_writers(ae, sequencer, Path(csv_dir), quiet)
         printed: list[str] = []
