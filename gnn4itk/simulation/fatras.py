@@ -149,6 +149,13 @@ def _barcode_row(barcode) -> tuple:
     return tuple(getattr(barcode, attr) for attr in _BARCODE_ATTRS)
 
 
+def _truth_row(barcode, before: tuple, four_position, momentum, momentum_size: int, after: tuple = ()) -> tuple:
+    """A particle or simhit table row: barcode fields, ``before``, x y z t, the first ``momentum_size``
+    momentum components, ``after``."""
+    position = tuple(four_position[i] for i in range(4))
+    return (*_barcode_row(barcode), *before, *position, *(momentum[i] for i in range(momentum_size)), *after)
+
+
 def _sim_particles(acts, acts_examples, table: pd.DataFrame):
     """An ``acts.examples.SimParticleContainer`` from a particle table (see generators)."""
     container = acts_examples.SimParticleContainer()
@@ -178,12 +185,8 @@ def particles_to_table(particles) -> pd.DataFrame:
     rows = []
     for particle in particles:
         state = particle.initialState
-        pos = state.fourPosition
-        mom = state.fourMomentum
-        rows.append(
-            (*_barcode_row(state.particleId), int(state.pdg), state.charge, state.mass,
-             pos[0], pos[1], pos[2], pos[3], mom[0], mom[1], mom[2])
-        )
+        properties = (int(state.pdg), state.charge, state.mass)
+        rows.append(_truth_row(state.particleId, properties, state.fourPosition, state.fourMomentum, 3))
     table = pd.DataFrame(rows, columns=PARTICLE_TABLE_COLUMNS)
     for c in PARTICLE_TABLE_COLUMNS[:6]:
         table[c] = table[c].astype(np.int64)
@@ -192,14 +195,10 @@ def particles_to_table(particles) -> pd.DataFrame:
 
 def simhits_to_table(simhits) -> pd.DataFrame:
     """ACTS ``SimHitContainer`` -> table with ``CsvSimHitWriter`` columns (truth position and momentum)."""
-    rows = []
-    for hit in simhits:
-        pos = hit.fourPosition
-        mom = hit.momentum4Before
-        rows.append(
-            (*_barcode_row(hit.particleId), int(hit.geometryId.value),
-             pos[0], pos[1], pos[2], pos[3], mom[0], mom[1], mom[2], mom[3], hit.index)
-        )
+    rows = [
+        _truth_row(hit.particleId, (int(hit.geometryId.value),), hit.fourPosition, hit.momentum4Before, 4, (hit.index,))
+        for hit in simhits
+    ]
     columns = [f"particle_id_{f}" for f in BARCODE_FIELDS] + [
         "geometry_id", "tx", "ty", "tz", "tt", "tpx", "tpy", "tpz", "te", "index",
     ]
