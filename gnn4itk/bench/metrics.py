@@ -68,9 +68,7 @@ def synthetic_event(num_hits: int, num_particles: int, seed: int = 0):
 
 
 def run(args) -> dict:
-    from rich.console import Console
-    from rich.table import Table
-
+    from gnn4itk.bench import print_ratio_table
     from gnn4itk.cli import UserError
     from gnn4itk.metrics import evaluate_tracking, trackml_weights, truth_tracks
     from gnn4itk.tracks import join_tracks
@@ -90,13 +88,8 @@ def run(args) -> dict:
     # one warm-up call each: imports, pandas caches
     medians = {name: statistics.median(timed_calls(fn, "cpu", 1, args.repeats)) for name, fn in variants.items()}
     reference = medians["evaluate, LABELS, with TrackML score"]
-    table = Table(title=f"metrics: {args.hits} spacepoints, {args.particles} particles, {len(tracks)} tracks (CPU)")
-    table.add_column("variant")
-    table.add_column("median [ms]", justify="right")
-    table.add_column("ratio", justify="right")
-    for name, seconds in medians.items():
-        table.add_row(name, f"{seconds * 1e3:.1f}", f"{seconds / reference:.2f}")
-    Console().print(table)
+    title = f"metrics: {args.hits} spacepoints, {args.particles} particles, {len(tracks)} tracks (CPU)"
+    print_ratio_table(title, medians, reference, "median [ms]", scale=1e3)
     return {
         "device": "cpu",
         "hits": args.hits,

@@ -64,10 +64,8 @@ def _median_ms(function, device, repeats: int) -> float:
 
 
 def run(args) -> dict:
-    from rich.console import Console
-    from rich.table import Table
-
     from export.repository import PipelineSpec, StageSpec, features_tensor, labels_tensor, write_model_repository
+    from gnn4itk.bench import print_ratio_table
     from gnn4itk.cli import UserError
     from gnn4itk.serve import TritonServer
 
@@ -120,13 +118,8 @@ def run(args) -> dict:
             http.close()
             rate = client.throughput(lambda: client.Connection(server.url_grpc), "Bench_fused", features, args.concurrency, args.requests)
     base = medians["in-process (torch, to device and back)"]
-    table = Table(title=f"serving: N = {len(features)}, F = {num_features}, {args.device}, {args.instances} instance(s)")
-    table.add_column("variant")
-    table.add_column("median ms", justify="right")
-    table.add_column("ratio", justify="right")
-    for name, ms in medians.items():
-        table.add_row(name, f"{ms:.1f}", f"{ms / base:.2f}")
-    Console().print(table)
+    title = f"serving: N = {len(features)}, F = {num_features}, {args.device}, {args.instances} instance(s)"
+    print_ratio_table(title, medians, base, "median ms")
     lat = rate["latency_ms"]
     print(
         f"throughput, {args.concurrency} gRPC clients x {args.requests} requests: {rate['requests_per_s']:.1f} req/s, "
