@@ -32,8 +32,30 @@ def _graph_construction_mlp(input_size: int, sizes: list[int], hparams: dict, ou
     )
 
 
+class _Embedding(nn.Module):
+    """What both embeddings share: the checked hyperparameters and ``network``, the MLP on the spacepoint
+    features (first in the state dict, as in acorn).
+
+    Args:
+        hparams: the model's hyperparameters (see :class:`MetricLearning`).
+        embedding_layer: ``network`` ends with the ``emb_dim`` output layer, no activation (the single
+            form); else with its last hidden layer, LayerNorm + activation (the double form's trunk).
+    """
+
+    def __init__(self, hparams: dict, embedding_layer: bool):
+        super().__init__()
+        hparams = plain_hparams(hparams)
+        require(hparams, "node_features", "emb_hidden", "nb_layer", "emb_dim")
+        self.hparams = hparams
+        sizes = [int(hparams["emb_hidden"])] * int(hparams["nb_layer"])
+        if embedding_layer:
+            sizes.append(int(hparams["emb_dim"]))
+        output_activation = None if embedding_layer else hparams.get("activation", "Tanh")
+        self.network = _graph_construction_mlp(len(hparams["node_features"]), sizes, hparams, output_activation)
+
+
 @register_model
-class MetricLearning(nn.Module):
+class MetricLearning(_Embedding):
     """One embedding per spacepoint; edges join spacepoints closer than ``r_max``.
 
     Hyperparameters (acorn names): ``node_features`` (list of columns), ``node_scales``, ``emb_hidden``,
@@ -50,23 +72,14 @@ class MetricLearning(nn.Module):
     """One embedding: the radius graph is undirected."""
 
     def __init__(self, hparams: dict):
-        super().__init__()
-        hparams = plain_hparams(hparams)
-        require(hparams, "node_features", "emb_hidden", "nb_layer", "emb_dim")
-        self.hparams = hparams
-        self.network = _graph_construction_mlp(
-            len(hparams["node_features"]),
-            [int(hparams["emb_hidden"])] * int(hparams["nb_layer"]) + [int(hparams["emb_dim"])],
-            hparams,
-            output_activation=None,
-        )
+        super().__init__(hparams, embedding_layer=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.network(x), p=2.0, dim=1)
 
 
 @register_model
-class DoubleMetricLearning(nn.Module):
+class DoubleMetricLearning(_Embedding):
     """A shared trunk and two heads: a source and a target embedding per spacepoint.
 
     The graph is directed: ``i -> j`` when ``||src_i - tgt_j|| < r_max``. Hyperparameters as for
@@ -83,15 +96,9 @@ class DoubleMetricLearning(nn.Module):
     """Source and target embeddings: the radius graph is directed."""
 
     def __init__(self, hparams: dict):
-        super().__init__()
-        hparams = plain_hparams(hparams)
-        require(hparams, "node_features", "emb_hidden", "nb_layer", "emb_dim")
-        self.hparams = hparams
-        activation = hparams.get("activation", "Tanh")
+        super().__init__(hparams, embedding_layer=False)
+        hparams = self.hparams
         hidden, emb_dim = int(hparams["emb_hidden"]), int(hparams["emb_dim"])
-        self.network = _graph_construction_mlp(
-            len(hparams["node_features"]), [hidden] * int(hparams["nb_layer"]), hparams, output_activation=activation
-        )
         self.src_decoder = _graph_construction_mlp(hidden, [emb_dim], hparams, output_activation=None)
         self.tgt_decoder = _graph_construction_mlp(hidden, [emb_dim], hparams, output_activation=None)
 
