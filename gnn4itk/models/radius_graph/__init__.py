@@ -43,6 +43,12 @@ from gnn4itk.models.radius_graph.tree import radius_graph_tree
 __all__ = ["RadiusGraph", "radius_graph", "radius_graph_brute_force", "radius_graph_grid", "radius_graph_tree"]
 
 
+def _check_tree_settings(leaf_size: int, levels_per_step: int) -> None:
+    """The "tree" method's settings are positive (ValueError otherwise)."""
+    if leaf_size < 1 or levels_per_step < 1:
+        raise ValueError("leaf_size and levels_per_step must be positive")
+
+
 def radius_graph(
     query: torch.Tensor,
     database: Optional[torch.Tensor],
@@ -78,8 +84,7 @@ def radius_graph(
     if r_max <= 0 or k_max <= 0:
         raise ValueError("r_max and k_max must be positive")
     if method == "tree":
-        if leaf_size < 1 or levels_per_step < 1:
-            raise ValueError("leaf_size and levels_per_step must be positive")
+        _check_tree_settings(leaf_size, levels_per_step)
         return radius_graph_tree(query, database, r_max, k_max, leaf_size, max_candidates, rotate, symmetric, True, levels_per_step)[0]
     if method == "grid":
         return radius_graph_grid(query, database, r_max, k_max, grid_dims, max_candidates, rotate)[0]
@@ -126,8 +131,7 @@ class RadiusGraph(nn.Module):
         super().__init__()
         if method not in ("tree", "grid", "brute"):
             raise ValueError(f"unknown radius-graph method {method!r}: expected 'tree', 'grid' or 'brute'")
-        if leaf_size < 1 or levels_per_step < 1:
-            raise ValueError("leaf_size and levels_per_step must be positive")
+        _check_tree_settings(leaf_size, levels_per_step)
         self.levels_per_step = int(levels_per_step)
         self.r_max, self.k_max, self.method = float(r_max), int(k_max), method
         self.grid_dims, self.max_candidates = int(grid_dims), int(max_candidates)

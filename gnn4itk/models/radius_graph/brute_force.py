@@ -6,7 +6,7 @@ from typing import List, Tuple
 import torch
 
 from gnn4itk.defaults import RADIUS_BLOCK_ROWS
-from gnn4itk.models.radius_graph.common import _exact_sq_distance, _keep_nearest
+from gnn4itk.models.radius_graph.common import _exact_sq_distance, _keep_nearest, _no_edges
 
 
 def radius_graph_brute_force(
@@ -49,7 +49,7 @@ def radius_graph_brute_force(
         targets.append(cols[keep])
         distances.append(dist2[keep])
     if len(sources) == 0:
-        return torch.zeros(2, 0, dtype=torch.long, device=query.device), torch.zeros(0, dtype=query.dtype, device=query.device)
+        return _no_edges(query)
     src, dst, dist2 = torch.cat(sources), torch.cat(targets), torch.cat(distances)
     src, dst, dist2 = _keep_nearest(src, dst, dist2, k_max)
     return torch.stack([src, dst]), dist2.to(query.dtype)

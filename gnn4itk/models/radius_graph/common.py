@@ -5,6 +5,11 @@ from typing import Tuple
 import torch
 
 
+def _no_edges(query: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The result of every method when there is no edge: (LongTensor [2, 0], [0] of ``query``'s dtype), on ``query``'s device."""
+    return torch.zeros(2, 0, dtype=torch.long, device=query.device), torch.zeros(0, dtype=query.dtype, device=query.device)
+
+
 def _exact_sq_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Squared distances of row pairs (DoubleTensor [M]) for a, b (FloatTensor [M, D]).
 

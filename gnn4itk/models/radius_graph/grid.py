@@ -15,7 +15,7 @@ from typing import List, Tuple
 import torch
 
 from gnn4itk.defaults import RADIUS_GRID_DIMS, RADIUS_MAX_CANDIDATES
-from gnn4itk.models.radius_graph.common import _exact_sq_distance, _keep_nearest, _principal_rotation
+from gnn4itk.models.radius_graph.common import _exact_sq_distance, _keep_nearest, _no_edges, _principal_rotation
 
 
 def _grid_offsets(grid_dims: int, device: torch.device) -> torch.Tensor:
@@ -52,7 +52,7 @@ def radius_graph_grid(
         query's edges adjacent; queries in cell order, not row order).
     """
     device = query.device
-    empty = (torch.zeros(2, 0, dtype=torch.long, device=device), torch.zeros(0, dtype=query.dtype, device=device))
+    empty = _no_edges(query)
     if query.shape[0] == 0 or database.shape[0] == 0:
         return empty
     grid_dims = min(grid_dims, query.shape[1])

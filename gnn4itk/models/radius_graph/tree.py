@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from gnn4itk.defaults import RADIUS_LEAF_SIZE, RADIUS_LEVELS_PER_STEP, RADIUS_MAX_CANDIDATES
-from gnn4itk.models.radius_graph.common import _exact_sq_distance, _nearest_per_group, _principal_rotation
+from gnn4itk.models.radius_graph.common import _exact_sq_distance, _nearest_per_group, _no_edges, _principal_rotation
 
 
 def _tree_levels(n: int, leaf_size: int) -> int:
@@ -227,7 +227,7 @@ def radius_graph_tree(
         within 1e-3 of r_max^2 or when the k_max cap applies, else from the float64 frame).
     """
     device = query.device
-    empty = (torch.zeros(2, 0, dtype=torch.long, device=device), torch.zeros(0, dtype=query.dtype, device=device))
+    empty = _no_edges(query)
     if query.shape[0] == 0 or database.shape[0] == 0:
         return empty
     # The trees live in a centred (optionally rotated) float64 frame; it only orders, prunes and
