@@ -179,7 +179,10 @@ class InteractionGNN2(nn.Module):
             e = self.edge_encoder(torch.cat([x[src], x[dst]], dim=-1))
         x0, e0 = x, e
         # Four loops, one per recurrent/chained combination: TorchScript indexes a ModuleList only by
-        # iterating it, and prunes the branches that the Final flags rule out.
+        # iterating it, and prunes the branches that the Final flags rule out. (One loop indexing the
+        # ModuleLists into interface-typed locals scripts, but needs forward_gathered @torch.jit.export-ed,
+        # and TorchScript's shared module types then lose that method when an equal MLP type was compiled
+        # first elsewhere in the process: "Method 'forward_gathered' is not defined", tried 2026-12-07.)
         if self.edge_net_recurrent and self.node_net_recurrent:
             for _ in range(self.n_graph_iters):
                 if self.concat:
