@@ -153,8 +153,11 @@ class InteractionGNN2(nn.Module):
         self.isolated_nodes_matter = any(isinstance(m, nn.BatchNorm1d) for net in node_mlps for m in net.modules())
         self.optimized = True
 
-    def _edge_inputs(self, x: torch.Tensor, e: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-        return torch.cat([e, x[src], x[dst]], dim=-1)
+    def _concat(self, x: torch.Tensor, e: torch.Tensor, x0: torch.Tensor, e0: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """With ``concat``, the states joined to the encodings: ``([x, x0], [e, e0])``."""
+        if self.concat:
+            return torch.cat([x, x0], dim=-1), torch.cat([e, e0], dim=-1)
+        return x, e
 
     def _node_inputs(self, x: torch.Tensor, e: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
         incoming = torch.zeros(x.shape[0], e.shape[1], dtype=e.dtype, device=e.device).index_add_(0, dst, e)
@@ -180,44 +183,28 @@ class InteractionGNN2(nn.Module):
         x0, e0 = x, e
         # Four loops, one per recurrent/chained combination: TorchScript indexes a ModuleList only by
         # iterating it, and prunes the branches that the Final flags rule out. (One loop indexing the
-        # ModuleLists into interface-typed locals scripts, but needs forward_gathered @torch.jit.export-ed,
+        # ModuleLists into interface-typed locals scripts, but needs forward_edges @torch.jit.export-ed,
         # and TorchScript's shared module types then lose that method when an equal MLP type was compiled
-        # first elsewhere in the process: "Method 'forward_gathered' is not defined", tried 2026-12-07.)
+        # first elsewhere in the process: "Method ... is not defined", tried 2026-12-07.)
         if self.edge_net_recurrent and self.node_net_recurrent:
             for _ in range(self.n_graph_iters):
-                if self.concat:
-                    x, e = torch.cat([x, x0], dim=-1), torch.cat([e, e0], dim=-1)
-                if gathered:
-                    e = self.edge_network.forward_gathered(e, x, src, dst)
-                else:
-                    e = self.edge_network(self._edge_inputs(x, e, src, dst))
+                x, e = self._concat(x, e, x0, e0)
+                e = self.edge_network.forward_edges(e, x, src, dst, gathered)
                 x = self.node_network(self._node_inputs(x, e, src, dst))
         elif self.edge_net_recurrent:
             for node_net in self.node_network:
-                if self.concat:
-                    x, e = torch.cat([x, x0], dim=-1), torch.cat([e, e0], dim=-1)
-                if gathered:
-                    e = self.edge_network.forward_gathered(e, x, src, dst)
-                else:
-                    e = self.edge_network(self._edge_inputs(x, e, src, dst))
+                x, e = self._concat(x, e, x0, e0)
+                e = self.edge_network.forward_edges(e, x, src, dst, gathered)
                 x = node_net(self._node_inputs(x, e, src, dst))
         elif self.node_net_recurrent:
             for edge_net in self.edge_network:
-                if self.concat:
-                    x, e = torch.cat([x, x0], dim=-1), torch.cat([e, e0], dim=-1)
-                if gathered:
-                    e = edge_net.forward_gathered(e, x, src, dst)
-                else:
-                    e = edge_net(self._edge_inputs(x, e, src, dst))
+                x, e = self._concat(x, e, x0, e0)
+                e = edge_net.forward_edges(e, x, src, dst, gathered)
                 x = self.node_network(self._node_inputs(x, e, src, dst))
         else:
             for edge_net, node_net in zip(self.edge_network, self.node_network):
-                if self.concat:
-                    x, e = torch.cat([x, x0], dim=-1), torch.cat([e, e0], dim=-1)
-                if gathered:
-                    e = edge_net.forward_gathered(e, x, src, dst)
-                else:
-                    e = edge_net(self._edge_inputs(x, e, src, dst))
+                x, e = self._concat(x, e, x0, e0)
+                e = edge_net.forward_edges(e, x, src, dst, gathered)
                 x = node_net(self._node_inputs(x, e, src, dst))
         # acorn decodes after every iteration but returns only the last output; decoding once is equal.
         return self.edge_output_transform(self.edge_decoder(e)).squeeze(-1)
@@ -253,9 +240,8 @@ class InteractionGNN2(nn.Module):
     def _iteration(self, x, e, x0, e0, src, dst, i: int, gathered: bool):
         edge_net = self.edge_network if self.edge_net_recurrent else self.edge_network[i]
         node_net = self.node_network if self.node_net_recurrent else self.node_network[i]
-        if self.concat:
-            x, e = torch.cat([x, x0], dim=-1), torch.cat([e, e0], dim=-1)
-        e = edge_net.forward_gathered(e, x, src, dst) if gathered else edge_net(self._edge_inputs(x, e, src, dst))
+        x, e = self._concat(x, e, x0, e0)
+        e = edge_net.forward_edges(e, x, src, dst, gathered)
         return node_net(self._node_inputs(x, e, src, dst)), e
 
 

@@ -22,6 +22,20 @@ class MLP(nn.Sequential):
     The layers and their state-dict names are those of a plain ``nn.Sequential`` (acorn's layout).
     """
 
+    def forward_edges(self, rows: Tensor, nodes: Tensor, src: Tensor, dst: Tensor, gathered: bool) -> Tensor:
+        """``self(cat([rows, nodes[src], nodes[dst]], -1))``, by :meth:`forward_gathered` when ``gathered``.
+
+        Args:
+            rows (FloatTensor [E, R]), nodes (FloatTensor [N, D]), src, dst (LongTensor [E]): as for
+                :meth:`forward_gathered`. gathered: split the first layer (:func:`gathered_is_cheaper`).
+
+        Returns:
+            FloatTensor [E, out].
+        """
+        if gathered:
+            return self.forward_gathered(rows, nodes, src, dst)
+        return self.forward(torch.cat([rows, nodes[src], nodes[dst]], dim=-1))
+
     def forward_gathered(self, rows: Optional[Tensor], nodes: Tensor, src: Tensor, dst: Tensor) -> Tensor:
         """``self(cat([rows, nodes[src], nodes[dst]], -1))`` without building the ``[E, 2 * D]`` gathers.
 
