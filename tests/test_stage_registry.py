@@ -213,10 +213,7 @@ NAME_DISPATCH = re.compile(
     r"__name__\s*(==|!=|\bin\b|\.(replace|lower|removesuffix|removeprefix|startswith|endswith))"
     r"|(==|!=)\s*type\([^)]*\)\.__name__"
 )
-ALLOWED = {
-    # PyG Data recognised without importing the optional torch_geometric: a type check, not stage dispatch.
-    "gnn4itk/io/load.py",
-}
+ALLOWED: set = set()
 
 
 def test_no_dispatch_on_class_names():

@@ -83,6 +83,15 @@ def _tensor_from_dict(content: dict, where: str, columns=INFERENCE_COLUMNS):
     )
 
 
+def _is_pyg_data(content) -> bool:
+    """Whether ``content`` is a PyG ``Data``, without importing the optional torch_geometric: a loaded
+    ``Data`` means its module is imported already."""
+    import sys
+
+    data_module = sys.modules.get("torch_geometric.data")
+    return data_module is not None and isinstance(content, data_module.Data)
+
+
 def _tensor_from_pyg(data, where: str, wanted=INFERENCE_COLUMNS):
     import torch
 
@@ -120,7 +129,7 @@ def load_features(path: str | Path, columns=INFERENCE_COLUMNS):
         tensor = _tensor_from_dict(content, str(path), columns)
         if "event_id" in content:
             event_id = int(content["event_id"])
-    elif type(content).__name__ == "Data" and type(content).__module__.startswith("torch_geometric"):
+    elif _is_pyg_data(content):
         tensor = _tensor_from_pyg(content, str(path), columns)
     else:
         tensor = _check_tensor(content, str(path), columns)
