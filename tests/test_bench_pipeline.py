@@ -40,6 +40,7 @@ def test_bench_pipeline_npy_and_synthetic_events(tiny, tmp_path, capsys):
     figures = _bench(tmp_path, "--config", str(config), "--event", str(event), "--synthetic-pileup", "2")
     assert {"date", "device", "torch", "command", "events", "variants", "skipped_variants"} <= set(figures)
     assert figures["command"].startswith("gnn4itk bench pipeline") and "--event" in figures["command"]
+    assert "--rates" not in figures["command"]  # measured in the run, not an option
     assert list(figures["variants"]) == ["straightforward", "eager", "scripted"]
     assert "scripted_autocast" in figures["skipped_variants"]  # reduced precision: CUDA only
     assert [e["name"] for e in figures["events"]] == ["event.npy", "synthetic mu=2"]

@@ -561,8 +561,8 @@ def bench_event(event: BenchEvent, pipeline: nn.Module, variants: list, args, de
         median, p90 = summarise(times[PEER][peer_figures["stage"]])
         peer_figures.update(median_ms=median, p90_ms=p90, gnn_stage_over_peer={
             v: f["median_ms"][peer_figures["stage"]] / median for v, f in result["variants"].items()})
-    if baseline is not None and "gnn" in staged[baseline].inputs and getattr(args, "rates", None):
-        result["gnn_floor"] = gnn_floor(pipeline, staged[baseline].inputs["gnn"], result["variants"], args.rates)
+    if baseline is not None and "gnn" in staged[baseline].inputs and getattr(args, "_rates", None):
+        result["gnn_floor"] = gnn_floor(pipeline, staged[baseline].inputs["gnn"], result["variants"], args._rates)
     float32 = next((n for n in ("scripted", "eager", "straightforward") if n in tracks), None)
     if "scripted_autocast" in tracks and float32 is not None:
         result["reduced_precision"] = {
@@ -821,7 +821,7 @@ def print_event(result: dict, device: str) -> None:
     if "gnn_floor" in result:
         floor = result["gnn_floor"]
         ratios = ", ".join(f"{k} {v:.1f}" for k, v in floor["time_over_floor"].items())
-        console.print(f"GNN floor: {floor['gflops']:.1f} GFLOP at {floor['rates']['matmul_flops_per_s'] / 1e12:.0f} "
+        console.print(f"GNN floor: {floor['gflops']:.1f} GFLOP at {floor['rates']['matmul_flops_per_s'] / 1e12:.3g} "
                       f"TFLOP/s ({floor['rates']['matmul_dtype']}), {floor['min_MB']:.1f} MB at "
                       f"{floor['rates']['copy_bytes_per_s'] / 1e9:.0f} GB/s -> {floor['floor_ms']:.3f} ms; time / floor: {ratios}")
     if "median_ms" in result.get(PEER, {}):
@@ -885,7 +885,7 @@ def run(args) -> dict:
     from gnn4itk.models.cost import measured_rates
 
     # the device's best matmul and copy rates, once: the GNN floor's yardstick (small on the CPU smoke run)
-    args.rates = measured_rates(device, size=8192 if device.type == "cuda" else 512, repeats=5)
+    args._rates = measured_rates(device, size=8192 if device.type == "cuda" else 512, repeats=5)
     name = device_name(device)
     figures = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
