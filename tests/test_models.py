@@ -337,6 +337,10 @@ def test_gnn_cost_counts_the_matmuls_it_runs():
     assert optimized_few_edges == gnn_flops(model, e, n)
     weights = sum(p.numel() * 4 for p in model.parameters())
     assert gnn_min_bytes(model, n, e, 6) == n * 4 * 4 + e * 6 * 4 + e * 16 + e * 4 + weights
+    # without edge features the encoder reads [x_src, x_dst], split as well when E > N
+    no_features = InteractionGNN2({**hp, "edge_features": []})
+    encoder_split = 2 * n * h * h + e * h * h  # two node projections, then the second layer per edge
+    assert gnn_flops(no_features, n, e) == 2 * (node_enc + encoder_split + 2 * (split_edge_net + node_net) + tail)
     rates = measured_rates("cpu", size=64, repeats=2)
     assert rates["matmul_flops_per_s"] > 0 and rates["copy_bytes_per_s"] > 0
     assert gnn_floor_seconds(10**9, 0, rates) == 10**9 / rates["matmul_flops_per_s"]

@@ -45,19 +45,22 @@ def gnn_flops(model: nn.Module, num_nodes: int, num_edges: int) -> int:
     n, e = int(num_nodes), int(num_edges)
     gathered = bool(getattr(model, "optimized", False)) and gathered_is_cheaper(n, e)
 
-    def edge_net_flops(mlp: nn.Module) -> int:
+    def edge_net_flops(mlp: nn.Module, row_width: int) -> int:
+        """An MLP on ``[rows (row_width), x_src, x_dst]`` per edge; split when gathered."""
         if not gathered:
             return _linear_flops(mlp, e)
         first = _first_linear(mlp)
-        node_width = (first.in_features - _edge_row_width(model)) // 2
+        node_width = (first.in_features - row_width) // 2
         rest = _linear_flops(mlp, e) - 2 * e * first.in_features * first.out_features
-        return rest + 2 * e * _edge_row_width(model) * first.out_features + 2 * 2 * n * node_width * first.out_features
+        return rest + 2 * e * row_width * first.out_features + 2 * 2 * n * node_width * first.out_features
 
-    flops = _linear_flops(model.node_encoder, n) + _linear_flops(model.edge_encoder, e)
+    flops = _linear_flops(model.node_encoder, n)
+    # without edge features the encoder reads [x_src, x_dst]: an edge MLP with no per-edge rows
+    flops += _linear_flops(model.edge_encoder, e) if model.uses_edge_features else edge_net_flops(model.edge_encoder, 0)
     iterations = int(model.n_graph_iters)
     edge_nets = [model.edge_network] * iterations if model.edge_net_recurrent else list(model.edge_network)
     node_nets = [model.node_network] * iterations if model.node_net_recurrent else list(model.node_network)
-    flops += sum(edge_net_flops(net) for net in edge_nets)
+    flops += sum(edge_net_flops(net, _edge_row_width(model)) for net in edge_nets)
     flops += sum(_linear_flops(net, n) for net in node_nets)
     return flops + _linear_flops(model.edge_decoder, e) + _linear_flops(model.edge_output_transform, e)
 
