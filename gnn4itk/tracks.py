@@ -37,6 +37,20 @@ def split_labels(labels) -> list[np.ndarray]:
     return tracks
 
 
+def track_set(labels) -> set[frozenset]:
+    """The tracks of a LABELS array as a set of row sets, for comparing two answers track by track.
+
+    Args:
+        labels: int64 array-like [L] (numpy, list or torch tensor on any device).
+
+    Returns:
+        set of frozensets of row indices (a track is the same whatever the order of its rows).
+    """
+    if hasattr(labels, "cpu"):
+        labels = labels.cpu().numpy()
+    return {frozenset(t.tolist()) for t in split_labels(labels)}
+
+
 def join_tracks(tracks) -> np.ndarray:
     """Inverse of :func:`split_labels`: int64 [L] with every track ended by -1, or ``[-1]`` if none."""
     tracks = [np.asarray(t, dtype=np.int64) for t in tracks if len(t) > 0]

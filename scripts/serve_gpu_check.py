@@ -69,10 +69,9 @@ def _median_ms(function, device, repeats: int) -> float:
 
 def track_difference(first: np.ndarray, second: np.ndarray) -> dict[str, int]:
     """Tracks (as sets of rows) of two LABELS arrays: how many each has, and how many only one of them has."""
-    from gnn4itk.tracks import split_labels
+    from gnn4itk.tracks import track_set
 
-    a = {tuple(sorted(t.tolist())) for t in split_labels(first)}
-    b = {tuple(sorted(t.tolist())) for t in split_labels(second)}
+    a, b = track_set(first), track_set(second)
     return {"tracks_first": len(a), "tracks_second": len(b), "only_first": len(a - b), "only_second": len(b - a)}
 
 

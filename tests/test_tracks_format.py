@@ -34,3 +34,14 @@ def test_track_ids_reject_bad_labels():
         labels_to_track_ids([0, 9, -1], num_hits=3)
     with pytest.raises(ValueError, match="reuses"):
         labels_to_track_ids([0, 1, -1, 1, 2, -1], num_hits=3)
+
+
+def test_track_set_ignores_row_order_and_takes_tensors():
+    import torch
+
+    from gnn4itk.tracks import track_set
+
+    labels = [3, 1, 2, -1, 7, 5, -1]
+    assert track_set(labels) == {frozenset({1, 2, 3}), frozenset({5, 7})}
+    assert track_set(torch.tensor([1, 3, 2, -1, 5, 7, -1])) == track_set(labels)
+    assert track_set([-1]) == set()

@@ -66,6 +66,7 @@ import torch
 from torch import Tensor, nn
 
 from gnn4itk.timing import synchronize, timed_calls_events
+from gnn4itk.tracks import track_set
 
 HELP = "whole pipeline and each stage: eager/TorchScript, float32/autocast, pile-up sweep, ITk density, peer GNN"
 
@@ -445,13 +446,6 @@ def _after_graph(classifiers, tracks, x: Tensor, graph: tuple) -> Tensor:
 
 # ---------------------------------------------------------------------------------------------------
 # Measurements
-
-
-def track_set(labels: Tensor) -> set:
-    """The tracks of LABELS as a set of sorted tuples of row indices."""
-    from gnn4itk.tracks import split_labels
-
-    return {tuple(sorted(t.tolist())) for t in split_labels(labels.cpu().numpy())}
 
 
 def identical_fraction(reference: set, other: set) -> float:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gnn4itk.tracks import split_labels
+from gnn4itk.tracks import track_set
 
 
 def track_agreement(reference_labels, labels) -> dict:
@@ -15,8 +15,7 @@ def track_agreement(reference_labels, labels) -> dict:
         dict with ``reference_tracks``, ``tracks``, ``identical`` (tracks in both) and
         ``identical_fraction`` (identical / max(reference_tracks, tracks), 1.0 when both are empty).
     """
-    reference = {frozenset(t.tolist()) for t in split_labels(reference_labels)}
-    tracks = {frozenset(t.tolist()) for t in split_labels(labels)}
+    reference, tracks = track_set(reference_labels), track_set(labels)
     identical = len(reference & tracks)
     larger = max(len(reference), len(tracks))
     return {
