@@ -1,4 +1,4 @@
-"""Wall-clock timing of device work, shared by the benchmarks."""
+"""Wall-clock timing and peak memory of device work, shared by the benchmarks."""
 
 from __future__ import annotations
 
@@ -57,3 +57,21 @@ def timed_calls_events(function, device: torch.device | str, warmup: int, repeat
         end.synchronize()
         times.append(start.elapsed_time(end) / 1e3)  # elapsed_time is in ms
     return times
+
+
+def peak_memory(function, device: torch.device | str):
+    """One call of ``function()`` and the GPU memory it needed.
+
+    Returns:
+        (what the call returned, peak bytes allocated during it, bytes allocated before it); both byte
+        counts are None off CUDA. The peak includes what was allocated before (weights, inputs).
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return function(), None, None
+    synchronize(device)
+    start = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    result = function()
+    synchronize(device)
+    return result, torch.cuda.max_memory_allocated(device), start

@@ -135,3 +135,9 @@ def test_bench_pipeline_real_peer_gnn(tiny, tmp_path):
 def test_bench_pipeline_refuses_unknown_variants(capsys):
     assert main(["bench", "pipeline", "--device", "cpu", "--variants", "compiled"]) == 2
     assert "unknown variants ['compiled']" in capsys.readouterr().err
+
+
+def test_peak_memory_returns_the_result_and_no_bytes_off_cuda():
+    from gnn4itk.timing import peak_memory
+
+    assert peak_memory(lambda: 41 + 1, "cpu") == (42, None, None)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from gnn4itk.timing import timed_calls
+from gnn4itk.timing import peak_memory, timed_calls
 
 HELP = "module-map graph building (time, peak GPU memory, coverage) and map creation speed"
 
@@ -161,15 +161,10 @@ def run_timing(args) -> dict:
             builder = ModuleMapGraphBuilder(module_map, pair_chunk, triplet_chunk).to(args.device)
             if script:
                 builder = torch.jit.script(builder)
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-                base = torch.cuda.memory_allocated()
-                torch.cuda.reset_peak_memory_stats()
-            edge_index, _ = builder(positions, module_id)
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-                figures[f"{name}_peak_gpu_memory_MB"] = torch.cuda.max_memory_allocated() / 2**20
-                figures[f"{name}_peak_above_map_and_inputs_MB"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+            (edge_index, _), peak, base = peak_memory(lambda: builder(positions, module_id), args.device)
+            if peak is not None:
+                figures[f"{name}_peak_gpu_memory_MB"] = peak / 2**20
+                figures[f"{name}_peak_above_map_and_inputs_MB"] = (peak - base) / 2**20
             if name == "scripted":
                 figures.update(hits=len(positions), edges=int(edge_index.shape[1]),
                                edges_per_hit=edge_index.shape[1] / max(len(positions), 1),
@@ -235,13 +230,10 @@ def _compare_builders(args, module_map, positions, module_id, figures: dict) -> 
     scripted, edges = {}, {}
     for name, cls in builders.items():
         builder = torch.jit.script(cls(module_map).to(args.device))
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        edges[name] = _edge_set(builder(positions, module_id)[0])
-        if cuda:
-            torch.cuda.synchronize()
-            figures[f"{name}_peak_gpu_memory_MB"] = torch.cuda.max_memory_allocated() / 2**20
+        graph, peak, _ = peak_memory(lambda: builder(positions, module_id), args.device)
+        edges[name] = _edge_set(graph[0])
+        if peak is not None:
+            figures[f"{name}_peak_gpu_memory_MB"] = peak / 2**20
         scripted[name] = builder
     times: dict = {name: [] for name in builders}
     half = max(args.repeats // 2, 1)

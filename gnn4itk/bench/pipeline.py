@@ -65,7 +65,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gnn4itk.timing import synchronize, timed_calls_events
+from gnn4itk.timing import peak_memory, synchronize, timed_calls_events
 from gnn4itk.tracks import track_set
 
 HELP = "whole pipeline and each stage: eager/TorchScript, float32/autocast, pile-up sweep, ITk density, peer GNN"
@@ -453,16 +453,11 @@ def identical_fraction(reference: set, other: set) -> float:
     return len(reference & other) / len(reference) if reference else 1.0
 
 
-def peak_memory(function, device: torch.device) -> dict:
+def peak_memory_figures(function, device: torch.device) -> dict:
     """Peak GPU memory [MB] of one call: absolute (weights, inputs, ... included) and above the start."""
-    if device.type != "cuda":
+    _, peak, start = peak_memory(function, device)
+    if peak is None:
         return {"peak_gpu_memory_MB": None, "peak_gpu_memory_above_start_MB": None}
-    synchronize(device)
-    start = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    function()
-    synchronize(device)
-    peak = torch.cuda.max_memory_allocated(device)
     return {"peak_gpu_memory_MB": peak / 2**20, "peak_gpu_memory_above_start_MB": (peak - start) / 2**20}
 
 
@@ -482,13 +477,13 @@ def prepare_variant(variant: Variant, names: list[str], event: BenchEvent, args,
     with variant.context(), torch.no_grad():
         if event.graph is None:
             whole = lambda: variant.module(event.features)  # noqa: E731
-            figures = peak_memory(whole, device)
+            figures = peak_memory_figures(whole, device)
             labels = whole()
             staged = staged_run(variant.module, names, event.features, None)
         else:
             staged = staged_run(variant.module, names, event.features, event.graph)
             whole = staged.calls[AFTER_GRAPH]
-            figures = peak_memory(whole, device)
+            figures = peak_memory_figures(whole, device)
             labels = whole()
         tracks = track_set(labels)
         figures.update(staged.counts)
@@ -737,7 +732,7 @@ def prepare_peer(peer: nn.Module, pipeline: nn.Module, names: list[str], staged:
     with torch.no_grad(), straightforward_gnn(pipeline):
         x = stage.inputs(features)
         call = lambda: peer(x, edge_index, edge_attr)  # noqa: E731
-        figures = peak_memory(call, device)
+        figures = peak_memory_figures(call, device)
         difference = (call().float() - stage.model(x, edge_index, edge_attr).float()).abs()
         timed_calls_events(call, device, args.warmup, 0)  # warm-up only
     figures.update(stage=stage_name, max_abs_logit_difference=float(difference.max()) if difference.numel() else 0.0)

@@ -17,7 +17,7 @@ per node, and, on CUDA, the peak memory of one call.
 
 from __future__ import annotations
 
-from gnn4itk.timing import synchronize, timed_calls
+from gnn4itk.timing import peak_memory, synchronize, timed_calls
 
 HELP = "radius graph in the embedding space (k-d tree leaves, grids on 3-5 axes, blocked brute force), 140k x 12-d points"
 
@@ -137,12 +137,8 @@ def run(args) -> dict:
     for name in names:
         if not torch.equal(edge_set(call(name)), reference):
             raise RuntimeError(f"variant {name} disagrees with the reference edges: not timed")
-        peak = None
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-            call(name)
-            synchronize(device)
-            peak = torch.cuda.max_memory_allocated(device) / 2**30
+        _, peak, _ = peak_memory(lambda: call(name), device)
+        peak = None if peak is None else peak / 2**30
         times = timed_calls(lambda: call(name), device, args.warmup, args.repeats)
         results[name] = {
             "median_ms": 1e3 * statistics.median(times),
