@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="GPUs for KIND_GPU instances: 'all' (every GPU of this machine; none found: no list, "
                              "which Triton reads as every GPU of the server) or indices such as 0,1; "
                              "default: no list (every GPU of the server)")
+    parser.add_argument("--auto-cast", action="store_true",
+                        help="float16 autocast of the GNN on CUDA, float32 fall-back (as the configuration's auto_cast)")
     parser.add_argument("--max-spacepoints", type=int, default=None, help="default: the configuration's")
     parser.add_argument("--warmup-event", default=None, help="event file whose spacepoints warm the models up")
     parser.add_argument("--warmup-rows", type=int, default=20000,
@@ -89,7 +91,7 @@ def export(args) -> list[str]:
             config = load_pipeline_config(overrides.get(item, item))
             name = item if item in overrides else config["pipeline"]  # NAME=YAML serves under NAME
             try:
-                pipeline = build_pipeline(config, module_map_path=args.module_map, verbose=True)
+                pipeline = build_pipeline(config, module_map_path=args.module_map, auto_cast=args.auto_cast, verbose=True)
             except FileNotFoundError as error:
                 if args.skip_missing:
                     print(f"skipping {name}: {error}")

@@ -36,8 +36,8 @@ from gnn4itk.client_module import load_client
 from gnn4itk.timing import timed_calls
 
 
-def export(map_arg: str, event_arg: str, work: Path):
-    """(PipelineSpec, FEATURES float32 [N, F]) of the ModuleMap pipeline.
+def export(map_arg: str, event_arg: str, work: Path, auto_cast: bool = False):
+    """(PipelineSpec, FEATURES float32 [N, F]) of the ModuleMap pipeline (GNN under float16 autocast if ``auto_cast``).
 
     ``map_arg``: a module map .npz, or ``synthetic:K`` for a map from K synthetic mu=200 events made here.
     ``event_arg``: an event file prefix, a FEATURES ``.npy`` in the pipeline's columns, or ``synthetic``.
@@ -52,7 +52,7 @@ def export(map_arg: str, event_arg: str, work: Path):
 
         events = [synthetic_event(mu=200, seed=1000 + i, event_id=i) for i in range(int(map_arg.split(":")[1]))]
         map_arg = str(build_module_map(events, progress=False)[0].save(work / "synthetic_map"))
-    pipeline = build_pipeline(load_pipeline_config("ModuleMap"), module_map_path=map_arg)
+    pipeline = build_pipeline(load_pipeline_config("ModuleMap"), module_map_path=map_arg, auto_cast=auto_cast)
     if event_arg.endswith(".npy"):
         features = np.load(event_arg)
         if features.shape[1] != len(pipeline.columns):
@@ -121,6 +121,14 @@ class GpuMemory:
         self._stop.set()
         self._thread.join()
 
+    @staticmethod
+    def by_process() -> list[int]:
+        """Used GPU memory (MiB) of each process on the card, largest first: the tritonserver process (libtorch
+        models, CUDA pools) and one python-backend stub per python model instance."""
+        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, check=True).stdout
+        return sorted((int(line.split(",")[1]) for line in out.splitlines() if "," in line), reverse=True)
+
 
 def single_requests(client, url: str, model: str, features: np.ndarray, expected: np.ndarray, repeats: int) -> dict:
     connection = client.ConnectionSpec(url).connect()
@@ -174,6 +182,7 @@ def serve_and_load(client, args, spec, flavour: str, count: int, features, expec
         result["start_s"] = time.perf_counter() - started
         result["command"] = " ".join(server.command()[1:])
         result["gpu_mib_after_load"] = GpuMemory.used() - base
+        result["gpu_mib_by_process_after_load"] = GpuMemory.by_process()
         for model in ("Transfer_fused", "ModuleMap_fused", "ModuleMap"):
             result["single"].append(single_requests(client, server.url_grpc, model, features, expected, args.repeats))
         connect = client.ConnectionSpec(server.url_grpc)
@@ -190,6 +199,7 @@ def serve_and_load(client, args, spec, flavour: str, count: int, features, expec
                           f"p50 {run['latency_ms']['p50'] or 0:7.1f} ms, wrong {run['wrong']}, failed {run['failures']}, "
                           f"client cpu {run['client_cpu_fraction'] or 0:.2f}", flush=True)
         result["gpu_mib_peak_under_load"] = memory.peak - base
+        result["gpu_mib_by_process_after_load_test"] = GpuMemory.by_process()
     errors = [line for line in log.read_text(errors="replace").splitlines() if " E" in line[:2] or "rror" in line]
     result["server_error_lines"] = errors[:20]
     return result
@@ -199,22 +209,23 @@ def markdown(summary: dict) -> str:
     """The run as docs/benchmarks.md tables: single requests and memory per configuration, then load."""
     process = summary["in_process"]
     lines = [
-        f"{summary['device']}, torch {summary['torch']}, event of {summary['spacepoints']:,} spacepoints; in-process "
+        f"{summary['device']}, torch {summary['torch']}, GNN {'float16 autocast' if summary.get('auto_cast') else 'float32'}, "
+        f"event of {summary['spacepoints']:,} spacepoints; in-process "
         f"scripted fused pipeline {process['latency_ms']:.1f} ms (to the GPU and back), {process['tracks']:,} tracks; "
         f"NNC fuser: {'runs' if process['nnc_fuser']['runs'] else 'fails: ' + str(process['nnc_fuser']['error'])}",
         "",
-        "| flavour | instances | start s | GPU MiB after load / peak | Transfer (echo) ms | fused ms | ensemble ms | ensemble/fused | fused - in-process - transfer ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| flavour | instances | start s | GPU MiB after load / peak | MiB by process after the load test | Transfer (echo) ms | fused ms | ensemble ms | ensemble/fused | fused - in-process - transfer ms |",
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for served in summary["served"]:
         if "error" in served:
-            lines.append(f"| {served['flavour']} | {served['count']} | failed: {served['error'][:120]} | | | | | | |")
+            lines.append(f"| {served['flavour']} | {served['count']} | failed: {served['error'][:120]} | | | | | | | |")
             continue
         single = {s["model"]: s["latency_ms"] for s in served["single"]}
         echo, fused, ensemble = single["Transfer_fused"], single["ModuleMap_fused"], single["ModuleMap"]
         lines.append(
             f"| {served['flavour']} | {served['count']} | {served['start_s']:.0f} | {served['gpu_mib_after_load']:,} / "
-            f"{served['gpu_mib_peak_under_load']:,} | {echo:.1f} | {fused:.1f} | {ensemble:.1f} | {ensemble / fused:.2f} | "
+            f"{served['gpu_mib_peak_under_load']:,} | {' '.join(map(str, served.get('gpu_mib_by_process_after_load_test', [])))} | {echo:.1f} | {fused:.1f} | {ensemble:.1f} | {ensemble / fused:.2f} | "
             f"{fused - process['latency_ms'] - echo:+.1f} |"
         )
     lines += ["", "| flavour | instances | model | concurrency | client processes | events/s | p50 ms | p99 ms | correct | wrong | failed | client CPU | queue ms | compute ms |",
@@ -245,15 +256,17 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--auto-cast", action="store_true", help="export the GNN under float16 autocast (export --auto-cast)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
     client = load_client()
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
-    spec, features = export(args.map, args.event, args.work)
+    spec, features = export(args.map, args.event, args.work, args.auto_cast)
     reference = in_process(spec.fused, features, args.repeats)
     expected = reference.pop("labels")
     summary = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "spacepoints": len(features),
+               "auto_cast": args.auto_cast,
                "in_process": reference, "served": []}
     print(f"in-process fused: {reference['latency_ms']:.1f} ms, {reference['tracks']} tracks; NNC fuser: {reference['nnc_fuser']}", flush=True)
     ok = True
@@ -271,7 +284,9 @@ def main() -> int:
             if "single" in served:
                 single = ", ".join(f"{s['model']} {s['latency_ms']:.1f} ms" for s in served["single"])
                 print(f"{flavour} x{count}: start {served['start_s']:.0f} s, GPU {served['gpu_mib_after_load']} MiB after load, "
-                      f"{served['gpu_mib_peak_under_load']} MiB peak; single {single}; server errors {len(served['server_error_lines'])}", flush=True)
+                      f"{served['gpu_mib_peak_under_load']} MiB peak; by process after load {served['gpu_mib_by_process_after_load']}, "
+                      f"after the load test {served['gpu_mib_by_process_after_load_test']}; single {single}; "
+                      f"server errors {len(served['server_error_lines'])}", flush=True)
     table = markdown(summary)
     (args.out / "serve_gpu_load.md").write_text(table + "\n")
     print(table)

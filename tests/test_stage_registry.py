@@ -197,6 +197,13 @@ def test_exported_parameters_are_the_pipelines_own(tmp_path):
         assert not {"r_max", "k_max", "filter_cut"} & set(params), model  # no radius graph, no filter
         assert (params["cc_cut"], params["walk_min"], params["walk_max"]) == ("0.01", "0.1", "0.7"), model
         assert params["min_spacepoints"] == "3" and params["max_spacepoints"] == "1000000", model
+        assert "auto_cast" not in params, model  # float32 unless asked for
+
+    module_map["edge_classification"][0]["auto_cast"] = True  # the configuration key; export --auto-cast sets the same
+    pipeline = build_pipeline(module_map)
+    assert pipeline.edge_classifiers[0].auto_cast
+    for model, params in _exported_parameters(pipeline, "ModuleMap", tmp_path / "mm_autocast").items():
+        assert params["auto_cast"] == "True", model
 
     metric = write_tiny_metric_learning_pipeline(tmp_path / "ml", double=False)
     metric["graph_construction"].update(r_max=0.1, k_max=16)

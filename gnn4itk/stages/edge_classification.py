@@ -4,7 +4,7 @@ Registered kinds (entries of ``edge_classification`` in a pipeline configuration
 
 * ``filter`` -- :class:`FilterStage`: the edge filter (``checkpoint``, ``filter_cut``, ``filter_batches``);
   keeps ``score > filter_cut``.
-* ``gnn`` -- :class:`GNNStage`: the interaction GNN (``checkpoint``); keeps every edge.
+* ``gnn`` -- :class:`GNNStage`: the interaction GNN (``checkpoint``, ``auto_cast``); keeps every edge.
 
 Both take ``node_features`` / ``node_scales`` from the configuration, else from the checkpoint.
 """
@@ -77,8 +77,13 @@ class GNNStage(Stage):
         if context.verbose:
             print(f"Use {type(model).__name__}")
         gnn = cls(model, context.columns, *context.node_inputs(model, stage))
-        gnn.auto_cast = bool(context.auto_cast)
+        # the configuration's ``auto_cast`` or the caller's (CLI -a, export --auto-cast) turns it on
+        gnn.auto_cast = bool(context.auto_cast or stage.get("auto_cast", False))
         return gnn
+
+    def settings(self) -> dict:
+        # recorded only when on, so a float32 export's config.pbtxt is as before
+        return {"auto_cast": True} if self.auto_cast else {}
 
     def forward(self, features: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         x = self.inputs(features)
