@@ -75,3 +75,22 @@ def peak_memory(function, device: torch.device | str):
     result = function()
     synchronize(device)
     return result, torch.cuda.max_memory_allocated(device), start
+
+
+def profile_table(function, device: torch.device | str, calls: int = 3, rows: int = 30) -> str:
+    """torch.profiler's operator table of ``calls`` calls of ``function`` (already warmed up): where the time
+    goes, by operator, sorted by the device's own time (the CPU's on the CPU), ``rows`` rows.
+
+    Returns:
+        the table as text (``key_averages().table``), totals over the ``calls`` calls.
+    """
+    device = torch.device(device)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(calls):
+            function()
+        synchronize(device)
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return profiler.key_averages().table(sort_by=sort_by, row_limit=rows)

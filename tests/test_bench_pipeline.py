@@ -68,7 +68,7 @@ def test_bench_pipeline_npy_and_synthetic_events(tiny, tmp_path, capsys):
 def test_bench_pipeline_itk_density(tiny, tmp_path, capsys):
     config, _ = tiny
     figures = _bench(tmp_path, "--config", str(config), "--itk-density", "4", "--itk-spacepoints", "1500",
-                     "--variants", "scripted,eager")
+                     "--variants", "scripted,eager", "--profile", str(tmp_path / "profiles"))
     assert list(figures["variants"]) == ["eager", "scripted"] and figures["baseline"] == "eager"
     (result,) = figures["events"]
     assert result["synthetic_graph"] is True and result["spacepoints"] == 1500
@@ -78,6 +78,10 @@ def test_bench_pipeline_itk_density(tiny, tmp_path, capsys):
         assert variant["tracks"] > 0 and variant["staged_tracks_identical"] == 1.0
     assert result["variants"]["scripted"]["identical_tracks_vs"]["eager"] == 1.0
     assert "SYNTHETIC" in capsys.readouterr().out
+    (profile,) = (tmp_path / "profiles").iterdir()  # operator tables of every variant, one file per event
+    table = profile.read_text()
+    assert profile.name.startswith("profile_") and table.count("== ") == 2 and ", eager, " in table and ", scripted, " in table
+    assert "Self CPU" in table and "aten::" in table
 
 
 def test_density_graph_points_outwards_between_layers():

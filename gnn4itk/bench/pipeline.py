@@ -65,7 +65,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gnn4itk.timing import peak_memory, synchronize, timed_calls_events
+from gnn4itk.timing import peak_memory, profile_table, synchronize, timed_calls_events
 from gnn4itk.tracks import track_set
 
 HELP = "whole pipeline and each stage: eager/TorchScript, float32/autocast, pile-up sweep, ITk density, peer GNN"
@@ -114,6 +114,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--warmup", type=int, default=5,
                         help="untimed calls before them; TorchScript profiles and optimises in its first calls (%(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="also write torch.profiler operator tables of each variant's whole call to DIR, one file per event")
     parser.add_argument("--peer-gnn-source", default=None, metavar="DIR",
                         help="folder (or .py file) holding the tracking-as-a-service interaction_gnn.py: its "
                         "ChainedInteractionGNN2 is timed with our weights beside our GNN stage")
@@ -514,6 +516,21 @@ def time_interleaved(timed: dict, repeats: int, device: torch.device) -> dict:
     return times
 
 
+def write_profiles(directory: Path, event_name: str, timed: dict, device: torch.device) -> Path:
+    """``profile_<event>.txt`` in ``directory``: for each variant (and the peer GNN) the operator table of
+    its first call (the whole pipeline, or the stages after the graph), 3 calls each."""
+    directory.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in event_name)
+    sections = []
+    for name, (context, calls) in timed.items():
+        stage, call = next(iter(calls.items()))
+        with context(), torch.no_grad():
+            sections.append(f"== {event_name}, {name}, {stage}: 3 calls\n{profile_table(call, device, calls=3)}\n")
+    path = directory / f"profile_{safe}.txt"
+    path.write_text("\n".join(sections))
+    return path
+
+
 PEER = "peer_gnn"
 """Name of the peer GNN among the timed calls (not a variant name)."""
 
@@ -536,6 +553,8 @@ def bench_event(event: BenchEvent, pipeline: nn.Module, variants: list, args, de
             timed[PEER] = (contextlib.nullcontext, {result[PEER]["stage"]: call})
     print(f"{event.name}: timing, {args.repeats} rounds", flush=True)
     times = time_interleaved(timed, args.repeats, device)
+    if getattr(args, "profile", None):
+        write_profiles(args.profile, event.name, timed, device)
     for name, figures in result["variants"].items():
         pairs = {stage: summarise(values) for stage, values in times[name].items()}
         figures.update(median_ms={k: v[0] for k, v in pairs.items()}, p90_ms={k: v[1] for k, v in pairs.items()})
