@@ -376,9 +376,30 @@ def _listening_socket_inodes() -> dict[int, set[str]] | None:
 
 def free_port() -> int:
     """A TCP port nothing listens on now (the OS picks it, so parallel test workers do not collide)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    """``count`` different TCP ports nothing listens on now, none of ``exclude``.
+
+    The sockets stay bound until all are chosen: one at a time, the OS can hand the same free port out
+    twice (it did: a server got one port for gRPC and metrics and refused to start, 2026-12-07).
+    """
+    sockets, ports = [], []
+    try:
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            if port not in exclude and port not in ports:
+                ports.append(port)
+            if len(sockets) > count + 64:
+                raise OSError(f"no {count} free TCP ports found")
+    finally:
+        for sock in sockets:
+            sock.close()
+    return ports
 
 
 def _die_with_parent() -> None:
@@ -526,7 +547,13 @@ class TritonServer:
             self._instance_dir = None
 
     def _pick_ports(self) -> dict[str, int]:
-        return {key: port or free_port() for key, port in self._requested_ports.items()}
+        """The requested ports, with each 0 replaced by a free port: all different."""
+        requested = self._requested_ports
+        given = {port for port in requested.values() if port}
+        if len(given) < sum(1 for port in requested.values() if port):
+            raise ServerError(f"the HTTP, gRPC and metrics ports must differ: {requested}")
+        free = iter(free_ports(sum(1 for port in requested.values() if not port), exclude=given))
+        return {key: port or next(free) for key, port in requested.items()}
 
     # -- addresses -----------------------------------------------------------------------------
     @property
@@ -585,7 +612,8 @@ class TritonServer:
             try:
                 return self._start_once()
             except ServerError as error:
-                if not (auto and "already in use" in str(error).lower()) or attempt == attempts - 1:
+                port_taken = any(m in str(error).lower() for m in ("already in use", "cannot listen"))
+                if not (auto and port_taken) or attempt == attempts - 1:
                     raise
                 self.process = None
                 self.ports = self._pick_ports()
