@@ -7,7 +7,8 @@ variant of ``--variants``, all in the same run and on the same device:
   ``optimized = False`` (the plain acorn-order computation), on models that have that switch. The
   baseline of every ratio.
 * ``eager``: eager, float32, as built.
-* ``scripted``: ``torch.jit.script(pipeline)``, float32: what Triton serves.
+* ``scripted``: ``torch.jit.script(pipeline)``, float32, TorchScript's tensor fuser off: what Triton serves
+  (both flavours run without the fuser, docs/serving.md).
 * ``scripted_autocast``: scripted with ``GNNStage.auto_cast = True`` (float16 autocast of the GNN). CUDA
   only: on the CPU it does not apply and is skipped.
 
@@ -73,8 +74,8 @@ HELP = "whole pipeline and each stage: eager/TorchScript, float32/autocast, pile
 VARIANTS = {
     "straightforward": "eager float32, InteractionGNN2.optimized = False (the baseline)",
     "eager": "eager float32",
-    "scripted": "TorchScript float32 (what Triton serves)",
-    "scripted_autocast": "TorchScript, GNN under float16 autocast (CUDA only)",
+    "scripted": "TorchScript float32, tensor fuser off (what Triton serves)",
+    "scripted_autocast": "TorchScript, GNN under float16 autocast, tensor fuser off (CUDA only)",
 }
 """Variant name -> what it is, in the order they run."""
 
@@ -349,6 +350,11 @@ class Variant:
     context: Callable = contextlib.nullcontext
 
 
+def as_served():
+    """The context scripted variants run in: TorchScript's tensor fuser off, as both served flavours run."""
+    return torch.jit.fuser("none")
+
+
 def make_variants(pipeline: nn.Module, names: list[str], device: torch.device) -> tuple[list, dict]:
     """(the :class:`Variant` s of ``names`` that apply on ``device``, {skipped name: why})."""
     from gnn4itk.stages import GNNStage
@@ -361,7 +367,7 @@ def make_variants(pipeline: nn.Module, names: list[str], device: torch.device) -
         elif name == "eager":
             variants.append(Variant(name, pipeline))
         elif name == "scripted":
-            variants.append(Variant(name, torch.jit.script(pipeline)))
+            variants.append(Variant(name, torch.jit.script(pipeline), as_served))
         elif device.type != "cuda":
             skipped[name] = "reduced precision (float16 autocast of the GNN) applies on CUDA only"
         elif not gnn_stages:
@@ -371,7 +377,7 @@ def make_variants(pipeline: nn.Module, names: list[str], device: torch.device) -
             for stage in gnn_stages:
                 stage.auto_cast = True
             try:
-                variants.append(Variant(name, torch.jit.script(pipeline)))
+                variants.append(Variant(name, torch.jit.script(pipeline), as_served))
             finally:
                 for stage in gnn_stages:
                     stage.auto_cast = False
