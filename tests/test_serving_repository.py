@@ -99,6 +99,26 @@ def toy_specs(directory: Path) -> list[PipelineSpec]:
 
 
 @pytest.mark.parametrize("flavour", ["python", "libtorch"])
+def test_ensemble_steps_are_warmed_with_what_the_step_before_gives(tmp_path, flavour):
+    from export.repository import random_warmup_features
+
+    write_model_repository(tmp_path / "models", toy_specs(tmp_path / "ts"), flavour=flavour, instance_kind="gpu")
+    runner = "ModuleMap_labels" + ("_libtorch" if flavour == "libtorch" else "")
+    warmup = tmp_path / "models" / runner / "warmup"
+    features = random_warmup_features(1000, len(COLUMNS))  # the toy ModuleMap has no warm-up rows of its own
+    expected = FirstColumn()(torch.from_numpy(features)).numpy()
+    assert np.array_equal(np.frombuffer((warmup / "SCORE").read_bytes(), dtype="<f4"), expected)
+    (entry,) = validate_model_repository(tmp_path / "models")[runner].model_warmup
+    assert dict(entry.inputs)[("INPUT__0" if flavour == "libtorch" else "SCORE")].dims == [1000]
+    if flavour == "python":  # the digest the score step would send with SCORE, as the labels step checks it
+        from export.repository import _python_model_digest
+
+        digest = np.frombuffer((warmup / "SCORE__DIGEST").read_bytes(), dtype="<i8")
+        assert digest.tolist() == _python_model_digest(expected).tolist()
+        assert dict(entry.inputs)["SCORE__DIGEST"].dims == [1]
+
+
+@pytest.mark.parametrize("flavour", ["python", "libtorch"])
 @pytest.mark.parametrize("kind", ["cpu", "gpu"])
 def test_every_config_parses_as_model_config(tmp_path, flavour, kind):
     names = write_model_repository(tmp_path / "models", toy_specs(tmp_path / "ts"), flavour=flavour, instance_kind=kind, count=2, gpus=[0, 1])
@@ -124,7 +144,7 @@ def test_every_config_parses_as_model_config(tmp_path, flavour, kind):
         group = config.instance_group[0]
         assert group.count == 2 and group.kind == (group.KIND_GPU if kind == "gpu" else group.KIND_CPU)
         assert list(group.gpus) == ([0, 1] if kind == "gpu" else [])
-        assert len(config.model_warmup) == (0 if "labels" in config.name else 1)
+        assert len(config.model_warmup) == 1  # the labels step too: with what the score step gives
     if flavour == "libtorch":
         assert all(c.platform == "pytorch_libtorch" and c.input[0].name == "INPUT__0" for c in runners)
         step = configs["ModuleMap_fused"].ensemble_scheduling.step[0]

@@ -34,7 +34,10 @@ import os
 
 import numpy as np
 import torch
-import triton_python_backend_utils as pb_utils
+try:
+    import triton_python_backend_utils as pb_utils
+except ImportError:  # imported outside Triton for its pure functions (export takes warm-up digests with digest())
+    pb_utils = None
 
 FEATURES = "FEATURES"
 LABELS = "LABELS"
