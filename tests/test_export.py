@@ -139,3 +139,10 @@ def test_export_command_writes_a_checked_repository(tmp_path):
     result = subprocess.run(base + ["--pipelines", "MetricLearning", "--output", str(tmp_path / "m2")],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and "error:" in result.stderr and "checkpoint" in result.stderr
+    # --auto-cast: the GNN under float16 autocast, recorded in every config of the pipeline
+    result = subprocess.run(base + ["--pipelines", "ModuleMap", "--auto-cast", "--output", str(tmp_path / "m3")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    configs = validate_model_repository(tmp_path / "m3")
+    assert all(c.parameters["auto_cast"].string_value == "True" for n, c in configs.items() if n.startswith("ModuleMap"))
+    assert "auto_cast" not in validate_model_repository(tmp_path / "models")["ModuleMap"].parameters
