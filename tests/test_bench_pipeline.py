@@ -59,10 +59,29 @@ def test_bench_pipeline_npy_and_synthetic_events(tiny, tmp_path, capsys):
         assert eager["tracks"] == scripted["tracks"] and scripted["identical_tracks_vs"]["eager"] == 1.0
         assert result["variants"]["straightforward"]["ratio_to_baseline"]["whole"] == 1.0
     assert npy["variants"]["eager"]["tracks"] > 0
+    synthetic = figures["events"][1]  # a synthetic event has truth: every variant's tracks are scored
+    assert "metrics" not in npy["variants"]["eager"] and npy["truth"] is False and synthetic["truth"] is True
+    for variant in synthetic["variants"].values():
+        assert set(variant["metrics"]) == {"ATLAS", "one_way", "two_way"}
+        assert 0 <= variant["metrics"]["ATLAS"]["efficiency"] <= 1
+    assert synthetic["variants"]["scripted"]["metrics"] == synthetic["variants"]["eager"]["metrics"]
+    out = capsys.readouterr().out
+    assert "ATLAS eff / fake / dup" in out and "graph_construction" in out
     floor = npy["gnn_floor"]  # the GNN's time over its floor (FLOPs at the measured matmul rate)
     assert floor["edges"] == npy["edges_graph"] and floor["gflops"] > 0 and floor["floor_ms"] > 0
     assert set(floor["time_over_floor"]) == {"straightforward", "eager", "scripted"}
-    assert "graph_construction" in capsys.readouterr().out
+
+
+def test_metric_differences_hold_reduced_precision_to_the_tolerance():
+    from gnn4itk.bench.pipeline import METRIC_TOLERANCE, metric_differences
+
+    full = {"ATLAS": {"efficiency": 0.95, "fake_rate": 0.01, "duplicate_rate": 0.02}}
+    close = {"ATLAS": {"efficiency": 0.9495, "fake_rate": 0.0105, "duplicate_rate": 0.02}}
+    far = {"ATLAS": {"efficiency": 0.948, "fake_rate": 0.01, "duplicate_rate": 0.02}}
+    assert metric_differences(full, close)["within_tolerance"] and METRIC_TOLERANCE == 1e-3
+    result = metric_differences(full, far)
+    assert not result["within_tolerance"] and abs(result["largest"] - 0.002) < 1e-12
+    assert abs(result["by_style"]["ATLAS"]["efficiency"] + 0.002) < 1e-12
 
 
 def test_bench_pipeline_itk_density(tiny, tmp_path, capsys):

@@ -20,7 +20,10 @@ timing every call of every variant once, so that a slow phase of a shared machin
 alike and the ratios hold; spacepoints, edges after graph construction and into
 track building, tracks; peak GPU memory of one whole call; ratios to the baseline. The reduced-precision
 tracks are compared with the scripted float32 ones: identical fraction = common tracks / float32 tracks,
-a track being the sorted tuple of row indices between two ``-1`` of LABELS.
+a track being the sorted tuple of row indices between two ``-1`` of LABELS. When the event has truth (an
+event file with its particles, a synthetic event), each variant's tracks are scored in the three matching
+styles, and reduced precision is judged by the largest metric difference to float32 as well
+(:data:`METRIC_TOLERANCE`, issue #15's 0.001).
 
 Events:
 
@@ -136,19 +139,24 @@ class BenchEvent:
         graph: ``(edge_index LongTensor [2, E], edge_attr FloatTensor [E, 6])`` for a synthetic graph
             (graph construction is then not run), else None.
         meta: what the JSON reports about the input.
+        truth: the :class:`~gnn4itk.event.Event` with its particles when the input has truth (an event file,
+            a synthetic event): each variant's tracks are then scored, and reduced precision is judged by
+            its metrics too. None for FEATURES-only inputs and synthetic graphs.
     """
 
     name: str
     features: Tensor
     graph: Optional[tuple] = None
     meta: dict = field(default_factory=dict)
+    truth: Optional[object] = None
 
 
-def read_features(path: str, columns: list[str]) -> Tensor:
-    """FEATURES [N, F] float32 of the event at ``path``, in ``columns``.
+def read_features(path: str, columns: list[str]) -> tuple[Tensor, object]:
+    """(FEATURES [N, F] float32 of the event at ``path`` in ``columns``, its Event or None).
 
-    A ``.npy`` file is taken as stored (2-d, F = len(columns)); a directory gives its first Parquet event;
-    anything else is read as ``python -m gnn4itk.inference -i`` reads it.
+    A ``.npy`` file is taken as stored (2-d, F = len(columns)), without truth; a directory gives its first
+    Parquet event; anything else is read as ``python -m gnn4itk.inference -i`` reads it (an event file
+    comes with its Event, a ``.pt`` tensor without).
     """
     from gnn4itk.cli import UserError
     from gnn4itk.event import list_events
@@ -159,14 +167,15 @@ def read_features(path: str, columns: list[str]) -> Tensor:
         array = np.load(file, allow_pickle=False)
         if array.ndim != 2 or array.shape[1] != len(columns):
             raise UserError(f"--event {path}: shape {list(array.shape)}, expected [N, {len(columns)}] with columns {columns}")
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), None
     if file.is_dir():
         events = list_events(file)
         if not events:
             raise UserError(f"--event {path}: no Parquet event in this directory")
         file = events[0]
-    features, _ = load_input(str(file), columns)
-    return features
+    features, event = load_input(str(file), columns)
+    has_truth = event is not None and event.particles is not None and "particle_id" in event.hits
+    return features, (event if has_truth else None)
 
 
 def itk_like_hits(spacepoints: int, seed: int):
@@ -266,12 +275,13 @@ def bench_events(args, columns: list[str], device: torch.device):
     from module_map.synthetic import synthetic_event
 
     for path in args.event:
-        yield BenchEvent(Path(path).name, read_features(path, columns).to(device),
-                         meta={"kind": "npy" if path.endswith(".npy") else "event", "path": path})
+        features, truth = read_features(path, columns)
+        yield BenchEvent(Path(path).name, features.to(device), truth=truth,
+                         meta={"kind": "npy" if path.endswith(".npy") else "event", "path": path, "truth": truth is not None})
     for i, mu in enumerate(_pileups(args)):
         event = synthetic_event(mu=mu, seed=SYNTHETIC_SEED + i)
         features = torch.from_numpy(select_features(event.hits, columns)).to(device)
-        yield BenchEvent(f"synthetic mu={mu:g}", features, meta={"kind": "synthetic", "mu": mu})
+        yield BenchEvent(f"synthetic mu={mu:g}", features, truth=event, meta={"kind": "synthetic", "mu": mu, "truth": True})
     if args.itk_density is not None:
         yield itk_density_event(args, columns, device)
 
@@ -456,6 +466,29 @@ def _after_graph(classifiers, tracks, x: Tensor, graph: tuple) -> Tensor:
 # Measurements
 
 
+METRIC_TOLERANCE = 1e-3
+"""Issue #15's bar for reduced precision: every tracking metric within this of float32's."""
+
+
+def tracking_metrics(event, labels: Tensor) -> dict:
+    """{style: {efficiency, fake_rate, duplicate_rate}} of LABELS [L] int64 against ``event``'s truth, for
+    every matching style (:data:`gnn4itk.metrics.MATCHING_STYLES`; GNN4ITk's target and matching cuts)."""
+    from gnn4itk.metrics import evaluate_tracking
+
+    result = evaluate_tracking(event, labels.cpu().numpy(), trackml=False)
+    return {style: {"efficiency": m.efficiency, "fake_rate": m.fake_rate, "duplicate_rate": m.duplicate_rate}
+            for style, m in result.matching.items()}
+
+
+def metric_differences(reference: dict, other: dict) -> dict:
+    """``other - reference`` for every style and metric of two :func:`tracking_metrics`, with
+    ``largest`` (the largest absolute difference) and ``within_tolerance`` (largest <= :data:`METRIC_TOLERANCE`)."""
+    differences = {style: {k: other[style][k] - v for k, v in figures.items()} for style, figures in reference.items()}
+    values = [abs(v) for figures in differences.values() for v in figures.values() if v == v]  # NaN: no targets
+    largest = max(values, default=0.0)
+    return {"by_style": differences, "largest": largest, "within_tolerance": largest <= METRIC_TOLERANCE}
+
+
 def identical_fraction(reference: set, other: set) -> float:
     """|reference & other| / |reference| (1.0 when the reference has no track)."""
     return len(reference & other) / len(reference) if reference else 1.0
@@ -494,6 +527,8 @@ def prepare_variant(variant: Variant, names: list[str], event: BenchEvent, args,
             figures = peak_memory_figures(whole, device)
             labels = whole()
         tracks = track_set(labels)
+        if event.truth is not None:
+            figures["metrics"] = tracking_metrics(event.truth, labels)
         figures.update(staged.counts)
         figures.update(tracks=len(tracks), staged_tracks_identical=identical_fraction(tracks, track_set(staged.labels)))
         calls = {whole_name: whole, **{k: v for k, v in staged.calls.items() if k != AFTER_GRAPH}}
@@ -586,6 +621,9 @@ def bench_event(event: BenchEvent, pipeline: nn.Module, variants: list, args, de
             "common_tracks": len(tracks[float32] & tracks["scripted_autocast"]),
             "identical_fraction": identical_fraction(tracks[float32], tracks["scripted_autocast"]),
         }
+        reduced, full = result["variants"]["scripted_autocast"], result["variants"][float32]
+        if "metrics" in reduced and "metrics" in full:
+            result["reduced_precision"]["metric_differences"] = metric_differences(full["metrics"], reduced["metrics"])
     first = next(iter(result["variants"].values()), {})
     for key in ("spacepoints", "edges_graph", "edges_track_building"):
         result[key] = first.get(key)
@@ -823,6 +861,9 @@ def print_event(result: dict, device: str) -> None:
         table.add_row("peak GPU memory MB", *("-" if p is None else f"{p:,.0f}" for p in peaks))
     table.add_row("tracks", *(f"{f['tracks']:,}" for f in variants.values()))
     table.add_row(f"identical to {result['baseline']}", *(f"{f['identical_tracks_vs_baseline']:.4f}" for f in variants.values()))
+    for style in next(iter(variants.values())).get("metrics", {}):
+        table.add_row(f"{style} eff / fake / dup", *(
+            "{efficiency:.4f} / {fake_rate:.4f} / {duplicate_rate:.4f}".format(**f["metrics"][style]) for f in variants.values()))
     console = Console()
     console.print(table)
     if synthetic:
@@ -832,6 +873,10 @@ def print_event(result: dict, device: str) -> None:
         rp = result["reduced_precision"]
         console.print(f"reduced precision: {rp['common_tracks']:,} of {rp['float32_tracks']:,} {rp['float32_variant']} "
                       f"float32 tracks identical ({rp['identical_fraction']:.4%})")
+        if "metric_differences" in rp:
+            diff = rp["metric_differences"]
+            console.print(f"reduced precision, truth metrics: largest difference to float32 {diff['largest']:.4f} "
+                          f"({'within' if diff['within_tolerance'] else 'NOT within'} {METRIC_TOLERANCE})")
     if "gnn_floor" in result:
         floor = result["gnn_floor"]
         ratios = ", ".join(f"{k} {v:.1f}" for k, v in floor["time_over_floor"].items())
