@@ -121,7 +121,8 @@ run_phase() {
     load)  # issue #14: both flavours under load, every answer checked; LOAD_ARGS e.g. "--counts 1 --concurrency 8"
       timeout ${LOAD_S:-560} python3 scripts/serve_gpu_load.py --map "${LOAD_MAP:-synthetic:12}" --event "${LOAD_EVENT:-synthetic}" \
         --out "$OUT/load" ${LOAD_ARGS:-} 2>&1 | grep -v -i -E "warn|^\s*$" ;;
-    data)  # the held-out event and the default map, carried xz-compressed in .devin/data (alone: 64 MiB limit)
+    data)  # the default map and held-out events with truth (/tmp/data/minbias, /tmp/data/ttbar: the FEATURES
+           # columns and particle_id, and the particles), carried xz-compressed in .devin/data (alone: 64 MiB limit)
       mkdir -p /tmp/data
       for f in "${DEVIN:-.devin}"/data/*.xz; do
         [ -e "$f" ] && python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$f" "/tmp/data/$(basename "${f%.xz}")"
@@ -130,9 +131,10 @@ run_phase() {
     pipeline-synthetic)  # issue #15: pile-up sweep and the ITk-density case on synthetic events and map
       timeout ${BENCH_S:-300} python3 -m gnn4itk bench pipeline --device cuda --synthetic-pileup ${PILEUPS:-50,100,200,300} \
         --itk-density ${ITK_DENSITY:-7} $PEER --json "$OUT/bench_pipeline_synthetic.json" 2>&1 | grep -v -i warn ;;
-    pipeline-event)  # issue #15: the held-out event with the default map, for each of $PIPELINES
+    pipeline-event)  # issue #15: the held-out events (truth: metrics per variant) with the default map, for each of $PIPELINES
+      local events=""; for e in ${PIPELINE_EVENTS:-/tmp/data/minbias /tmp/data/ttbar}; do events="$events --event $e"; done
       for pipeline in ${PIPELINES:-ModuleMap}; do
-        timeout ${BENCH_S:-200} python3 -m gnn4itk bench pipeline --device cuda --pipeline "$pipeline" --event /tmp/data/features.npy \
+        timeout ${BENCH_S:-200} python3 -m gnn4itk bench pipeline --device cuda --pipeline "$pipeline" $events \
           --module-map /tmp/data/map.npz ${PIPELINE_ARGS:-} $PEER --json "$OUT/bench_pipeline_$pipeline.json" 2>&1 | grep -v -i warn
       done ;;
     gpu-tests)
