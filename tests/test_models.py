@@ -123,6 +123,38 @@ def test_mlp_forward_gathered_equals_concatenated_input():
     torch.testing.assert_close(no_rows.forward_gathered(None, nodes, src, dst), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_interaction_gnn_sums_messages_in_float32():
+    """Under float16 autocast the messages are float16; they are summed into float32 tensors (float16
+    atomics on the GPU round at every addition, in an order that changes between runs) and rounded once."""
+    from torch.overrides import TorchFunctionMode
+
+    class SumDtypes(TorchFunctionMode):
+        """Records the dtype of every tensor that index_add_ sums into."""
+
+        def __init__(self):
+            super().__init__()
+            self.dtypes = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is torch.Tensor.index_add_:
+                self.dtypes.append(args[0].dtype)
+            return func(*args, **(kwargs or {}))
+
+    model = InteractionGNN2(gnn_hparams(hidden=8)).eval()
+    n, e = 50, 400
+    g = torch.Generator().manual_seed(1)
+    src, dst = torch.randint(0, n, (e,), generator=g), torch.randint(0, n, (e,), generator=g)
+    messages = (torch.rand(e, 8, generator=g) * 10).half()
+    with SumDtypes() as mode:
+        inputs = model._node_inputs(torch.zeros(n, 8, dtype=torch.float16), messages, src, dst)
+    assert mode.dtypes == [torch.float32, torch.float32] and inputs.dtype == torch.float16
+    exact = torch.zeros(n, 8, dtype=torch.float64).index_add_(0, dst, messages.double())
+    assert torch.equal(inputs[:, :8], exact.float().half())  # the float32 sum, rounded once
+    # float32 messages: the plain sums, as before
+    as_float = model._node_inputs(torch.zeros(n, 8), messages.float(), src, dst)
+    assert torch.equal(as_float[:, :8], torch.zeros(n, 8).index_add_(0, dst, messages.float()))
+
+
 @pytest.mark.parametrize("recurrent", [True, False])
 def test_interaction_gnn_checkpointed_forward_equals_forward(recurrent):
     hp = gnn_hparams(node_net_recurrent=recurrent, edge_net_recurrent=not recurrent)

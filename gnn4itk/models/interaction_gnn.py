@@ -160,8 +160,13 @@ class InteractionGNN2(nn.Module):
         return x, e
 
     def _node_inputs(self, x: torch.Tensor, e: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-        incoming = torch.zeros(x.shape[0], e.shape[1], dtype=e.dtype, device=e.device).index_add_(0, dst, e)
-        outgoing = torch.zeros(x.shape[0], e.shape[1], dtype=e.dtype, device=e.device).index_add_(0, src, e)
+        # Messages are summed in float32 whatever e's dtype: under float16 autocast, float16 atomics round
+        # at every addition in an order that changes from run to run (two autocast runs of the held-out
+        # event gave different LABELS on an H100, 2026-12-07). A no-op for float32 and float64 messages.
+        total = torch.float32 if e.dtype == torch.float16 or e.dtype == torch.bfloat16 else e.dtype
+        messages = e.to(total)
+        incoming = torch.zeros(x.shape[0], e.shape[1], dtype=total, device=e.device).index_add_(0, dst, messages).to(e.dtype)
+        outgoing = torch.zeros(x.shape[0], e.shape[1], dtype=total, device=e.device).index_add_(0, src, messages).to(e.dtype)
         if self.in_out_diff_agg:
             return torch.cat([incoming, outgoing, x], dim=-1)
         return torch.cat([incoming + outgoing, x], dim=-1)
