@@ -374,13 +374,9 @@ def _listening_socket_inodes() -> dict[int, set[str]] | None:
     return found
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on now (the OS picks it, so parallel test workers do not collide)."""
-    return free_ports(1)[0]
-
-
 def free_ports(count: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[int]:
-    """``count`` different TCP ports nothing listens on now, none of ``exclude``.
+    """``count`` different TCP ports nothing listens on now, none of ``exclude`` (the OS picks them, so
+    parallel test workers do not collide).
 
     The sockets stay bound until all are chosen: one at a time, the OS can hand the same free port out
     twice (it did: a server got one port for gRPC and metrics and refused to start, 2026-12-07).
