@@ -79,6 +79,8 @@ def test_metric_differences_hold_reduced_precision_to_the_tolerance():
     close = {"ATLAS": {"efficiency": 0.9495, "fake_rate": 0.0105, "duplicate_rate": 0.02}}
     far = {"ATLAS": {"efficiency": 0.948, "fake_rate": 0.01, "duplicate_rate": 0.02}}
     assert metric_differences(full, close)["within_tolerance"] and METRIC_TOLERANCE == 1e-3
+    undefined = {"ATLAS": {"efficiency": 0.95, "fake_rate": None, "duplicate_rate": 0.02}}  # as_dict: NaN -> None
+    assert metric_differences(full, undefined)["by_style"]["ATLAS"]["fake_rate"] is None
     result = metric_differences(full, far)
     assert not result["within_tolerance"] and abs(result["largest"] - 0.002) < 1e-12
     assert abs(result["by_style"]["ATLAS"]["efficiency"] + 0.002) < 1e-12

@@ -470,22 +470,29 @@ METRIC_TOLERANCE = 1e-3
 """Issue #15's bar for reduced precision: every tracking metric within this of float32's."""
 
 
+RATES = ("efficiency", "fake_rate", "duplicate_rate")
+"""The tracking metrics compared between precisions."""
+
+
 def tracking_metrics(event, labels: Tensor) -> dict:
-    """{style: {efficiency, fake_rate, duplicate_rate}} of LABELS [L] int64 against ``event``'s truth, for
-    every matching style (:data:`gnn4itk.metrics.MATCHING_STYLES`; GNN4ITk's target and matching cuts)."""
+    """{style: :meth:`gnn4itk.metrics.MatchingFigures.as_dict`} (the three rates, None where undefined, and
+    the counts) of LABELS [L] int64 against ``event``'s truth, for every matching style (GNN4ITk's target
+    and matching cuts)."""
     from gnn4itk.metrics import evaluate_tracking
 
     result = evaluate_tracking(event, labels.cpu().numpy(), trackml=False)
-    return {style: {"efficiency": m.efficiency, "fake_rate": m.fake_rate, "duplicate_rate": m.duplicate_rate}
-            for style, m in result.matching.items()}
+    return {style: figures.as_dict() for style, figures in result.matching.items()}
 
 
 def metric_differences(reference: dict, other: dict) -> dict:
-    """``other - reference`` for every style and metric of two :func:`tracking_metrics`, with
-    ``largest`` (the largest absolute difference) and ``within_tolerance`` (largest <= :data:`METRIC_TOLERANCE`)."""
-    differences = {style: {k: other[style][k] - v for k, v in figures.items()} for style, figures in reference.items()}
-    values = [abs(v) for figures in differences.values() for v in figures.values() if v == v]  # NaN: no targets
-    largest = max(values, default=0.0)
+    """``other - reference`` for every style and rate of :data:`RATES` of two :func:`tracking_metrics` (None
+    where either is undefined), with ``largest`` (the largest absolute difference) and ``within_tolerance``
+    (largest <= :data:`METRIC_TOLERANCE`)."""
+    differences = {
+        style: {k: None if figures[k] is None or other[style][k] is None else other[style][k] - figures[k] for k in RATES}
+        for style, figures in reference.items()
+    }
+    largest = max((abs(v) for figures in differences.values() for v in figures.values() if v is not None), default=0.0)
     return {"by_style": differences, "largest": largest, "within_tolerance": largest <= METRIC_TOLERANCE}
 
 
@@ -863,7 +870,8 @@ def print_event(result: dict, device: str) -> None:
     table.add_row(f"identical to {result['baseline']}", *(f"{f['identical_tracks_vs_baseline']:.4f}" for f in variants.values()))
     for style in next(iter(variants.values())).get("metrics", {}):
         table.add_row(f"{style} eff / fake / dup", *(
-            "{efficiency:.4f} / {fake_rate:.4f} / {duplicate_rate:.4f}".format(**f["metrics"][style]) for f in variants.values()))
+            " / ".join("-" if f["metrics"][style][k] is None else f"{f['metrics'][style][k]:.4f}" for k in RATES)
+            for f in variants.values()))
     console = Console()
     console.print(table)
     if synthetic:
