@@ -15,6 +15,7 @@ COMMANDS = [
     "gnn4itk.commands.simulate",
     "gnn4itk.commands.bench",
     "gnn4itk.commands.train",
+    "gnn4itk.commands.freeze_batch_norm",
     "gnn4itk.commands.build_module_map",
     "gnn4itk.commands.serve",
     "gnn4itk.commands.evaluate",

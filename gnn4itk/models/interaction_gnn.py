@@ -22,9 +22,10 @@ rounding; ``optimized = False`` gives the plain order above, the benchmarks' bas
   (:meth:`gnn4itk.models.mlp.MLP.forward_gathered`), so node states are projected once per node instead
   of being gathered and multiplied per edge;
 * nodes without any edge are dropped before the first layer when no node MLP normalises with batch
-  statistics. The shipped models do (acorn ``batchnorm`` without running statistics: every node of the
-  event enters the mean and variance), so for them isolated nodes stay: dropping them would change
-  the scores.
+  statistics. acorn's ``batchnorm`` without running statistics does (every node of the event enters the
+  mean and variance), and so does any BatchNorm in training mode: then isolated nodes stay, since
+  dropping them would change the scores. A model whose statistics were frozen
+  (:mod:`gnn4itk.models.batch_statistics`, ``track_running_stats: true``) drops them in evaluation.
 """
 
 from typing import Final, Optional, Tuple
@@ -99,6 +100,7 @@ class InteractionGNN2(nn.Module):
     uses_edge_features: Final[bool]
     n_graph_iters: Final[int]
     isolated_nodes_matter: Final[bool]
+    node_batch_norm: Final[bool]
 
     def __init__(self, hparams: dict):
         super().__init__()
@@ -148,9 +150,11 @@ class InteractionGNN2(nn.Module):
             output_activation=hparams["edge_output_transform_final_activation"],
             output_batch_norm=bool(hparams["edge_output_transform_final_batch_norm"]),
         )
-        # A node without edges never reaches an edge score, except through batch statistics.
-        node_mlps = [self.node_encoder, self.node_network]
-        self.isolated_nodes_matter = any(isinstance(m, nn.BatchNorm1d) for net in node_mlps for m in net.modules())
+        # A node without edges never reaches an edge score, except through batch statistics: those of a
+        # BatchNorm without running statistics always, those of any BatchNorm in training mode.
+        node_norms = [m for net in (self.node_encoder, self.node_network) for m in net.modules() if isinstance(m, nn.BatchNorm1d)]
+        self.node_batch_norm = len(node_norms) > 0
+        self.isolated_nodes_matter = any(not m.track_running_stats for m in node_norms)
         self.optimized = True
 
     def _concat(self, x: torch.Tensor, e: torch.Tensor, x0: torch.Tensor, e0: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -173,7 +177,7 @@ class InteractionGNN2(nn.Module):
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: Optional[torch.Tensor] = None) -> torch.Tensor:
         src, dst = edge_index[0], edge_index[1]
-        if self.optimized and not self.isolated_nodes_matter:
+        if self.optimized and not self.isolated_nodes_matter and not (self.training and self.node_batch_norm):
             x, src, dst = drop_isolated_nodes(x, src, dst)
         gathered = self.optimized and gathered_is_cheaper(x.shape[0], src.shape[0])
         x = self.node_encoder(x)
@@ -225,7 +229,7 @@ class InteractionGNN2(nn.Module):
         from torch.utils.checkpoint import checkpoint
 
         src, dst = edge_index[0], edge_index[1]
-        if self.optimized and not self.isolated_nodes_matter:
+        if self.optimized and not self.isolated_nodes_matter and not (self.training and self.node_batch_norm):
             x, src, dst = drop_isolated_nodes(x, src, dst)
         gathered = self.optimized and gathered_is_cheaper(x.shape[0], src.shape[0])
         x = checkpoint(self.node_encoder, x, use_reentrant=False)

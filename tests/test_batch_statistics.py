@@ -1,0 +1,102 @@
+"""Frozen batch statistics: recorded per event, averaged, written as running statistics; isolated nodes skipped."""
+
+import pytest
+import torch
+
+from gnn4itk.models import ChainedInteractionGNN2, RecurrentInteractionGNN2, load_acorn_checkpoint, save_acorn_checkpoint
+from gnn4itk.models.batch_statistics import batch_norm_layers, frozen_copy, record_batch_statistics, uses_batch_statistics
+from gnn4itk.models.interaction_gnn import drop_isolated_nodes
+from tests.test_models import gnn_hparams, random_graph
+
+
+def chained(**changes):
+    torch.manual_seed(7)
+    return ChainedInteractionGNN2(gnn_hparams(**changes)).eval()
+
+
+def run_on(model, graphs):
+    """``run_events`` for :func:`record_batch_statistics`: one model call per graph."""
+    return lambda: (model(x, edge_index, attr) for x, edge_index, attr in graphs)
+
+
+def test_frozen_on_one_event_reproduces_that_event():
+    model = chained()
+    graph = random_graph(300, 200, seed=1)  # more nodes than edges: some isolated
+    statistics = record_batch_statistics(model, run_on(model, [graph]))
+    assert set(statistics) == set(batch_norm_layers(model))
+    frozen = frozen_copy(model, statistics)
+    assert uses_batch_statistics(model) and not uses_batch_statistics(frozen)
+    assert frozen.hparams["track_running_stats"] is True
+    # the running statistics are exactly this event's, so the scores are the batch-statistics scores
+    torch.testing.assert_close(frozen(*graph), model(*graph), rtol=1e-4, atol=1e-4)
+
+
+def test_frozen_statistics_are_averages_over_events():
+    model = chained()
+    graphs = [random_graph(120, 150, seed=s) for s in (1, 2, 3)]
+    statistics = record_batch_statistics(model, run_on(model, graphs))
+    frozen = frozen_copy(model, statistics)
+    name = "node_encoder.1"
+    per_event = []
+    for x, _, _ in graphs:  # the first BatchNorm of the node encoder sees the first Linear's output
+        rows = model.node_encoder[0](x)
+        per_event.append((rows.mean(0), rows.var(0, unbiased=False)))
+    layer = dict(frozen.named_modules())[name]
+    torch.testing.assert_close(layer.running_mean, torch.stack([m for m, _ in per_event]).mean(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(layer.running_var, torch.stack([v for _, v in per_event]).mean(0), rtol=1e-5, atol=1e-6)
+    assert int(layer.num_batches_tracked) == 3
+    assert statistics[name].rows == [120, 120, 120]
+    assert statistics[name].spread() > 0
+
+
+def test_frozen_model_skips_isolated_nodes_and_ignores_them():
+    model = chained()
+    x, edge_index, attr = random_graph(400, 150, seed=4)
+    frozen = frozen_copy(model, record_batch_statistics(model, run_on(model, [(x, edge_index, attr)])))
+    assert not frozen.isolated_nodes_matter and model.isolated_nodes_matter
+    scores = frozen(x, edge_index, attr)
+    frozen.optimized = False
+    torch.testing.assert_close(frozen(x, edge_index, attr), scores, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.jit.script(frozen)(x, edge_index, attr), frozen(x, edge_index, attr), rtol=1e-5, atol=1e-5)
+    # a frozen edge score does not depend on the spacepoints without an edge; a batch-statistics one does
+    kept_x, src, dst = drop_isolated_nodes(x, edge_index[0], edge_index[1])
+    assert kept_x.shape[0] < x.shape[0]
+    torch.testing.assert_close(frozen(kept_x, torch.stack([src, dst]), attr), scores, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(model(kept_x, torch.stack([src, dst]), attr), model(x, edge_index, attr), rtol=1e-3, atol=1e-3)
+
+
+def test_training_mode_keeps_isolated_nodes():
+    """In training every BatchNorm normalises with batch statistics, so no node may be dropped."""
+    model = chained()
+    graph = random_graph(400, 150, seed=5)
+    frozen = frozen_copy(model, record_batch_statistics(model, run_on(model, [graph]))).train()
+    optimized = frozen(*graph)
+    frozen.optimized = False
+    torch.testing.assert_close(frozen(*graph), optimized, rtol=1e-5, atol=1e-5)
+
+
+def test_frozen_checkpoint_round_trip(tmp_path):
+    model = chained()
+    graph = random_graph(200, 180, seed=6)
+    frozen = frozen_copy(model, record_batch_statistics(model, run_on(model, [graph, random_graph(150, 160, seed=8)])))
+    path = save_acorn_checkpoint(frozen, tmp_path / "frozen.ckpt")
+    loaded = load_acorn_checkpoint(path)
+    assert type(loaded) is type(frozen) and loaded.hparams["track_running_stats"] is True
+    assert "node_encoder.1.running_mean" in torch.load(path, weights_only=True)["state_dict"]
+    torch.testing.assert_close(loaded(*graph), frozen(*graph), rtol=0, atol=0)
+
+
+def test_shared_batch_norm_cannot_be_frozen():
+    torch.manual_seed(7)
+    model = RecurrentInteractionGNN2(gnn_hparams()).eval()
+    with pytest.raises(ValueError, match="shared by the graph iterations"):
+        record_batch_statistics(model, run_on(model, [random_graph()]))
+
+
+def test_nothing_to_record():
+    model = chained()
+    with pytest.raises(ValueError, match="no event"):
+        record_batch_statistics(model, lambda: iter([]))
+    plain = chained(batchnorm=False)
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        record_batch_statistics(plain, run_on(plain, [random_graph()]))
