@@ -11,6 +11,9 @@ variant of ``--variants``, all in the same run and on the same device:
   (both flavours run without the fuser, docs/serving.md).
 * ``scripted_autocast``: scripted with ``GNNStage.auto_cast = True`` (float16 autocast of the GNN). CUDA
   only: on the CPU it does not apply and is skipped.
+* ``scripted_tf32``: scripted float32 with TF32 matmuls (``torch.backends.cuda.matmul.allow_tf32``: float32
+  inputs rounded to a 10-bit mantissa on the tensor cores, float32 sums). CUDA only. A served model gets
+  it from the server's environment (``TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1``), not from the model file.
 
 For each variant: median and p90 of the whole ``Pipeline.forward`` and of each stage (``input_guard``,
 ``graph_construction``, each edge classifier, ``track_building``), the stage replayed on the inputs it got
@@ -79,8 +82,12 @@ VARIANTS = {
     "eager": "eager float32",
     "scripted": "TorchScript float32, tensor fuser off (what Triton serves)",
     "scripted_autocast": "TorchScript, GNN under float16 autocast, tensor fuser off (CUDA only)",
+    "scripted_tf32": "TorchScript float32, matmuls in TF32 on the tensor cores, tensor fuser off (CUDA only)",
 }
 """Variant name -> what it is, in the order they run."""
+
+REDUCED_PRECISION = ("scripted_autocast", "scripted_tf32")
+"""The variants judged against float32 (identical tracks, truth metrics)."""
 
 AFTER_GRAPH = "after_graph_construction"
 """Name of the chained stages after graph construction (the whole of an ITk-density event)."""
@@ -365,6 +372,18 @@ def as_served():
     return torch.jit.fuser("none")
 
 
+@contextlib.contextmanager
+def tf32_served():
+    """:func:`as_served` with float32 matmuls on the tensor cores in TF32, restored after."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with as_served():
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
 def make_variants(pipeline: nn.Module, names: list[str], device: torch.device) -> tuple[list, dict]:
     """(the :class:`Variant` s of ``names`` that apply on ``device``, {skipped name: why})."""
     from gnn4itk.stages import GNNStage
@@ -379,7 +398,9 @@ def make_variants(pipeline: nn.Module, names: list[str], device: torch.device) -
         elif name == "scripted":
             variants.append(Variant(name, torch.jit.script(pipeline), as_served))
         elif device.type != "cuda":
-            skipped[name] = "reduced precision (float16 autocast of the GNN) applies on CUDA only"
+            skipped[name] = f"reduced precision ({VARIANTS[name]}) applies on CUDA only"
+        elif name == "scripted_tf32":
+            variants.append(Variant(name, torch.jit.script(pipeline), tf32_served))
         elif not gnn_stages:
             skipped[name] = "the pipeline has no GNN stage to autocast"
         else:
@@ -541,6 +562,8 @@ def prepare_variant(variant: Variant, names: list[str], event: BenchEvent, args,
         calls = {whole_name: whole, **{k: v for k, v in staged.calls.items() if k != AFTER_GRAPH}}
         for call in calls.values():
             timed_calls_events(call, device, args.warmup, 0)  # warm-up only
+        # run to run: float16 atomics, say, sum in a different order each call
+        figures["repeatable"] = bool(torch.equal(whole().cpu(), labels.cpu()))
     return figures, tracks, staged, calls
 
 
@@ -620,17 +643,17 @@ def bench_event(event: BenchEvent, pipeline: nn.Module, variants: list, args, de
     if baseline is not None and "gnn" in staged[baseline].inputs and getattr(args, "_rates", None):
         result["gnn_floor"] = gnn_floor(pipeline, staged[baseline].inputs["gnn"], result["variants"], args._rates)
     float32 = next((n for n in ("scripted", "eager", "straightforward") if n in tracks), None)
-    if "scripted_autocast" in tracks and float32 is not None:
-        result["reduced_precision"] = {
+    for name in (n for n in REDUCED_PRECISION if n in tracks and float32 is not None):
+        judged = result.setdefault("reduced_precision", {})[name] = {
             "float32_variant": float32,
             "float32_tracks": len(tracks[float32]),
-            "reduced_precision_tracks": len(tracks["scripted_autocast"]),
-            "common_tracks": len(tracks[float32] & tracks["scripted_autocast"]),
-            "identical_fraction": identical_fraction(tracks[float32], tracks["scripted_autocast"]),
+            "reduced_precision_tracks": len(tracks[name]),
+            "common_tracks": len(tracks[float32] & tracks[name]),
+            "identical_fraction": identical_fraction(tracks[float32], tracks[name]),
         }
-        reduced, full = result["variants"]["scripted_autocast"], result["variants"][float32]
+        reduced, full = result["variants"][name], result["variants"][float32]
         if "metrics" in reduced and "metrics" in full:
-            result["reduced_precision"]["metric_differences"] = metric_differences(full["metrics"], reduced["metrics"])
+            judged["metric_differences"] = metric_differences(full["metrics"], reduced["metrics"])
     first = next(iter(result["variants"].values()), {})
     for key in ("spacepoints", "edges_graph", "edges_track_building"):
         result[key] = first.get(key)
@@ -877,14 +900,16 @@ def print_event(result: dict, device: str) -> None:
     if synthetic:
         console.print("graph construction is SYNTHETIC here (bench.pipeline.density_graph): "
                       f"{result['edges_per_spacepoint']:.2f} edges per spacepoint; it is not timed")
-    if "reduced_precision" in result:
-        rp = result["reduced_precision"]
-        console.print(f"reduced precision: {rp['common_tracks']:,} of {rp['float32_tracks']:,} {rp['float32_variant']} "
+    for name, rp in result.get("reduced_precision", {}).items():
+        console.print(f"{name}: {rp['common_tracks']:,} of {rp['float32_tracks']:,} {rp['float32_variant']} "
                       f"float32 tracks identical ({rp['identical_fraction']:.4%})")
         if "metric_differences" in rp:
             diff = rp["metric_differences"]
-            console.print(f"reduced precision, truth metrics: largest difference to float32 {diff['largest']:.4f} "
+            console.print(f"{name}, truth metrics: largest difference to float32 {diff['largest']:.4f} "
                           f"({'within' if diff['within_tolerance'] else 'NOT within'} {METRIC_TOLERANCE})")
+    unrepeatable = [name for name, f in variants.items() if not f.get("repeatable", True)]
+    if unrepeatable:
+        console.print(f"LABELS differ between two calls of: {', '.join(unrepeatable)}")
     if "gnn_floor" in result:
         floor = result["gnn_floor"]
         ratios = ", ".join(f"{k} {v:.1f}" for k, v in floor["time_over_floor"].items())
