@@ -77,20 +77,47 @@ def peak_memory(function, device: torch.device | str):
     return result, torch.cuda.max_memory_allocated(device), start
 
 
-def profile_table(function, device: torch.device | str, calls: int = 3, rows: int = 30) -> str:
-    """torch.profiler's operator table of ``calls`` calls of ``function`` (already warmed up): where the time
-    goes, by operator, sorted by the device's own time (the CPU's on the CPU), ``rows`` rows.
+def profile_table(function, device: torch.device | str, calls: int = 3, rows: int = 30, *, warmup: int = 0,
+                  sort: str = "self", by_shape: bool = False) -> str:
+    r"""torch.profiler's operator table of ``calls`` calls of ``function``: where the time goes, by
+    operator, sorted by the device's time (the CPU's on the CPU), ``rows`` rows.
+
+    Args:
+        function (callable): called with no arguments; what it returns is dropped.
+        device (torch.device or str): where ``function`` runs; on CUDA the profiler also records the
+            kernels (CUDA activity) and the tables sort by device time.
+        calls (int, optional): profiled calls; the table holds totals over them. (default: :obj:`3`)
+        rows (int, optional): rows of each table. (default: :obj:`30`)
+        warmup (int, optional): unprofiled calls first, finished before the profiler starts; the default
+            assumes ``function`` is already warmed up. (default: :obj:`0`)
+        sort (str, optional): :obj:`"self"` sorts by each operator's own time, :obj:`"total"` by its time
+            including the operators it calls. (default: :obj:`"self"`)
+        by_shape (bool, optional): also record the operators' input shapes and append a second table of
+            the same calls grouped by operator and input shapes. (default: :obj:`False`)
 
     Returns:
-        the table as text (``key_averages().table``), totals over the ``calls`` calls.
+        the table(s) as text (``key_averages().table``), separated by a blank line.
     """
+    if sort not in ("self", "total"):
+        raise ValueError(f"sort must be 'self' or 'total', not {sort!r}")
     device = torch.device(device)
+    if warmup:
+        for _ in range(warmup):
+            function()
+        synchronize(device)  # so that no warm-up work still queued on the device lands in the profile
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as profiler:
+    # Shapes cost profiling overhead, so they are recorded only when their table is wanted.
+    with torch.profiler.profile(activities=activities, record_shapes=by_shape) as profiler:
         for _ in range(calls):
             function()
         synchronize(device)
-    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    return profiler.key_averages().table(sort_by=sort_by, row_limit=rows)
+    total = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    sort_by = f"self_{total}" if sort == "self" else total
+    tables = [profiler.key_averages().table(sort_by=sort_by, row_limit=rows)]
+    if by_shape:
+        # A narrower name column leaves room for the shapes of several inputs on one line.
+        tables.append(profiler.key_averages(group_by_input_shape=True).table(
+            sort_by=sort_by, row_limit=rows, max_name_column_width=30, max_shapes_column_width=70))
+    return "\n".join(tables)

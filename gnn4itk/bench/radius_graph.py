@@ -17,7 +17,7 @@ per node, and, on CUDA, the peak memory of one call.
 
 from __future__ import annotations
 
-from gnn4itk.timing import peak_memory, synchronize, timed_calls
+from gnn4itk.timing import peak_memory, profile_table, timed_calls
 
 HELP = "radius graph in the embedding space (k-d tree leaves, grids on 3-5 axes, blocked brute force), 140k x 12-d points"
 
@@ -76,22 +76,6 @@ def synthetic_embedding(kind: str, points: int, dim: int, r_max: float, seed: in
     return F.normalize((centres[:, None, :] + noise).reshape(-1, dim)[:points], dim=1)
 
 
-def _print_profile(call, sync) -> None:
-    """Operator and kernel totals of one call (after a warm-up), sorted by device time."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    call()
-    sync()
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    with profile(activities=activities, record_shapes=True) as prof:
-        call()
-        sync()
-    sort_by = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
-    print(prof.key_averages().table(sort_by=sort_by, row_limit=20))
-    print(prof.key_averages(group_by_input_shape=True).table(sort_by=sort_by, row_limit=20, max_name_column_width=30, max_shapes_column_width=70))
-
-
 def run(args) -> dict:
     import statistics
 
@@ -132,7 +116,9 @@ def run(args) -> dict:
 
     reference = edge_set(radius_graph(points, None, args.r_max, args.k_max, **settings("brute")))  # timed or not
     if args.profile:
-        _print_profile(lambda: call(names[0]), lambda: synchronize(device))
+        # One call of the first variant after a warm-up; operators by total time (children included),
+        # then grouped by input shape, to see which chunk sizes the time goes to.
+        print(profile_table(lambda: call(names[0]), device, calls=1, rows=20, warmup=1, sort="total", by_shape=True))
     results = {}
     for name in names:
         if not torch.equal(edge_set(call(name)), reference):
