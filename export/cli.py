@@ -34,8 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="GPUs for KIND_GPU instances: 'all' (every GPU of this machine; none found: no list, "
                              "which Triton reads as every GPU of the server) or indices such as 0,1; "
                              "default: no list (every GPU of the server)")
-    parser.add_argument("--auto-cast", action="store_true",
-                        help="float16 autocast of the GNN on CUDA, float32 fall-back (as the configuration's auto_cast)")
+    parser.add_argument("--auto-cast", action="store_const", const=True, default=None,
+                        help="float16 autocast of the GNN on CUDA, float32 fall-back (default: the configuration's auto_cast)")
+    parser.add_argument("--float32", dest="auto_cast", action="store_const", const=False,
+                        help="the GNN in float32 even where the configuration's auto_cast is on")
     parser.add_argument("--max-spacepoints", type=int, default=None, help="default: the configuration's")
     parser.add_argument("--warmup-event", default=None, help="event file whose spacepoints warm the models up")
     parser.add_argument("--warmup-rows", type=int, default=20000,

@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model", default=None, help="GNN checkpoint (.ckpt) or a folder holding gnn.ckpt (default: the configuration's)")
     p.add_argument("-mmp", "--module_map_pattern_path", default=None, help="module map: native .npz or GNN4ITk ROOT base name (default: the configuration's)")
     p.add_argument("-p", "--precision", default="highest", choices=["highest", "high", "medium"], help="float32 matmul precision")
-    p.add_argument("-a", "--auto_cast", action="store_true", help="float16 autocast for the GNN on CUDA, with float32 fall-back")
+    p.add_argument("-a", "--auto_cast", action="store_const", const=True, default=None,
+                   help="float16 autocast for the GNN on CUDA, with float32 fall-back (the shipped ModuleMap configuration's default)")
+    p.add_argument("--float32", dest="auto_cast", action="store_const", const=False,
+                   help="the GNN in float32 even where the configuration turns autocast on")
     p.add_argument("-v", "--verbose", action="store_true", help="debug output and tracebacks")
     p.add_argument("-d", "--device", default="cuda", help="cuda (falls back to cpu when CUDA is absent) or cpu")
     p.add_argument("-t", "--timing", action="store_true", help="median per-stage and total times over repeated runs")

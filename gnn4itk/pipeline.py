@@ -166,7 +166,7 @@ def build_pipeline(
     config: dict | str,
     module_map_path: str | None = None,
     gnn_checkpoint: str | None = None,
-    auto_cast: bool = False,
+    auto_cast: bool | None = None,
     verbose: bool = False,
 ) -> Pipeline:
     """Assemble the :class:`Pipeline` a configuration describes, with its weights and module map.
@@ -179,7 +179,8 @@ def build_pipeline(
         config: configuration dict or a path/pipeline name for :func:`load_pipeline_config`.
         module_map_path: overrides the module map of a ``module_map`` graph construction.
         gnn_checkpoint: overrides the ``gnn`` stage's ``checkpoint``.
-        auto_cast: float16 autocast for the GNN on CUDA (with float32 fall-back).
+        auto_cast: float16 autocast for the GNN on CUDA (with float32 fall-back): True or False overrides
+            the ``gnn`` stage's ``auto_cast``; None (the default) keeps the configuration's.
         verbose: print what is loaded ("Use ChainedInteractionGNN2", the map summary).
 
     Returns:

@@ -36,8 +36,9 @@ from gnn4itk.client_module import load_client
 from gnn4itk.timing import timed_calls
 
 
-def export(map_arg: str, event_arg: str, work: Path, auto_cast: bool = False):
-    """(PipelineSpec, FEATURES float32 [N, F]) of the ModuleMap pipeline (GNN under float16 autocast if ``auto_cast``).
+def export(map_arg: str, event_arg: str, work: Path, auto_cast: bool | None = None):
+    """(PipelineSpec, FEATURES float32 [N, F], whether the GNN runs under float16 autocast) of the ModuleMap
+    pipeline; ``auto_cast`` True or False overrides the configuration's, None keeps it.
 
     ``map_arg``: a module map .npz, or ``synthetic:K`` for a map from K synthetic mu=200 events made here.
     ``event_arg``: an event file prefix, a FEATURES ``.npy`` in the pipeline's columns, or ``synthetic``.
@@ -65,7 +66,7 @@ def export(map_arg: str, event_arg: str, work: Path, auto_cast: bool = False):
     features = np.ascontiguousarray(features, dtype=np.float32)
     spec = export_pipeline(pipeline, "ModuleMap", work / "torchscript")
     spec.warmup_features = features
-    return spec, features
+    return spec, features, any(bool(getattr(stage, "auto_cast", False)) for stage in pipeline.edge_classifiers)
 
 
 def in_process(fused: Path, features: np.ndarray, repeats: int) -> dict:
@@ -256,17 +257,20 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--auto-cast", action="store_true", help="export the GNN under float16 autocast (export --auto-cast)")
+    parser.add_argument("--auto-cast", action="store_const", const=True, default=None,
+                        help="export the GNN under float16 autocast (export --auto-cast; default: the configuration's)")
+    parser.add_argument("--float32", dest="auto_cast", action="store_const", const=False,
+                        help="export the GNN in float32 (export --float32)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
     client = load_client()
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
-    spec, features = export(args.map, args.event, args.work, args.auto_cast)
+    spec, features, auto_cast = export(args.map, args.event, args.work, args.auto_cast)
     reference = in_process(spec.fused, features, args.repeats)
     expected = reference.pop("labels")
     summary = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "spacepoints": len(features),
-               "auto_cast": args.auto_cast,
+               "auto_cast": auto_cast,
                "in_process": reference, "served": []}
     print(f"in-process fused: {reference['latency_ms']:.1f} ms, {reference['tracks']} tracks; NNC fuser: {reference['nnc_fuser']}", flush=True)
     ok = True

@@ -204,6 +204,10 @@ def test_exported_parameters_are_the_pipelines_own(tmp_path):
     assert pipeline.edge_classifiers[0].auto_cast
     for model, params in _exported_parameters(pipeline, "ModuleMap", tmp_path / "mm_autocast").items():
         assert params["auto_cast"] == "True", model
+    # the caller's choice wins over the configuration's either way (CLI -a / --float32, export --auto-cast / --float32)
+    assert not build_pipeline(module_map, auto_cast=False).edge_classifiers[0].auto_cast
+    module_map["edge_classification"][0]["auto_cast"] = False
+    assert build_pipeline(module_map, auto_cast=True).edge_classifiers[0].auto_cast
 
     metric = write_tiny_metric_learning_pipeline(tmp_path / "ml", double=False)
     metric["graph_construction"].update(r_max=0.1, k_max=16)
@@ -315,3 +319,25 @@ if __name__ == "__main__":
         record()
     else:
         raise SystemExit("usage: python -m tests.test_stage_registry --record")
+
+
+def test_shipped_module_map_autocasts_unless_told_float32():
+    """The shipped ModuleMap configuration turns float16 autocast on (it passed issue #15's bar on the GPU);
+    the inference CLI and export keep the configuration's choice unless -a/--auto-cast or --float32 is given."""
+    import argparse
+
+    from export.cli import add_arguments
+    from gnn4itk.inference import build_parser as inference_parser
+
+    def export_parser():
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        return parser
+
+    assert load_pipeline_config("ModuleMap")["edge_classification"][0]["auto_cast"] is True
+    assert all("auto_cast" not in stage for name in ("MetricLearning", "DoubleMetricLearning")
+               for stage in load_pipeline_config(name)["edge_classification"])
+    for parser, on in ((inference_parser(), "-a"), (export_parser(), "--auto-cast")):
+        assert parser.parse_args([]).auto_cast is None
+        assert parser.parse_args([on]).auto_cast is True
+        assert parser.parse_args(["--float32"]).auto_cast is False

@@ -332,9 +332,10 @@ def load_bench_pipeline(args) -> tuple:
         if configured.suffix == ".npz" and not configured.exists():
             print(f"no module map {configured}: building a synthetic one ({args.map_particles:g} particles)", flush=True)
             map_path = _synthetic_map(args.map_particles)
-            return build_pipeline(config, module_map_path=map_path), f"synthetic, {args.map_particles:g} particles: {map_path}"
+            return build_pipeline(config, module_map_path=map_path, auto_cast=False), f"synthetic, {args.map_particles:g} particles: {map_path}"
         map_path = str(configured)
-    return build_pipeline(config, module_map_path=map_path), map_path
+    # float32 as built: the variants choose their precision themselves
+    return build_pipeline(config, module_map_path=map_path, auto_cast=False), map_path
 
 
 def gnn_models(pipeline: nn.Module) -> list:

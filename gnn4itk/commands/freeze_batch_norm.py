@@ -37,7 +37,9 @@ def run(args) -> int:
     from gnn4itk.stages import GNNStage
 
     device = torch.device(args.device)
-    pipeline = build_pipeline(args.pipeline, module_map_path=args.module_map, gnn_checkpoint=args.checkpoint).to(device)
+    # statistics of the model as trained: float32, whatever the configuration's autocast
+    pipeline = build_pipeline(args.pipeline, module_map_path=args.module_map, gnn_checkpoint=args.checkpoint,
+                              auto_cast=False).to(device)
     stages = [c for c in pipeline.edge_classifiers if isinstance(c, GNNStage)]
     if not stages:
         raise UserError(f"pipeline {args.pipeline} has no GNN stage")

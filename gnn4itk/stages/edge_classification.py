@@ -77,8 +77,8 @@ class GNNStage(Stage):
         if context.verbose:
             print(f"Use {type(model).__name__}")
         gnn = cls(model, context.columns, *context.node_inputs(model, stage))
-        # the configuration's ``auto_cast`` or the caller's (CLI -a, export --auto-cast) turns it on
-        gnn.auto_cast = bool(context.auto_cast or stage.get("auto_cast", False))
+        # the caller's choice (CLI -a / --float32, export --auto-cast / --float32) wins over the configuration's
+        gnn.auto_cast = bool(stage.get("auto_cast", False)) if context.auto_cast is None else bool(context.auto_cast)
         return gnn
 
     def settings(self) -> dict:

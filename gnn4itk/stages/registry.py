@@ -42,7 +42,8 @@ class BuildContext:
         base_dir: folder against which relative paths of the configuration are resolved.
         module_map_path: a module map given by the user (relative to where they are), or None.
         gnn_checkpoint: a GNN checkpoint given by the user, or None.
-        auto_cast: float16 autocast for the GNN on CUDA (with float32 fall-back).
+        auto_cast: float16 autocast for the GNN on CUDA (with float32 fall-back): True or False overrides
+            the configuration's ``auto_cast``, None keeps it.
         verbose: print what is loaded.
     """
 
@@ -50,7 +51,7 @@ class BuildContext:
     base_dir: Path = Path(".")
     module_map_path: str | None = None
     gnn_checkpoint: str | None = None
-    auto_cast: bool = False
+    auto_cast: bool | None = None
     verbose: bool = False
 
     def path(self, value) -> Path:
