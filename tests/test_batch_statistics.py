@@ -100,3 +100,39 @@ def test_nothing_to_record():
     plain = chained(batchnorm=False)
     with pytest.raises(ValueError, match="no BatchNorm"):
         record_batch_statistics(plain, run_on(plain, [random_graph()]))
+
+
+def test_freeze_batch_norm_command(tmp_path, capsys):
+    """``gnn4itk freeze-batch-norm`` on a tiny ModuleMap pipeline: a frozen acorn checkpoint; a second freeze,
+    a model without batch statistics, and an empty event folder are refused with a message."""
+    import yaml
+
+    from gnn4itk.cli import main
+    from gnn4itk.event import write_event
+    from gnn4itk.models import save_acorn_checkpoint
+    from module_map.synthetic import synthetic_events
+    from tests.pipeline_fixtures import tiny_gnn_hparams, write_tiny_module_map_pipeline
+
+    events = list(synthetic_events(2, n_particles=150, seed=11))
+    config = write_tiny_module_map_pipeline(tmp_path / "mm", events)
+    torch.manual_seed(3)
+    batch_norm_gnn = save_acorn_checkpoint(ChainedInteractionGNN2({**tiny_gnn_hparams(), "batchnorm": True}), tmp_path / "bn.ckpt")
+    (tmp_path / "mm.yaml").write_text(yaml.safe_dump(config))
+    for event in events:
+        write_event(event, tmp_path / "events")
+    (tmp_path / "empty").mkdir()
+    base = ["freeze-batch-norm", "--pipeline", str(tmp_path / "mm.yaml"), "--events", str(tmp_path / "events")]
+
+    assert main(base + ["--checkpoint", str(batch_norm_gnn), "--output", str(tmp_path / "frozen.ckpt")]) == 0
+    assert "BatchNorms frozen over 2 events" in capsys.readouterr().out
+    frozen = load_acorn_checkpoint(tmp_path / "frozen.ckpt")
+    assert frozen.hparams["track_running_stats"] is True and not frozen.isolated_nodes_matter
+    assert all(int(m.num_batches_tracked) == 2 for m in batch_norm_layers(frozen).values())
+
+    assert main(base + ["--checkpoint", str(tmp_path / "frozen.ckpt"), "--output", str(tmp_path / "again.ckpt")]) == 2
+    assert "nothing to freeze" in capsys.readouterr().err
+    assert main(base + ["--checkpoint", config["edge_classification"][0]["checkpoint"], "--output", str(tmp_path / "x.ckpt")]) == 2
+    assert "nothing to freeze" in capsys.readouterr().err
+    empty = ["freeze-batch-norm", "--pipeline", str(tmp_path / "mm.yaml"), "--events", str(tmp_path / "empty")]
+    assert main(empty + ["--checkpoint", str(batch_norm_gnn), "--output", str(tmp_path / "y.ckpt")]) == 2
+    assert "no events" in capsys.readouterr().err
