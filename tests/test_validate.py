@@ -56,3 +56,32 @@ def test_validate_command_prints_the_three_styles(tmp_path, capsys):
     assert list(summary["matching"]) == ["ATLAS", "one_way", "two_way"]
     assert summary["efficiency"] == summary["matching"]["two_way"]["efficiency"]
     assert summary["counts"]["n_target_particles"] == summary["matching"]["ATLAS"]["n_target_particles"] > 0
+    assert "loss_budget" not in summary  # only when asked for
+
+
+def test_validate_loss_budget_accounts_for_every_target(tmp_path, capsys):
+    """``--loss-budget``: every target particle is reconstructed or lost at exactly one stage; the map here
+    is built from the event itself, so the graph holds every target particle's chain."""
+    from module_map.synthetic import synthetic_event
+    from tests.pipeline_fixtures import write_tiny_module_map_pipeline
+
+    from gnn4itk.cli import main
+    from gnn4itk.event import write_event
+
+    event = synthetic_event(n_particles=100, seed=3)
+    config_path = tmp_path / "ModuleMap.yaml"
+    config_path.write_text(yaml.safe_dump(write_tiny_module_map_pipeline(tmp_path, [event])))
+    write_event(event, tmp_path / "events")
+    out = tmp_path / "validate.json"
+    assert main(["validate", "--pipeline", str(config_path), "--events", str(tmp_path / "events"), "--json", str(out),
+                 "--loss-budget"]) == 0
+    assert "by the first stage that loses them" in capsys.readouterr().out
+    summary = json.loads(out.read_text())
+    budget = summary["loss_budget"]
+    assert budget["style"] == "ATLAS"
+    assert budget["target_particles"] == summary["matching"]["ATLAS"]["n_target_particles"] > 0
+    assert budget["reconstructed"] == summary["matching"]["ATLAS"]["n_reconstructed_particles"]
+    assert budget["reconstructed"] + sum(budget["lost"].values()) == budget["target_particles"]
+    assert sum(row["targets"] for row in budget["by_pt"].values()) == budget["target_particles"]
+    assert budget["target_edge_efficiency"]["graph"] > 0.9  # the map was built from this event
+    assert budget["target_edge_efficiency"]["kept_for_track_building"] <= budget["target_edge_efficiency"]["graph"]

@@ -22,6 +22,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--gnn", default=None, help="override the configuration's GNN checkpoint")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", default=None, help="write the figures to this JSON file")
+    parser.add_argument("--loss-budget", action="store_true",
+                        help="also say where the unreconstructed target particles are lost (graph, edge classification, "
+                        "track building; ATLAS matching): reruns each event stage by stage")
 
 
 def aggregate(results) -> dict:
@@ -53,6 +56,21 @@ def aggregate(results) -> dict:
     }
 
 
+def staged_edges(pipeline, features):
+    """(graph edges LongTensor [2, E_graph], edges kept for track building LongTensor [2, E_kept]) of one
+    run of ``pipeline`` (the stages called one by one, as :meth:`gnn4itk.pipeline.Pipeline.forward` does);
+    kept = after every edge classifier, with ``score > cc_cut`` of the track builder (0 if it has none)."""
+    x = pipeline.input_guard(features)
+    edge_index, edge_attr = pipeline.graph_construction(x)
+    graph_edges = edge_index
+    scores = None
+    for classifier in pipeline.edge_classifiers:
+        edge_index, edge_attr, scores = classifier(x, edge_index, edge_attr)
+    cc_cut = float(getattr(getattr(pipeline.track_building, "builder", None), "cc_cut", 0.0))
+    kept = edge_index if scores is None else edge_index[:, scores > cc_cut]
+    return graph_edges, kept
+
+
 def event_line(event_id, n_spacepoints: int, result, seconds: float) -> str:
     """One line per event: efficiency and fake rate of every matching style, ATLAS first."""
     styles = ", ".join(f"{s} {f.efficiency:.4f}/{f.fake_rate:.4f}" for s, f in result.matching.items())
@@ -64,12 +82,13 @@ def run(args) -> int:
 
     from gnn4itk.event import iter_events, select_features
     from gnn4itk.metrics import combine_matching, evaluate_tracking, format_matching
+    from gnn4itk.metrics.loss_budget import format_loss_budget, loss_budget
     from gnn4itk.pipeline import build_pipeline
     from gnn4itk.timing import synchronize
 
     device = torch.device(args.device)
     pipeline = build_pipeline(args.pipeline, module_map_path=args.module_map, gnn_checkpoint=args.gnn, verbose=True).to(device)
-    results, seconds = [], []
+    results, seconds, budgets = [], [], []
     with torch.inference_mode():
         for event in iter_events(args.events, limit=args.max_events):
             features = torch.from_numpy(select_features(event.hits, pipeline.columns)).to(device)
@@ -81,14 +100,23 @@ def run(args) -> int:
             seconds.append(time.perf_counter() - start)
             results.append(evaluate_tracking(event, labels.cpu().numpy()))
             print(event_line(event.event_id, len(features), results[-1], seconds[-1]))
+            if args.loss_budget:
+                budgets.append(loss_budget(event, results[-1], *staged_edges(pipeline, features)))
     if not results:
         raise FileNotFoundError(f"no events in {args.events}")
     summary = aggregate(results)
     summary["median_ms_per_event"] = 1e3 * statistics.median(seconds)
     summary["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if budgets:
+        total = budgets[0]
+        for budget in budgets[1:]:
+            total = total + budget
+        summary["loss_budget"] = total.as_dict()
     print(json.dumps(summary, indent=2))
     print(f"{summary['events']} events together:")
     print(format_matching(combine_matching(r.matching for r in results), results[0].cuts))
+    if budgets:
+        print(format_loss_budget(total))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(summary, handle, indent=2)

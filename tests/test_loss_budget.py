@@ -1,0 +1,56 @@
+"""The loss budget: each unreconstructed target particle gets the first stage that leaves it no run of
+``track_min_hits`` joined spacepoints."""
+
+import numpy as np
+import torch
+
+from gnn4itk.metrics import evaluate_tracking
+from gnn4itk.metrics.loss_budget import CAUSES, format_loss_budget, longest_runs, loss_budget
+from tests.metrics_events import build_event, particle
+
+
+def test_longest_runs():
+    # particle 7: edges present, present, missing, present (5 hits: longest run 3 hits); 8: none present; 9: no edges
+    particle_of_edge = np.array([7, 7, 7, 7, 8, 8])
+    present = np.array([True, True, False, True, False, False])
+    assert longest_runs(particle_of_edge, present, np.array([7, 8, 9])).tolist() == [3, 1, 0]
+    # a run does not continue across particles
+    assert longest_runs(np.array([1, 1, 2, 2]), np.ones(4, bool), np.array([1, 2])).tolist() == [3, 3]
+
+
+def chain(rows):
+    """Edges joining consecutive rows (LongTensor [2, len(rows) - 1])."""
+    rows = torch.as_tensor(rows)
+    return torch.stack([rows[:-1], rows[1:]])
+
+
+def test_each_lost_particle_gets_the_first_stage_that_loses_it():
+    # four target particles of 6 spacepoints (rows 0-5, 6-11, 12-17, 18-23) and one of 4 (24-27)
+    event = build_event([particle(1, 6, pt=1.5), particle(2, 6, pt=3.0), particle(3, 6, pt=1.5),
+                         particle(4, 6, pt=12.0), particle(5, 4, pt=1.5)])
+    # particle 1: whole chain everywhere, reconstructed; 2: the graph misses its middle edge (runs of 3);
+    # 3: the graph has it, the kept edges lose two edges; 4: kept whole but tracks split it in two
+    graph = torch.cat([chain(range(0, 6)), chain([6, 7, 8]), chain([9, 10, 11]), chain(range(12, 18)),
+                       chain(range(18, 24)), chain(range(24, 28))], dim=1)
+    kept = torch.cat([chain(range(0, 6)), chain([6, 7, 8]), chain([9, 10, 11]), chain([12, 13, 14]),
+                      chain([15, 16, 17]), chain(range(18, 24)), chain(range(24, 28))], dim=1)
+    tracks = [list(range(0, 6)), [18, 19, 20], [21, 22, 23]]
+    labels = np.concatenate([np.r_[t, -1] for t in tracks])
+    result = evaluate_tracking(event, labels, trackml=False)
+    budget = loss_budget(event, result, graph, kept)
+    assert budget.target_particles == 5 and budget.reconstructed == 1
+    assert budget.lost == {"too_few_spacepoints": 1, "graph": 1, "edge_classification": 1, "track_building": 1}
+    assert sum(budget.lost.values()) + budget.reconstructed == budget.target_particles
+    assert budget.by_pt[">= 10 GeV"] == {"targets": 1, "reconstructed": 0, "too_few_spacepoints": 0, "graph": 0,
+                                         "edge_classification": 0, "track_building": 1}
+    # 4 x 5 + 3 true edges; the graph misses one, the kept edges one more
+    assert (budget.target_edges, budget.target_edges_in_graph, budget.target_edges_kept) == (23, 22, 21)
+    # edges count in either direction
+    reversed_budget = loss_budget(event, result, graph.flip(0), kept.flip(0))
+    assert reversed_budget.lost == budget.lost
+    total = budget + reversed_budget
+    assert total.target_particles == 10 and total.lost["graph"] == 2 and total.by_pt["1-2 GeV"]["targets"] == 6
+    figures = total.as_dict()
+    assert figures["efficiency"] == 0.2 and set(figures["lost"]) == set(CAUSES)
+    text = format_loss_budget(total)
+    assert "graph" in text and "target-edge efficiency: graph 0.9565" in text
