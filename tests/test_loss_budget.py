@@ -54,3 +54,30 @@ def test_each_lost_particle_gets_the_first_stage_that_loses_it():
     assert figures["efficiency"] == 0.2 and set(figures["lost"]) == set(CAUSES)
     text = format_loss_budget(total)
     assert "graph" in text and "target-edge efficiency: graph 0.9565" in text
+
+
+def test_fragment_budget_sorts_the_rejected_candidates():
+    from gnn4itk.metrics.loss_budget import add_fragment_budgets, format_fragment_budget, fragment_budget
+
+    # targets 1 (10 hits, 1.5 GeV) and 2 (10 hits, 12 GeV); 3 is soft (0.5 GeV, no target); 4 is a secondary
+    event = build_event([particle(1, 10, pt=1.5), particle(2, 10, pt=12.0), particle(3, 10, pt=0.5),
+                         particle(4, 10, pt=3.0, primary=False)])
+    tracks = [
+        list(range(0, 10)),                    # particle 1 whole: matched
+        [10, 11, 12, 13, 14],                  # half of particle 2: pure, not complete -> target piece, >= 10 GeV
+        [20, 21, 22, 23, 24],                  # half of the soft particle 3 -> non-target piece, < 1 GeV
+        [30, 31, 32, 33, 34],                  # half of the secondary 4 -> non-target piece, 2-5 GeV
+        [15, 16, 25, 26, 35, 36],              # two hits each of 2, 3, 4: no majority
+        [17, 18, 19],                          # too short to be a candidate
+    ]
+    labels = np.concatenate([np.r_[t, -1] for t in tracks])
+    fragments = fragment_budget(event, labels)
+    assert fragments["candidates"] == 5 and fragments["rejected"] == 4
+    assert fragments["rejected"] == evaluate_tracking(event, labels, trackml=False).matching["two_way"].n_fake_tracks
+    assert fragments["by_kind"] == {"no_majority": 1, "non_target": 2, "target": 1}
+    assert fragments["by_pt"]["< 1 GeV"] == {"non_target": 1, "target": 0}
+    assert fragments["by_pt"]["2-5 GeV"] == {"non_target": 1, "target": 0}
+    assert fragments["by_pt"][">= 10 GeV"] == {"non_target": 0, "target": 1}
+    twice = add_fragment_budgets(fragments, fragments)
+    assert twice["rejected"] == 8 and twice["by_kind"]["non_target"] == 4
+    assert "of target particles 2" in format_fragment_budget(twice)

@@ -85,3 +85,6 @@ def test_validate_loss_budget_accounts_for_every_target(tmp_path, capsys):
     assert sum(row["targets"] for row in budget["by_pt"].values()) == budget["target_particles"]
     assert budget["target_edge_efficiency"]["graph"] > 0.9  # the map was built from this event
     assert budget["target_edge_efficiency"]["kept_for_track_building"] <= budget["target_edge_efficiency"]["graph"]
+    fragments = summary["fragments"]
+    assert fragments["candidates"] == summary["matching"]["two_way"]["n_candidate_tracks"]
+    assert fragments["rejected"] == summary["matching"]["two_way"]["n_fake_tracks"] == sum(fragments["by_kind"].values())

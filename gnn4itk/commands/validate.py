@@ -24,7 +24,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", default=None, help="write the figures to this JSON file")
     parser.add_argument("--loss-budget", action="store_true",
                         help="also say where the unreconstructed target particles are lost (graph, edge classification, "
-                        "track building; ATLAS matching): reruns each event stage by stage")
+                        "track building; ATLAS matching; reruns each event stage by stage) and what the candidate "
+                        "tracks that double majority rejects are (pieces of which particles, by pT)")
 
 
 def aggregate(results) -> dict:
@@ -82,13 +83,19 @@ def run(args) -> int:
 
     from gnn4itk.event import iter_events, select_features
     from gnn4itk.metrics import combine_matching, evaluate_tracking, format_matching
-    from gnn4itk.metrics.loss_budget import format_loss_budget, loss_budget
+    from gnn4itk.metrics.loss_budget import (
+        add_fragment_budgets,
+        format_fragment_budget,
+        format_loss_budget,
+        fragment_budget,
+        loss_budget,
+    )
     from gnn4itk.pipeline import build_pipeline
     from gnn4itk.timing import synchronize
 
     device = torch.device(args.device)
     pipeline = build_pipeline(args.pipeline, module_map_path=args.module_map, gnn_checkpoint=args.gnn, verbose=True).to(device)
-    results, seconds, budgets = [], [], []
+    results, seconds, budgets, fragments = [], [], [], []
     with torch.inference_mode():
         for event in iter_events(args.events, limit=args.max_events):
             features = torch.from_numpy(select_features(event.hits, pipeline.columns)).to(device)
@@ -102,6 +109,7 @@ def run(args) -> int:
             print(event_line(event.event_id, len(features), results[-1], seconds[-1]))
             if args.loss_budget:
                 budgets.append(loss_budget(event, results[-1], *staged_edges(pipeline, features)))
+                fragments.append(fragment_budget(event, labels.cpu().numpy(), results[-1].cuts))
     if not results:
         raise FileNotFoundError(f"no events in {args.events}")
     summary = aggregate(results)
@@ -112,11 +120,16 @@ def run(args) -> int:
         for budget in budgets[1:]:
             total = total + budget
         summary["loss_budget"] = total.as_dict()
+        all_fragments = fragments[0]
+        for more in fragments[1:]:
+            all_fragments = add_fragment_budgets(all_fragments, more)
+        summary["fragments"] = all_fragments
     print(json.dumps(summary, indent=2))
     print(f"{summary['events']} events together:")
     print(format_matching(combine_matching(r.matching for r in results), results[0].cuts))
     if budgets:
         print(format_loss_budget(total))
+        print(format_fragment_budget(all_fragments))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(summary, handle, indent=2)

@@ -17,6 +17,10 @@ such run:
 Edges count in either direction (a graph may orient a pair either way). The same pass gives the
 target-edge efficiency after each stage: the share of the target particles' true edges that the graph,
 and the kept edges, contain.
+
+:func:`fragment_budget` looks at the other side, the candidate tracks that double-majority matching
+rejects (its fake rate): tracks without a majority particle, and pure pieces of particles, by whether
+the particle is a target and by its pT.
 """
 
 from __future__ import annotations
@@ -231,3 +235,89 @@ def format_loss_budget(budget: LossBudget) -> str:
                  f"{show(efficiency['kept_for_track_building'])}; edges per spacepoint: graph {show(density['graph'])}, "
                  f"kept {show(density['kept_for_track_building'])}")
     return "\n".join(lines)
+
+
+FRAGMENT_KINDS = ("no_majority", "non_target", "target")
+"""What a candidate track that double-majority matching rejects is: ``no_majority`` (no particle holds
+more than half of its spacepoints: a fake in every style), or a pure piece of a particle that is not a
+target (``non_target``: soft, secondary, electron...) or of a target particle (``target``), holding no more
+than half of that particle's spacepoints."""
+
+
+def fragment_budget(event, tracks, cuts: TrackingCuts | None = None) -> dict:
+    """The candidate tracks that double-majority (``two_way``) matching rejects, by kind and pT.
+
+    Args:
+        event: the :class:`~gnn4itk.event.Event` with truth.
+        tracks: the pipeline's tracks in any form of :func:`gnn4itk.metrics.track_membership` (LABELS).
+        cuts: selection and matching cuts (GNN4ITk defaults when None).
+
+    Returns:
+        {"candidates": candidate tracks, "rejected": those two_way rejects, "by_kind": {kind of
+        :data:`FRAGMENT_KINDS`: tracks}, "by_pt": {pT label: {"non_target", "target": tracks}}}; a piece is
+        binned by its particle's pT, with ``"< 1 GeV"`` below :data:`PT_EDGES_GEV` (pieces of particles of
+        pT >= 1 GeV that are no targets: secondaries, electrons, beyond |eta| or radius cuts, count as
+        ``non_target`` in their bin).
+    """
+    from gnn4itk.metrics.matching import target_particle_mask
+    from gnn4itk.metrics.membership import shared_counts, track_membership
+
+    cuts = cuts or TrackingCuts()
+    pid = event.hits["particle_id"].to_numpy(np.int64)
+    rows, track = track_membership(tracks, len(pid))
+    n_tracks = int(track.max()) + 1 if len(track) else 0
+    track_len = np.bincount(track, minlength=n_tracks)
+    candidate = track_len >= cuts.track_min_hits
+    pair_track, pair_pid, shared = shared_counts(pid, rows, track)
+    real = (pair_pid != 0) & candidate[pair_track]
+    pair_track, pair_pid, shared = pair_track[real], pair_pid[real], shared[real]
+    nhits = pd.Series(pid[pid != 0]).value_counts()
+    particle_hits = nhits.reindex(pair_pid).fillna(0).to_numpy()
+    pure = shared > cuts.matching_fraction * track_len[pair_track]
+    complete = shared > cuts.matching_fraction * particle_hits
+    matched = np.zeros(n_tracks, dtype=bool)
+    matched[pair_track[pure & complete]] = True
+    # the majority particle of each candidate (at most one particle can hold more than half)
+    majority = np.zeros(n_tracks, dtype=np.int64)
+    majority[pair_track[pure]] = pair_pid[pure]
+    rejected = candidate & ~matched
+    particles = event.particles.set_index("particle_id")
+    counts = nhits.reindex(particles.index).fillna(0).to_numpy(np.int64)
+    is_target = pd.Series(target_particle_mask(particles.reset_index(), counts, cuts), index=particles.index)
+    pt = particles["pt"]
+    by_kind = dict.fromkeys(FRAGMENT_KINDS, 0)
+    labels = ["< 1 GeV"] + [pt_label(i) for i in range(len(PT_EDGES_GEV))]
+    by_pt = {label: {"non_target": 0, "target": 0} for label in labels}
+    pieces = majority[rejected]
+    by_kind["no_majority"] = int((pieces == 0).sum())
+    pieces = pieces[pieces != 0]
+    target = is_target.reindex(pieces).fillna(False).to_numpy(bool)
+    piece_pt = pt.reindex(pieces).fillna(0.0).to_numpy()
+    bins = np.searchsorted(np.asarray(PT_EDGES_GEV), piece_pt, side="right")  # 0: below 1 GeV
+    for kind, mask in (("target", target), ("non_target", ~target)):
+        by_kind[kind] = int(mask.sum())
+        for index, label in enumerate(labels):
+            by_pt[label][kind] = int((mask & (bins == index)).sum())
+    return {"candidates": int(candidate.sum()), "rejected": int(rejected.sum()), "by_kind": by_kind, "by_pt": by_pt}
+
+
+def format_fragment_budget(fragments: dict) -> str:
+    """A text table of :func:`fragment_budget`."""
+    kinds = fragments["by_kind"]
+    lines = [f"candidate tracks double majority rejects: {fragments['rejected']:,} of {fragments['candidates']:,} "
+             f"(no majority particle {kinds['no_majority']:,}; pieces of non-target particles {kinds['non_target']:,}, "
+             f"of target particles {kinds['target']:,})",
+             f"{'pT of the piece':>16} {'non-target':>11} {'target':>8}"]
+    for label, row in fragments["by_pt"].items():
+        lines.append(f"{label:>16} {row['non_target']:>11} {row['target']:>8}")
+    return "\n".join(lines)
+
+
+def add_fragment_budgets(a: dict, b: dict) -> dict:
+    """Two :func:`fragment_budget` results summed (events together)."""
+    return {
+        "candidates": a["candidates"] + b["candidates"],
+        "rejected": a["rejected"] + b["rejected"],
+        "by_kind": {k: a["by_kind"][k] + b["by_kind"][k] for k in FRAGMENT_KINDS},
+        "by_pt": {label: {k: a["by_pt"][label][k] + b["by_pt"][label][k] for k in row} for label, row in a["by_pt"].items()},
+    }
