@@ -71,9 +71,10 @@ def test_fragment_budget_sorts_the_rejected_candidates():
         [17, 18, 19],                          # too short to be a candidate
     ]
     labels = np.concatenate([np.r_[t, -1] for t in tracks])
-    fragments = fragment_budget(event, labels)
+    result = evaluate_tracking(event, labels, trackml=False)
+    fragments = fragment_budget(event, labels, result)
     assert fragments["candidates"] == 5 and fragments["rejected"] == 4
-    assert fragments["rejected"] == evaluate_tracking(event, labels, trackml=False).matching["two_way"].n_fake_tracks
+    assert fragments["rejected"] == result.matching["two_way"].n_fake_tracks
     assert fragments["by_kind"] == {"no_majority": 1, "non_target": 2, "target": 1}
     assert fragments["by_pt"]["< 1 GeV"] == {"non_target": 1, "target": 0}
     assert fragments["by_pt"]["2-5 GeV"] == {"non_target": 1, "target": 0}

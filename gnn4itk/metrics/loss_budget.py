@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gnn4itk.metrics.matching import TrackingCuts, TrackingResult
+from gnn4itk.metrics.matching import TrackingCuts, TrackingResult, candidate_pairs
 
 CAUSES = ("too_few_spacepoints", "graph", "edge_classification", "track_building")
 """Why a target particle is not reconstructed, in the order the pipeline's stages run."""
@@ -244,13 +244,13 @@ target (``non_target``: soft, secondary, electron...) or of a target particle (`
 than half of that particle's spacepoints."""
 
 
-def fragment_budget(event, tracks, cuts: TrackingCuts | None = None) -> dict:
+def fragment_budget(event, tracks, result: TrackingResult) -> dict:
     """The candidate tracks that double-majority (``two_way``) matching rejects, by kind and pT.
 
     Args:
         event: the :class:`~gnn4itk.event.Event` with truth.
         tracks: the pipeline's tracks in any form of :func:`gnn4itk.metrics.track_membership` (LABELS).
-        cuts: selection and matching cuts (GNN4ITk defaults when None).
+        result: :func:`~gnn4itk.metrics.evaluate_tracking` of ``tracks`` on ``event`` (its cuts and targets).
 
     Returns:
         {"candidates": candidate tracks, "rejected": those two_way rejects, "by_kind": {kind of
@@ -259,46 +259,30 @@ def fragment_budget(event, tracks, cuts: TrackingCuts | None = None) -> dict:
         pT >= 1 GeV that are no targets: secondaries, electrons, beyond |eta| or radius cuts, count as
         ``non_target`` in their bin).
     """
-    from gnn4itk.metrics.matching import target_particle_mask
-    from gnn4itk.metrics.membership import shared_counts, track_membership
+    from gnn4itk.metrics.membership import track_membership
 
-    cuts = cuts or TrackingCuts()
     pid = event.hits["particle_id"].to_numpy(np.int64)
-    rows, track = track_membership(tracks, len(pid))
-    n_tracks = int(track.max()) + 1 if len(track) else 0
-    track_len = np.bincount(track, minlength=n_tracks)
-    candidate = track_len >= cuts.track_min_hits
-    pair_track, pair_pid, shared = shared_counts(pid, rows, track)
-    real = (pair_pid != 0) & candidate[pair_track]
-    pair_track, pair_pid, shared = pair_track[real], pair_pid[real], shared[real]
-    nhits = pd.Series(pid[pid != 0]).value_counts()
-    particle_hits = nhits.reindex(pair_pid).fillna(0).to_numpy()
-    pure = shared > cuts.matching_fraction * track_len[pair_track]
-    complete = shared > cuts.matching_fraction * particle_hits
-    matched = np.zeros(n_tracks, dtype=bool)
-    matched[pair_track[pure & complete]] = True
+    pairs = candidate_pairs(pid, *track_membership(tracks, len(pid)), result.cuts)
+    matched = np.zeros(len(pairs.track_len), dtype=bool)
+    matched[pairs.pair_track[pairs.purity_ok & pairs.completeness_ok]] = True
     # the majority particle of each candidate (at most one particle can hold more than half)
-    majority = np.zeros(n_tracks, dtype=np.int64)
-    majority[pair_track[pure]] = pair_pid[pure]
-    rejected = candidate & ~matched
-    particles = event.particles.set_index("particle_id")
-    counts = nhits.reindex(particles.index).fillna(0).to_numpy(np.int64)
-    is_target = pd.Series(target_particle_mask(particles.reset_index(), counts, cuts), index=particles.index)
-    pt = particles["pt"]
-    by_kind = dict.fromkeys(FRAGMENT_KINDS, 0)
-    labels = ["< 1 GeV"] + [pt_label(i) for i in range(len(PT_EDGES_GEV))]
-    by_pt = {label: {"non_target": 0, "target": 0} for label in labels}
+    majority = np.zeros(len(pairs.track_len), dtype=np.int64)
+    majority[pairs.pair_track[pairs.purity_ok]] = pairs.pair_pid[pairs.purity_ok]
+    rejected = pairs.candidate & ~matched
     pieces = majority[rejected]
+    by_kind = dict.fromkeys(FRAGMENT_KINDS, 0)
     by_kind["no_majority"] = int((pieces == 0).sum())
     pieces = pieces[pieces != 0]
-    target = is_target.reindex(pieces).fillna(False).to_numpy(bool)
-    piece_pt = pt.reindex(pieces).fillna(0.0).to_numpy()
+    target = np.isin(pieces, result.target_particles["particle_id"].to_numpy(np.int64))
+    piece_pt = event.particles.set_index("particle_id")["pt"].reindex(pieces).fillna(0.0).to_numpy()
     bins = np.searchsorted(np.asarray(PT_EDGES_GEV), piece_pt, side="right")  # 0: below 1 GeV
+    labels = ["< 1 GeV"] + [pt_label(i) for i in range(len(PT_EDGES_GEV))]
+    by_pt = {label: {"non_target": 0, "target": 0} for label in labels}
     for kind, mask in (("target", target), ("non_target", ~target)):
         by_kind[kind] = int(mask.sum())
         for index, label in enumerate(labels):
             by_pt[label][kind] = int((mask & (bins == index)).sum())
-    return {"candidates": int(candidate.sum()), "rejected": int(rejected.sum()), "by_kind": by_kind, "by_pt": by_pt}
+    return {"candidates": pairs.n_candidates, "rejected": int(rejected.sum()), "by_kind": by_kind, "by_pt": by_pt}
 
 
 def format_fragment_budget(fragments: dict) -> str:

@@ -292,22 +292,12 @@ def evaluate_tracking(
     require_truth(event)
     pid = event.hits["particle_id"].to_numpy(np.int64)
     rows, track = track_membership(tracks, len(pid), form)
-    n_tracks = int(track.max()) + 1 if len(track) else 0
-    track_len = np.bincount(track, minlength=n_tracks)
-
-    pid_nhits = pd.Series(pid[pid != 0]).value_counts()
-    pair_track, pair_pid, shared = shared_counts(pid, rows, track)
-    real = pair_pid != 0  # noise is no particle: it lengthens tracks but is never matched
-    pair_track, pair_pid, shared = pair_track[real], pair_pid[real], shared[real]
-    # Only candidate tracks (>= track_min_hits spacepoints) take part in any matching.
-    on_candidate = track_len[pair_track] >= cuts.track_min_hits
-    pair_track, pair_pid, shared = pair_track[on_candidate], pair_pid[on_candidate], shared[on_candidate]
-    n_candidates = int((track_len >= cuts.track_min_hits).sum())
+    pairs = candidate_pairs(pid, rows, track, cuts)
 
     particles = event.particles
     if not particles["particle_id"].is_unique:
         raise ValueError("the particle table lists a particle_id more than once")
-    nhits = pid_nhits.reindex(particles["particle_id"].to_numpy(np.int64)).fillna(0).to_numpy(np.int64)
+    nhits = pairs.particle_hits.reindex(particles["particle_id"].to_numpy(np.int64)).fillna(0).to_numpy(np.int64)
     target = target_particle_mask(particles, nhits, cuts)
     targets = pd.DataFrame(
         {
@@ -318,10 +308,9 @@ def evaluate_tracking(
         }
     )
 
-    purity_ok = shared > cuts.matching_fraction * track_len[pair_track]
-    completeness_ok = shared > cuts.matching_fraction * pid_nhits.reindex(pair_pid).to_numpy()
     matching, tracks_per_target = match_styles(
-        pair_track, pair_pid, purity_ok, completeness_ok, n_candidates, targets["particle_id"].to_numpy()
+        pairs.pair_track, pairs.pair_pid, pairs.purity_ok, pairs.completeness_ok, pairs.n_candidates,
+        targets["particle_id"].to_numpy(),
     )
     for style in MATCHING_STYLES:
         targets[f"reconstructed_{style}"] = tracks_per_target[style] > 0
@@ -347,7 +336,7 @@ def evaluate_tracking(
         duplicate_rate=headline.duplicate_rate,
         trackml_score=score,
         counts={
-            "n_tracks": n_tracks,
+            "n_tracks": len(pairs.track_len),
             "n_candidate_tracks": headline.n_candidate_tracks,
             "n_matched_tracks": headline.n_matched_tracks,
             "n_fake_tracks": headline.n_fake_tracks,
@@ -359,6 +348,61 @@ def evaluate_tracking(
         cuts=cuts,
         trackml_note=note,
         matching=matching,
+    )
+
+
+@dataclass
+class CandidatePairs:
+    """The (candidate track, particle) pairs every matching style is decided on.
+
+    Attributes:
+        track_len: int64 [T], spacepoints of every track.
+        candidate: bool [T], tracks with >= ``track_min_hits`` spacepoints (only these are matched).
+        pair_track, pair_pid, shared: int64 [K], candidate tracks and the particles they share spacepoints
+            with (noise left out), and how many.
+        purity_ok, completeness_ok: bool [K], ``shared > f * track_len`` and ``shared > f * particle_hits``.
+        particle_hits: Series, particle_id -> spacepoints of the particle in the event (noise left out).
+    """
+
+    track_len: np.ndarray
+    candidate: np.ndarray
+    pair_track: np.ndarray
+    pair_pid: np.ndarray
+    shared: np.ndarray
+    purity_ok: np.ndarray
+    completeness_ok: np.ndarray
+    particle_hits: pd.Series
+
+    @property
+    def n_candidates(self) -> int:
+        return int(self.candidate.sum())
+
+
+def candidate_pairs(pid: np.ndarray, rows: np.ndarray, track: np.ndarray, cuts: TrackingCuts) -> CandidatePairs:
+    """The :class:`CandidatePairs` of tracks given as membership pairs.
+
+    Args:
+        pid: int64 [N], particle id of every spacepoint (0: noise).
+        rows, track: int64 [M], membership pairs (:func:`track_membership`); ``track`` dense.
+        cuts: ``track_min_hits`` and ``matching_fraction``.
+    """
+    n_tracks = int(track.max()) + 1 if len(track) else 0
+    track_len = np.bincount(track, minlength=n_tracks)
+    particle_hits = pd.Series(pid[pid != 0]).value_counts()
+    pair_track, pair_pid, shared = shared_counts(pid, rows, track)
+    candidate = track_len >= cuts.track_min_hits
+    # noise is no particle: it lengthens tracks but is never matched; only candidates take part
+    keep = (pair_pid != 0) & candidate[pair_track]
+    pair_track, pair_pid, shared = pair_track[keep], pair_pid[keep], shared[keep]
+    return CandidatePairs(
+        track_len,
+        candidate,
+        pair_track,
+        pair_pid,
+        shared,
+        shared > cuts.matching_fraction * track_len[pair_track],
+        shared > cuts.matching_fraction * particle_hits.reindex(pair_pid).to_numpy(),
+        particle_hits,
     )
 
 
