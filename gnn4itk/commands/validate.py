@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", default=None, help="write the figures to this JSON file")
     parser.add_argument("--loss-budget", action="store_true",
                         help="also say where the unreconstructed target particles are lost (graph, edge classification, "
-                        "track building; ATLAS matching; reruns each event stage by stage) and what the candidate "
+                        "track building; ATLAS matching; each event's warm-up call runs stage by stage) and what the candidate "
                         "tracks that double majority rejects are (pieces of which particles, by pT)")
 
 
@@ -59,17 +59,16 @@ def aggregate(results) -> dict:
 
 def staged_edges(pipeline, features):
     """(graph edges LongTensor [2, E_graph], edges kept for track building LongTensor [2, E_kept]) of one
-    run of ``pipeline`` (the stages called one by one, as :meth:`gnn4itk.pipeline.Pipeline.forward` does);
-    kept = after every edge classifier, with ``score > cc_cut`` of the track builder (0 if it has none)."""
-    x = pipeline.input_guard(features)
-    edge_index, edge_attr = pipeline.graph_construction(x)
-    graph_edges = edge_index
-    scores = None
-    for classifier in pipeline.edge_classifiers:
-        edge_index, edge_attr, scores = classifier(x, edge_index, edge_attr)
+    run of ``pipeline`` stage by stage (:func:`gnn4itk.bench.pipeline.staged_run`); kept = after every edge
+    classifier, with ``score > cc_cut`` of the track builder (0 if it has none)."""
+    from gnn4itk.bench.pipeline import staged_run
+
+    names = list(pipeline.classifier_names)
+    staged = staged_run(pipeline, names, features, None)
+    graph_edges = staged.inputs[names[0] if names else "track_building"][1]
+    _, edge_index, scores = staged.inputs["track_building"]
     cc_cut = float(getattr(getattr(pipeline.track_building, "builder", None), "cc_cut", 0.0))
-    kept = edge_index if scores is None else edge_index[:, scores > cc_cut]
-    return graph_edges, kept
+    return graph_edges, edge_index[:, scores > cc_cut]
 
 
 def event_line(event_id, n_spacepoints: int, result, seconds: float) -> str:
@@ -99,17 +98,19 @@ def run(args) -> int:
     with torch.inference_mode():
         for event in iter_events(args.events, limit=args.max_events):
             features = torch.from_numpy(select_features(event.hits, pipeline.columns)).to(device)
-            pipeline(features)  # warm-up on this event's shapes
+            # warm-up on this event's shapes; with --loss-budget the stage-by-stage run is the warm-up
+            edges = staged_edges(pipeline, features) if args.loss_budget else pipeline(features)
             synchronize(device)
             start = time.perf_counter()
             labels = pipeline(features)
             synchronize(device)
             seconds.append(time.perf_counter() - start)
-            results.append(evaluate_tracking(event, labels.cpu().numpy()))
+            labels = labels.cpu().numpy()
+            results.append(evaluate_tracking(event, labels))
             print(event_line(event.event_id, len(features), results[-1], seconds[-1]))
             if args.loss_budget:
-                budgets.append(loss_budget(event, results[-1], *staged_edges(pipeline, features)))
-                fragments.append(fragment_budget(event, labels.cpu().numpy(), results[-1].cuts))
+                budgets.append(loss_budget(event, results[-1], *edges))
+                fragments.append(fragment_budget(event, labels, results[-1]))
     if not results:
         raise FileNotFoundError(f"no events in {args.events}")
     summary = aggregate(results)
