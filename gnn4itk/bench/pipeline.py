@@ -675,7 +675,7 @@ def gnn_floor(pipeline: nn.Module, inputs: tuple, variants: dict, rates: dict) -
     model = gnn_models(pipeline)[-1]
     _, edge_index, edge_attr = inputs
     nodes = int(inputs[0].shape[0])
-    if bool(getattr(model, "optimized", False)) and not model.isolated_nodes_matter:
+    if model.drops_isolated_nodes():
         nodes = int(torch.unique(edge_index).numel())  # what the model keeps
     edges = int(edge_index.shape[1])
     flops = gnn_flops(model, nodes, edges)

@@ -157,6 +157,12 @@ class InteractionGNN2(nn.Module):
         self.isolated_nodes_matter = any(not m.track_running_stats for m in node_norms)
         self.optimized = True
 
+    def drops_isolated_nodes(self) -> bool:
+        """Whether :meth:`forward` leaves out the nodes without an edge now: in the optimised order, unless
+        some node BatchNorm normalises with batch statistics (always without running statistics, and
+        every BatchNorm in training mode)."""
+        return self.optimized and not self.isolated_nodes_matter and not (self.training and self.node_batch_norm)
+
     def _concat(self, x: torch.Tensor, e: torch.Tensor, x0: torch.Tensor, e0: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """With ``concat``, the states joined to the encodings: ``([x, x0], [e, e0])``."""
         if self.concat:
@@ -177,7 +183,7 @@ class InteractionGNN2(nn.Module):
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: Optional[torch.Tensor] = None) -> torch.Tensor:
         src, dst = edge_index[0], edge_index[1]
-        if self.optimized and not self.isolated_nodes_matter and not (self.training and self.node_batch_norm):
+        if self.drops_isolated_nodes():
             x, src, dst = drop_isolated_nodes(x, src, dst)
         gathered = self.optimized and gathered_is_cheaper(x.shape[0], src.shape[0])
         x = self.node_encoder(x)
@@ -229,7 +235,7 @@ class InteractionGNN2(nn.Module):
         from torch.utils.checkpoint import checkpoint
 
         src, dst = edge_index[0], edge_index[1]
-        if self.optimized and not self.isolated_nodes_matter and not (self.training and self.node_batch_norm):
+        if self.drops_isolated_nodes():
             x, src, dst = drop_isolated_nodes(x, src, dst)
         gathered = self.optimized and gathered_is_cheaper(x.shape[0], src.shape[0])
         x = checkpoint(self.node_encoder, x, use_reentrant=False)
