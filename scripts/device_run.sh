@@ -8,7 +8,12 @@ OUT=${OUT:-work/device-out}; mkdir -p "$OUT" work
 export PYTHONUNBUFFERED=1
 WHEELS=${WHEELS:-.whl}  # one or more carried wheel folders, space-separated
 wheel_files=$(for d in $WHEELS; do ls "$d"/*.whl 2>/dev/null; done)
-if [ -n "$wheel_files" ]; then
+SIMSITE=${SIMSITE:-.devin/simsite.tar.xz}  # or the simulation wheels (pythia8mc, pyacts) unpacked and xz-packed: 26 MB
+if [ -z "$wheel_files" ] && [ -f "$SIMSITE" ]; then
+  [ -d /tmp/site/acts ] || { mkdir -p /tmp/site && tar -xJf "$SIMSITE" -C /tmp/site; } || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+  PYTHIA8DATA=$(find /tmp/site -type d -path '*Pythia8/xmldoc' | head -1); export PYTHIA8DATA
+elif [ -n "$wheel_files" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $wheel_files || exit 1
   export PYTHONPATH=/tmp/site:$PWD
   # pip --target puts the wheel's data files (Pythia8's xmldoc) under the target, not the prefix
@@ -28,7 +33,10 @@ for phase in "$@"; do
       # train / validation / held-out test events: distinct seeds, so the sets never overlap
       $G simulate --pileup 200 --events ${SIM_EVENTS:-144} --jobs 16 --seed 1000 --output work/sim/train --no-progress --json "$OUT/sim_train.json" | tail -4
       $G simulate --pileup 200 --events ${VAL_EVENTS:-8} --jobs 8 --seed 800000 --output work/sim/val --no-progress | tail -2
-      $G simulate --pileup 200 --events ${TEST_EVENTS:-8} --jobs 8 --seed 900000 --output work/sim/test --no-progress | tail -2 ;;
+      $G simulate --pileup 200 --events ${TEST_EVENTS:-8} --jobs 8 --seed 900000 --output work/sim/test --no-progress | tail -2
+      # the held-out ttbar sample of docs/physics.md
+      [ "${TTBAR_EVENTS:-0}" -gt 0 ] && $G simulate --pileup 200 --events $TTBAR_EVENTS --jobs $TTBAR_EVENTS --seed 910000 \
+        --hard-scatter ttbar --output work/sim/ttbar --no-progress | tail -2 ;;
     mapsim)
       # module-map statistics: hard-spectrum gun particles (pT >= 0.9 GeV), cheap per target-like particle
       timeout ${MAPSIM_SECONDS:-150} $G simulate --pileup 200 --events ${MAPSIM_EVENTS:-2000} --generator gun \
@@ -71,12 +79,20 @@ for phase in "$@"; do
       # train-embedding, or the shipped file)
       e=work/train/metric_learning_default/metric_learning.ckpt
       [ -f $e ] || { mkdir -p $(dirname $e); cp gnn4itk/data/weights/metric_learning_embedding.ckpt $e; }
-      $G train filter --config configs/train_filter_default.yaml --max-minutes ${FILTER_MINUTES:-2.5} 2>&1 | grep -v Warning | tail -8
-      cp work/train/filter_default/filter.ckpt "$OUT/metric_learning_filter.ckpt"
-      cp work/train/filter_default/logs/version_0/metrics.csv "$OUT/train_metrics_filter.csv"
-      $G train gnn --config configs/train_gnn_metric_learning.yaml --max-minutes ${GNN_MINUTES:-3} 2>&1 | grep -v Warning | tail -8
-      cp work/train/gnn_metric_learning/gnn.ckpt "$OUT/metric_learning_gnn.ckpt"
-      cp work/train/gnn_metric_learning/logs/version_0/metrics.csv "$OUT/train_metrics_gnn_metric_learning.csv" ;;
+      # Resumable: FILTER_INIT / GNN_INIT name the weights to start from (the shipped files, or the last
+      # call's), *_MINUTES=0 skips a stage; each run's metrics come back numbered by RUN_TAG.
+      # stage, config, its output folder, minutes, weights to start from, name of the result
+      train_edge_stage() {
+        [ "$4" = 0 ] && return
+        rm -rf "$3/logs"
+        $G train $1 --config $2 --max-minutes $4 ${5:+--init-from $5} 2>&1 | grep -v Warning | tail -8
+        cp "$3/$1.ckpt" "$OUT/$6.ckpt"
+        cp "$3/logs/version_0/metrics.csv" "$OUT/train_metrics_$6_${RUN_TAG:-0}.csv"
+      }
+      train_edge_stage filter configs/train_filter_default.yaml work/train/filter_default ${FILTER_MINUTES:-2.5} \
+        "${FILTER_INIT:-}" metric_learning_filter
+      train_edge_stage gnn configs/train_gnn_metric_learning.yaml work/train/gnn_metric_learning ${GNN_MINUTES:-3} \
+        "${GNN_INIT:-}" metric_learning_gnn ;;
     validate-ml)
       # the pipelines' configurations name files in gnn4itk/data/weights: put this call's there
       for f in metric_learning_embedding double_metric_learning_embedding metric_learning_filter metric_learning_gnn; do
