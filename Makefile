@@ -7,7 +7,7 @@ EXTRAS ?= sim,train,serve,dev
 WORK   ?= work
 # The default module map is built on first use from simulated events (too large to ship: ~120 MB).
 DEFAULT_MAP := gnn4itk/data/module_map/generic_default.npz
-MAP_EVENTS  ?= 100   # hard-gun events (~9.6k particles of pT >= 0.9 GeV each); docs/module_map.md
+MAP_EVENTS  ?= 210   # hard-gun events (~9.5k particles of pT >= 0.9 GeV each: 2.0M); docs/module_map.md
 JOBS        ?= 2
 PYTEST_ARGS ?= -n 2
 
