@@ -82,3 +82,36 @@ def test_fragment_budget_sorts_the_rejected_candidates():
     twice = add_fragment_budgets(fragments, fragments)
     assert twice["rejected"] == 8 and twice["by_kind"]["non_target"] == 4
     assert "of target particles 2" in format_fragment_budget(twice)
+
+
+def test_edge_kinds_sorts_edges_by_what_they_join():
+    from gnn4itk.metrics.loss_budget import EDGE_KINDS, edge_kinds
+
+    # particle 1 (target) rows 0-3, particle 2 (soft, no target) rows 4-6, row 7 noise
+    event = build_event([particle(1, 4, pt=1.5), particle(2, 3, pt=0.5)], n_noise=1)
+    from gnn4itk.training.truth import truth_edges
+
+    true_edges, particle_of_edge = truth_edges(event)
+    on_target = particle_of_edge == 1
+    pid = event.hits["particle_id"].to_numpy(np.int64)
+    noise_row = int(np.flatnonzero(pid == 0)[0])
+    edges = np.array([[0, 2, 4, 0, 2, 5, 3], [1, 1, 5, 2, 4, noise_row, 3]])
+    # 0-1 target; 2-1 target reversed; 4-5 other particle; 0-2 skip; 2-4 two particles; 5-noise; 3-3 a self
+    # loop: same particle, not a true edge (skip)
+    kinds = edge_kinds(edges, true_edges, on_target, pid)
+    assert kinds == {"target": 2, "other_particle": 1, "skip": 2, "two_particles": 1, "noise": 1}
+    assert sum(kinds.values()) == edges.shape[1] and tuple(kinds) == EDGE_KINDS
+    assert edge_kinds(np.zeros((2, 0), np.int64), true_edges, on_target, pid) == dict.fromkeys(EDGE_KINDS, 0)
+
+
+def test_loss_budget_counts_edge_kinds_of_both_graphs():
+    event = build_event([particle(1, 6, pt=1.5), particle(2, 6, pt=0.5)])
+    graph = torch.cat([chain(range(0, 6)), chain(range(6, 12)), torch.tensor([[0], [6]])], dim=1)
+    kept = chain(range(0, 6))
+    labels = np.r_[np.arange(6), -1]
+    budget = loss_budget(event, evaluate_tracking(event, labels, trackml=False), graph, kept)
+    assert budget.graph_edge_kinds == {"target": 5, "other_particle": 5, "skip": 0, "two_particles": 1, "noise": 0}
+    assert budget.kept_edge_kinds["target"] == 5 and sum(budget.kept_edge_kinds.values()) == 5
+    total = budget + budget
+    assert total.as_dict()["edge_kinds"]["graph"]["two_particles"] == 2
+    assert "two_particles" in format_loss_budget(total)

@@ -16,7 +16,8 @@ such run:
 
 Edges count in either direction (a graph may orient a pair either way). The same pass gives the
 target-edge efficiency after each stage: the share of the target particles' true edges that the graph,
-and the kept edges, contain.
+and the kept edges, contain; and what the graph's and the kept edges join (:func:`edge_kinds`): where a
+dense graph's edges come from.
 
 :func:`fragment_budget` looks at the other side, the candidate tracks that double-majority matching
 rejects (its fake rate): tracks without a majority particle, and pure pieces of particles, by whether
@@ -38,6 +39,11 @@ CAUSES = ("too_few_spacepoints", "graph", "edge_classification", "track_building
 
 PT_EDGES_GEV = (1.0, 2.0, 5.0, 10.0)
 """Lower edges of the pT bins of :attr:`LossBudget.by_pt` (the last bin is open)."""
+
+EDGE_KINDS = ("target", "other_particle", "skip", "two_particles", "noise")
+"""What an edge joins: two consecutive spacepoints of a target particle (``target``) or of another
+particle (``other_particle``: soft, secondary, electron...), two spacepoints of one particle that are not
+consecutive (``skip``), spacepoints of two particles (``two_particles``), or a noise spacepoint (``noise``)."""
 
 
 @dataclass
@@ -68,6 +74,8 @@ class LossBudget:
     graph_edges: int = 0
     kept_edges: int = 0
     spacepoints: int = 0
+    graph_edge_kinds: dict = field(default_factory=lambda: dict.fromkeys(EDGE_KINDS, 0))
+    kept_edge_kinds: dict = field(default_factory=lambda: dict.fromkeys(EDGE_KINDS, 0))
 
     def __add__(self, other: "LossBudget") -> "LossBudget":
         if other.style != self.style:
@@ -77,6 +85,8 @@ class LossBudget:
                      "target_edges_kept", "graph_edges", "kept_edges", "spacepoints"):
             setattr(total, name, getattr(self, name) + getattr(other, name))
         total.lost = {cause: self.lost[cause] + other.lost[cause] for cause in CAUSES}
+        for name in ("graph_edge_kinds", "kept_edge_kinds"):
+            setattr(total, name, {k: getattr(self, name)[k] + getattr(other, name)[k] for k in EDGE_KINDS})
         for budget in (self, other):
             for label, counts in budget.by_pt.items():
                 row = total.by_pt.setdefault(label, dict.fromkeys(counts, 0))
@@ -106,6 +116,7 @@ class LossBudget:
                 "graph": ratio(self.graph_edges, self.spacepoints),
                 "kept_for_track_building": ratio(self.kept_edges, self.spacepoints),
             },
+            "edge_kinds": {"graph": dict(self.graph_edge_kinds), "kept_for_track_building": dict(self.kept_edge_kinds)},
         }
 
 
@@ -122,6 +133,41 @@ def _present(true_edges: np.ndarray, edges: np.ndarray, num_hits: int) -> np.nda
         return np.zeros(0, dtype=bool)
     keys = np.concatenate([edges[0] * num_hits + edges[1], edges[1] * num_hits + edges[0]])
     return np.isin(true_edges[0] * num_hits + true_edges[1], keys)
+
+
+def edge_kinds(edges: np.ndarray, true_edges: np.ndarray, on_target: np.ndarray, particle_of_hit: np.ndarray) -> dict:
+    """How many edges of each kind of :data:`EDGE_KINDS` a graph holds.
+
+    Args:
+        edges: int64 [2, E], spacepoint rows; a true pair counts in either direction.
+        true_edges: int64 [2, T], consecutive spacepoints of every particle
+            (:func:`gnn4itk.training.truth.truth_edges`).
+        on_target: bool [T], whether each true edge belongs to a target particle.
+        particle_of_hit: int64 [N], ``particle_id`` of every spacepoint (0 for noise).
+
+    Returns:
+        {kind: edges}, summing to E.
+    """
+    num_hits = len(particle_of_hit)
+    keys = np.concatenate([true_edges[0] * num_hits + true_edges[1], true_edges[1] * num_hits + true_edges[0]])
+    key_target = np.concatenate([on_target, on_target])
+    order = np.argsort(keys, kind="stable")
+    keys, key_target = keys[order], key_target[order]
+    edge_keys = edges[0] * num_hits + edges[1]
+    position = np.minimum(np.searchsorted(keys, edge_keys), max(len(keys) - 1, 0))
+    true = (keys[position] == edge_keys) if len(keys) else np.zeros(len(edge_keys), dtype=bool)
+    target = true & key_target[position] if len(keys) else true
+    first, second = particle_of_hit[edges[0]], particle_of_hit[edges[1]]
+    noise = ~true & ((first == 0) | (second == 0))
+    skip = ~true & ~noise & (first == second)
+    kinds = {
+        "target": target,
+        "other_particle": true & ~target,
+        "skip": skip,
+        "two_particles": ~true & ~noise & ~skip,
+        "noise": noise,
+    }
+    return {kind: int(kinds[kind].sum()) for kind in EDGE_KINDS}
 
 
 def longest_runs(particle_of_edge: np.ndarray, present: np.ndarray, particles: np.ndarray) -> np.ndarray:
@@ -177,9 +223,14 @@ def loss_budget(
     num_hits = len(event.hits)
     true_edges, particle_of_edge = truth_edges(event)
     on_target = np.isin(particle_of_edge, targets["particle_id"].to_numpy(np.int64))
+    graph_edges = graph_edges.detach().cpu().numpy().astype(np.int64)
+    kept_edges = kept_edges.detach().cpu().numpy().astype(np.int64)
+    particle_of_hit = event.hits["particle_id"].to_numpy(np.int64)
+    kinds = {name: edge_kinds(edges, true_edges, on_target, particle_of_hit)
+             for name, edges in (("graph", graph_edges), ("kept", kept_edges))}
     true_edges, particle_of_edge = true_edges[:, on_target], particle_of_edge[on_target]
-    in_graph = _present(true_edges, graph_edges.detach().cpu().numpy().astype(np.int64), num_hits)
-    kept = _present(true_edges, kept_edges.detach().cpu().numpy().astype(np.int64), num_hits)
+    in_graph = _present(true_edges, graph_edges, num_hits)
+    kept = _present(true_edges, kept_edges, num_hits)
 
     ids = targets["particle_id"].to_numpy(np.int64)
     graph_run = longest_runs(particle_of_edge, in_graph, ids)
@@ -202,6 +253,8 @@ def loss_budget(
         graph_edges=int(graph_edges.shape[1]),
         kept_edges=int(kept_edges.shape[1]),
         spacepoints=num_hits,
+        graph_edge_kinds=kinds["graph"],
+        kept_edge_kinds=kinds["kept"],
     )
     bins = np.searchsorted(np.asarray(PT_EDGES_GEV), targets["pt"].to_numpy(), side="right") - 1
     for index in range(len(PT_EDGES_GEV)):
@@ -234,6 +287,9 @@ def format_loss_budget(budget: LossBudget) -> str:
     lines.append(f"target-edge efficiency: graph {show(efficiency['graph'])}, kept for track building "
                  f"{show(efficiency['kept_for_track_building'])}; edges per spacepoint: graph {show(density['graph'])}, "
                  f"kept {show(density['kept_for_track_building'])}")
+    lines.append("edges by what they join (" + ", ".join(EDGE_KINDS) + "):")
+    for label, kinds in (("graph", budget.graph_edge_kinds), ("kept", budget.kept_edge_kinds)):
+        lines.append(f"{label:>12} " + " ".join(f"{kinds[k]:>14,}" for k in EDGE_KINDS))
     return "\n".join(lines)
 
 
