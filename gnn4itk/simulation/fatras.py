@@ -20,6 +20,7 @@ every other line ACTS prints is passed on unchanged.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import re
 import sys
@@ -145,15 +146,36 @@ def _barcode(acts, values) -> object:
     return barcode
 
 
-def _barcode_row(barcode) -> tuple:
-    return tuple(getattr(barcode, attr) for attr in _BARCODE_ATTRS)
+_barcode_fields = operator.attrgetter(*_BARCODE_ATTRS)  # barcode -> tuple of its BARCODE_FIELDS values
 
 
-def _truth_row(barcode, before: tuple, four_position, momentum, momentum_size: int, after: tuple = ()) -> tuple:
-    """A particle or simhit table row: barcode fields, ``before``, x y z t, the first ``momentum_size``
-    momentum components, ``after``."""
-    position = tuple(four_position[i] for i in range(4))
-    return (*_barcode_row(barcode), *before, *position, *(momentum[i] for i in range(momentum_size)), *after)
+class _TruthColumns:
+    """Columns of a particle or simhit table filled object by object.
+
+    ACTS's Python objects hand out their 4-vectors as whole buffers (``np.asarray``) but their elements
+    one binding call each; a row of tuples cost about 12 us per simhit, these arrays about 7 (a
+    mu=200 event has ~130k simhits). The values are the same doubles either way.
+    """
+
+    def __init__(self, n: int, extra: Iterable[tuple[str, type]]):
+        self.ids = np.empty((n, len(BARCODE_FIELDS)), dtype=np.int64)
+        self.position = np.empty((n, 4))
+        self.momentum = np.empty((n, 4))
+        self.extra = {name: np.empty(n, dtype=dtype) for name, dtype in extra}
+
+    def set(self, k: int, barcode, four_position, four_momentum) -> None:
+        self.ids[k] = _barcode_fields(barcode)
+        self.position[k] = four_position
+        self.momentum[k] = four_momentum
+
+    def table(self, columns: list[str], momentum_size: int, before: list[str], after: list[str]) -> pd.DataFrame:
+        """The table in ``columns`` order: barcode fields, ``before``, x y z t, momentum, ``after``."""
+        data = {f"particle_id_{f}": self.ids[:, i] for i, f in enumerate(BARCODE_FIELDS)}
+        data.update({name: self.extra[name] for name in before})
+        data.update(zip(columns[5 + len(before) : 9 + len(before)], self.position.T))
+        data.update(zip(columns[9 + len(before) : 9 + len(before) + momentum_size], self.momentum[:, :momentum_size].T))
+        data.update({name: self.extra[name] for name in after})
+        return pd.DataFrame(data, columns=columns)
 
 
 def _sim_particles(acts, acts_examples, table: pd.DataFrame):
@@ -182,41 +204,57 @@ def _sim_particles(acts, acts_examples, table: pd.DataFrame):
 
 def particles_to_table(particles) -> pd.DataFrame:
     """ACTS ``SimParticleContainer`` -> particle table (initial state, as ``CsvParticleWriter`` writes)."""
-    rows = []
-    for particle in particles:
+    particles = list(particles)
+    columns = _TruthColumns(len(particles), [("particle_type", np.int64), ("q", np.float64), ("m", np.float64)])
+    for k, particle in enumerate(particles):
         state = particle.initialState
-        properties = (int(state.pdg), state.charge, state.mass)
-        rows.append(_truth_row(state.particleId, properties, state.fourPosition, state.fourMomentum, 3))
-    table = pd.DataFrame(rows, columns=PARTICLE_TABLE_COLUMNS)
-    for c in PARTICLE_TABLE_COLUMNS[:6]:
-        table[c] = table[c].astype(np.int64)
-    return table
+        columns.set(k, state.particleId, state.fourPosition, state.fourMomentum)
+        columns.extra["particle_type"][k] = int(state.pdg)
+        columns.extra["q"][k] = state.charge
+        columns.extra["m"][k] = state.mass
+    return columns.table(PARTICLE_TABLE_COLUMNS, 3, ["particle_type", "q", "m"], [])
+
+
+SIMHIT_TABLE_COLUMNS = [f"particle_id_{f}" for f in BARCODE_FIELDS] + [
+    "geometry_id", "tx", "ty", "tz", "tt", "tpx", "tpy", "tpz", "te", "index",
+]
+"""Columns of :func:`simhits_to_table` (``CsvSimHitWriter``'s truth position and momentum)."""
 
 
 def simhits_to_table(simhits) -> pd.DataFrame:
-    """ACTS ``SimHitContainer`` -> table with ``CsvSimHitWriter`` columns (truth position and momentum)."""
-    rows = [
-        _truth_row(hit.particleId, (int(hit.geometryId.value),), hit.fourPosition, hit.momentum4Before, 4, (hit.index,))
-        for hit in simhits
-    ]
-    columns = [f"particle_id_{f}" for f in BARCODE_FIELDS] + [
-        "geometry_id", "tx", "ty", "tz", "tt", "tpx", "tpy", "tpz", "te", "index",
-    ]
-    table = pd.DataFrame(rows, columns=columns)
-    table["geometry_id"] = table["geometry_id"].astype(np.uint64)
-    return table
+    """ACTS ``SimHitContainer`` -> table of :data:`SIMHIT_TABLE_COLUMNS`."""
+    simhits = list(simhits)
+    columns = _TruthColumns(len(simhits), [("geometry_id", np.uint64), ("index", np.int64)])
+    geometry, index = columns.extra["geometry_id"], columns.extra["index"]
+    for k, hit in enumerate(simhits):
+        columns.set(k, hit.particleId, hit.fourPosition, hit.momentum4Before)
+        geometry[k] = hit.geometryId.value
+        index[k] = hit.index
+    return columns.table(SIMHIT_TABLE_COLUMNS, 4, ["geometry_id"], ["index"])
 
 
 def measurements_to_table(measurements, simhit_map) -> tuple[pd.DataFrame, pd.DataFrame]:
     """ACTS measurements and measurement->simhit map -> (measurements, map) tables as the CSV writer has them."""
-    rows = []
-    for m in measurements:
+    measurements = list(measurements)
+    n = len(measurements)
+    ids, geometry = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.uint64)
+    values = np.empty((n, 4))  # local0, local1 and their variances
+    for k, m in enumerate(measurements):
         params = m.fullParameters
         cov = m.fullCovariance
-        rows.append((m.index, int(m.geometryId.value), params[0], params[1], cov[(0, 0)], cov[(1, 1)]))
-    columns = ["measurement_id", "geometry_id", "local0", "local1", "var_local0", "var_local1"]
-    table = pd.DataFrame(rows, columns=columns)
-    table["geometry_id"] = table["geometry_id"].astype(np.uint64)
+        ids[k] = m.index
+        geometry[k] = m.geometryId.value
+        values[k] = (params[0], params[1], cov[0, 0], cov[1, 1])
+    table = pd.DataFrame(
+        {
+            "measurement_id": ids,
+            "geometry_id": geometry,
+            "local0": values[:, 0],
+            "local1": values[:, 1],
+            "var_local0": values[:, 2],
+            "var_local1": values[:, 3],
+        }
+    )
     links = pd.DataFrame(list(simhit_map), columns=["measurement_id", "hit_id"], dtype=np.int64)
     return table, links
 

@@ -91,6 +91,12 @@ def gun_vertex(
         pt_min: ``None`` for the soft-QCD-like spectrum (mean 0.5 GeV); otherwise the hard spectrum
             ``pt_min * (1 + Pareto(1.5))`` [GeV], for module-map statistics of high-pT tracks.
     """
+    return _table(_gun_columns(rng, vertex, vertex_number, pt_min))
+
+
+def _gun_columns(rng: np.random.Generator, vertex: np.ndarray, vertex_number: int, pt_min: float | None) -> dict:
+    """:func:`gun_vertex`'s columns as arrays; a crossing joins those of all its vertices into one table
+    (a DataFrame per vertex cost ~3 ms, 0.6 s per gun event of 200 vertices)."""
     n = rng.poisson(GUN_CHARGED_PER_ETA * 2 * GUN_ETA_MAX)
     species = rng.choice(len(GUN_SPECIES), size=n, p=[s[2] for s in GUN_SPECIES])
     pdg = np.array([s[0] for s in GUN_SPECIES])[species] * rng.choice([-1, 1], size=n)
@@ -101,25 +107,23 @@ def gun_vertex(
         pt = pt_min * (1.0 + rng.pareto(GUN_HARD_PT_INDEX, size=n))
     eta = rng.uniform(-GUN_ETA_MAX, GUN_ETA_MAX, size=n)
     phi = rng.uniform(-np.pi, np.pi, size=n)
-    return _table(
-        {
-            "particle_id_pv": np.full(n, vertex_number),
-            "particle_id_sv": np.zeros(n),
-            "particle_id_part": np.arange(1, n + 1),
-            "particle_id_gen": np.zeros(n),
-            "particle_id_subpart": np.zeros(n),
-            "particle_type": pdg,
-            "q": np.sign(pdg).astype(np.float64),
-            "m": mass,
-            "vx": np.full(n, vertex[0]),
-            "vy": np.full(n, vertex[1]),
-            "vz": np.full(n, vertex[2]),
-            "vt": np.full(n, vertex[3]),
-            "px": pt * np.cos(phi),
-            "py": pt * np.sin(phi),
-            "pz": pt * np.sinh(eta),
-        }
-    )
+    return {
+        "particle_id_pv": np.full(n, vertex_number),
+        "particle_id_sv": np.zeros(n),
+        "particle_id_part": np.arange(1, n + 1),
+        "particle_id_gen": np.zeros(n),
+        "particle_id_subpart": np.zeros(n),
+        "particle_type": pdg,
+        "q": np.sign(pdg).astype(np.float64),
+        "m": mass,
+        "vx": np.full(n, vertex[0]),
+        "vy": np.full(n, vertex[1]),
+        "vz": np.full(n, vertex[2]),
+        "vt": np.full(n, vertex[3]),
+        "px": pt * np.cos(phi),
+        "py": pt * np.sin(phi),
+        "pz": pt * np.sinh(eta),
+    }
 
 
 class Pythia8Source:
@@ -325,7 +329,7 @@ class CrossingGenerator:
         n_pileup = int(rng.poisson(self.config.pileup))
         n_hard = 1 if self._hard is not None else 0
         vertices = beam_spot_vertices(rng, n_hard + n_pileup)
-        tables = []
+        tables, gun = [], []
         if self._hard is not None:
             tables.append(self._hard.vertex(rng, vertices[0], 1))
         for k in range(n_pileup):
@@ -333,7 +337,9 @@ class CrossingGenerator:
             if self._minbias is not None:
                 tables.append(self._minbias.vertex(rng, vertices[number - 1], number))
             else:
-                tables.append(gun_vertex(rng, vertices[number - 1], number, self.config.gun_pt_min))
+                gun.append(_gun_columns(rng, vertices[number - 1], number, self.config.gun_pt_min))
+        if gun:  # after the hard scatter, in vertex order, as one table
+            tables.append(_table({c: np.concatenate([columns[c] for columns in gun]) for c in PARTICLE_TABLE_COLUMNS}))
         particles = pd.concat(tables, ignore_index=True) if tables else _table({c: [] for c in PARTICLE_TABLE_COLUMNS})
         info = {
             "generator": self.description,
