@@ -87,6 +87,24 @@ def test_truth_fakes_graph_and_labels(event):
     assert (sample["weights"][~sample["y"]] == 1).all()
 
 
+def test_other_true_weight_trains_the_true_edges_of_non_target_particles(event):
+    spec = SampleSpec(FEATURES, SCALES, graph_source=TruthFakesGraph(fake_ratio=3, seed=1), fake_weight=0.1,
+                      other_true_weight=0.5)
+    sample = prepare_sample(event, spec)
+    weights, y = sample["weights"], sample["y"]
+    targets = int(sample["true_target"].sum())
+    assert 0 < targets < int(y.sum())  # the toy event has both kinds of true edges
+    assert int((weights[y] == 1).sum()) == targets
+    assert int((weights[y] == 0.5).sum()) == int(y.sum()) - targets
+    assert torch.allclose(weights[~y], torch.tensor(0.1))
+    # the training configuration's key reaches the sample
+    from gnn4itk.training.config import build_datamodule
+
+    config = load_config("configs/train_gnn_small.yaml")
+    config["training"]["other_true_weight"] = 0.25
+    assert build_datamodule("gnn", config).train_set.spec.other_true_weight == 0.25
+
+
 def test_graph_source_specs():
     source = build_graph_source({"kind": "callable", "target": "gnn4itk.training.graph_sources:TruthFakesGraph"})
     assert source.function is TruthFakesGraph

@@ -102,6 +102,7 @@ def build_datamodule(stage: str, config: dict) -> EventDataModule:
         graph_source=build_graph_source(config.get("graph_source")) if stage in ("filter", "gnn") else None,
         undirected_truth=bool(data.get("undirected_truth", False)),
         fake_weight=float((config.get("training") or {}).get("fake_weight", 1.0)),
+        other_true_weight=float((config.get("training") or {}).get("other_true_weight", 0.0)),
     )
     return EventDataModule(
         _events(data.get("train")),

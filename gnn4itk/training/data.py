@@ -26,8 +26,9 @@ class SampleSpec:
         graph_source: callable event -> (edge_index, edge_attr) for the filter and GNN stages, or None
             for metric learning.
         undirected_truth: an edge also counts as true when it joins a true pair in reverse order.
-        fake_weight: loss weight of fake edges; true edges of non-target particles weigh 0 (ignored),
-            true target edges 1 (acorn's weighting).
+        fake_weight: loss weight of fake edges; true target edges weigh 1 (acorn's weighting).
+        other_true_weight: loss weight of the true edges of non-target particles (soft, secondary,
+            electron...): 0 in acorn's weighting (ignored); above 0 they are trained as true edges.
     """
 
     node_features: Sequence[str]
@@ -36,6 +37,7 @@ class SampleSpec:
     graph_source: Callable | None = None
     undirected_truth: bool = False
     fake_weight: float = 1.0
+    other_true_weight: float = 0.0
 
 
 def prepare_sample(event: Event, spec: SampleSpec) -> dict:
@@ -65,7 +67,8 @@ def prepare_sample(event: Event, spec: SampleSpec) -> dict:
         y = matched >= 0
         target = torch.zeros_like(y)
         target[y] = sample["true_target"][matched[y]]
-        weights = torch.where(y, target.float(), torch.full_like(y, spec.fake_weight, dtype=torch.float32))
+        true_weight = torch.where(target, 1.0, spec.other_true_weight)
+        weights = torch.where(y, true_weight, torch.full_like(y, spec.fake_weight, dtype=torch.float32))
         sample.update(edge_index=edge_index, edge_attr=edge_attr, y=y, weights=weights)
     return sample
 
