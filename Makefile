@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS ?= sim,train,serve,dev
 WORK   ?= work
-# The default module map is built on first use from simulated events (too large to ship: ~120 MB).
+# The default module map is built on first use from simulated events (too large to ship: 69 MB with MAP_EVENTS=210).
 DEFAULT_MAP := gnn4itk/data/module_map/generic_default.npz
 MAP_EVENTS  ?= 210   # hard-gun events (~9.5k particles of pT >= 0.9 GeV each: 2.0M); docs/module_map.md
 JOBS        ?= 2

@@ -172,8 +172,9 @@ class _TruthColumns:
         """The table in ``columns`` order: barcode fields, ``before``, x y z t, momentum, ``after``."""
         data = {f"particle_id_{f}": self.ids[:, i] for i, f in enumerate(BARCODE_FIELDS)}
         data.update({name: self.extra[name] for name in before})
-        data.update(zip(columns[5 + len(before) : 9 + len(before)], self.position.T))
-        data.update(zip(columns[9 + len(before) : 9 + len(before) + momentum_size], self.momentum[:, :momentum_size].T))
+        start = len(BARCODE_FIELDS) + len(before)
+        data.update(zip(columns[start : start + 4], self.position.T))
+        data.update(zip(columns[start + 4 : start + 4 + momentum_size], self.momentum[:, :momentum_size].T))
         data.update({name: self.extra[name] for name in after})
         return pd.DataFrame(data, columns=columns)
 
