@@ -8,7 +8,13 @@ OUT=${OUT:-work/device-out}; mkdir -p "$OUT" work
 export PYTHONUNBUFFERED=1
 WHEELS=${WHEELS:-.whl}  # one or more carried wheel folders, space-separated
 wheel_files=$(for d in $WHEELS; do ls "$d"/*.whl 2>/dev/null; done)
-SIMSITE=${SIMSITE:-.devin/simsite.tar.xz}  # or the simulation wheels (pythia8mc, pyacts) unpacked and xz-packed: 26 MB
+# Or the simulation wheels unpacked and xz-packed (26 MB instead of 57 MB of wheels), made here with
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform \
+#     manylinux_2_34_x86_64 --platform manylinux_2_17_x86_64 -d whl pythia8mc==8.317.2 pyacts==48.1.0
+#   mkdir site && (cd site && for w in ../whl/*.whl; do unzip -q -o $w; done && rm -rf \
+#     pythia8mc-*.data/data/share/Pythia8/{htmldoc,pdfdoc} acts/*Arrow* && find . -name '*.pyi' -delete)
+#   tar -C site -cJf .devin/simsite.tar.xz .
+SIMSITE=${SIMSITE:-.devin/simsite.tar.xz}
 if [ -z "$wheel_files" ] && [ -f "$SIMSITE" ]; then
   [ -d /tmp/site/acts ] || { mkdir -p /tmp/site && tar -xJf "$SIMSITE" -C /tmp/site; } || exit 1
   export PYTHONPATH=/tmp/site:$PWD
