@@ -78,6 +78,62 @@ def test_particle_gun_density_and_determinism():
     assert not keys.duplicated().any()
 
 
+def test_gun_crossing_is_its_vertices_tables_in_order():
+    """A gun crossing builds one table from all its vertices: equal to their gun_vertex tables concatenated."""
+    from gnn4itk.simulation.generators import beam_spot_vertices, event_rng, gun_vertex
+
+    config = GeneratorConfig(pileup=12, generator="gun", seed=8, gun_pt_min=0.9)
+    particles, info = CrossingGenerator(config)(2)
+    rng = event_rng(8, 2)
+    n = int(rng.poisson(12))
+    vertices = beam_spot_vertices(rng, n)
+    expected = pd.concat([gun_vertex(rng, vertices[k], k + 1, 0.9) for k in range(n)], ignore_index=True)
+    assert info["pileup_vertices"] == n
+    pd.testing.assert_frame_equal(particles, expected)
+
+
+def test_acts_containers_become_tables_column_by_column():
+    """The copies out of ACTS's containers (stand-in objects here) put every value in its column."""
+    from types import SimpleNamespace as Obj
+
+    from gnn4itk.simulation.fatras import (
+        SIMHIT_TABLE_COLUMNS,
+        measurements_to_table,
+        particles_to_table,
+        simhits_to_table,
+    )
+    from gnn4itk.simulation.generators import PARTICLE_TABLE_COLUMNS
+
+    def barcode(k):
+        return Obj(vertexPrimary=k, vertexSecondary=10 + k, particle=20 + k, generation=30 + k, subParticle=40 + k)
+
+    hits = [Obj(particleId=barcode(k), fourPosition=np.array([1.0, 2.0, 3.0, 4.0]) + k,
+                momentum4Before=np.array([5.0, 6.0, 7.0, 8.0]) + k, geometryId=Obj(value=2**60 + k), index=7 * k)
+            for k in range(3)]
+    table = simhits_to_table(hits)
+    assert list(table.columns) == SIMHIT_TABLE_COLUMNS
+    assert table.loc[2, ["particle_id_pv", "particle_id_sv", "particle_id_part", "particle_id_gen",
+                         "particle_id_subpart"]].tolist() == [2, 12, 22, 32, 42]
+    assert table.loc[1, ["tx", "ty", "tz", "tt", "tpx", "tpy", "tpz", "te"]].tolist() == [2, 3, 4, 5, 6, 7, 8, 9]
+    assert table["geometry_id"].dtype == np.uint64 and table.loc[1, "geometry_id"] == 2**60 + 1
+    assert table["index"].tolist() == [0, 7, 14] and table["particle_id_pv"].dtype == np.int64
+
+    particles = [Obj(initialState=Obj(particleId=barcode(k), fourPosition=np.array([1.0, 2.0, 3.0, 4.0]) * k,
+                                      fourMomentum=np.array([0.5, 0.6, 0.7, 9.0]), pdg=-211, charge=-1.0,
+                                      mass=0.1396)) for k in range(2)]
+    table = particles_to_table(particles)
+    assert list(table.columns) == PARTICLE_TABLE_COLUMNS
+    assert table.loc[1, ["particle_type", "q", "m", "vx", "vy", "vz", "vt", "px", "py", "pz"]].tolist() == [
+        -211, -1.0, 0.1396, 1.0, 2.0, 3.0, 4.0, 0.5, 0.6, 0.7]
+    assert table["particle_type"].dtype == np.int64 and table.loc[1, "particle_id_subpart"] == 41
+
+    measurements = [Obj(index=k, geometryId=Obj(value=99), fullParameters=np.array([0.1 * k, 0.2]),
+                        fullCovariance=np.array([[0.01, 0.5], [0.5, 0.04]])) for k in range(2)]
+    table, links = measurements_to_table(measurements, [(0, 3), (1, 4)])
+    assert table.loc[1].tolist() == [1, 99, 0.1, 0.2, 0.01, 0.04]
+    assert links.to_numpy().tolist() == [[0, 3], [1, 4]]
+
+
 def test_hard_particle_gun_spectrum():
     """--gun-pt-min: every particle above the minimum, a falling spectrum with a high-pT tail."""
     config = GeneratorConfig(pileup=40, generator="gun", seed=5, gun_pt_min=0.9)
