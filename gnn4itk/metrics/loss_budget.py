@@ -148,15 +148,12 @@ def edge_kinds(edges: np.ndarray, true_edges: np.ndarray, on_target: np.ndarray,
     Returns:
         {kind: edges}, summing to E.
     """
-    num_hits = len(particle_of_hit)
-    keys = np.concatenate([true_edges[0] * num_hits + true_edges[1], true_edges[1] * num_hits + true_edges[0]])
-    key_target = np.concatenate([on_target, on_target])
-    order = np.argsort(keys, kind="stable")
-    keys, key_target = keys[order], key_target[order]
-    edge_keys = edges[0] * num_hits + edges[1]
-    position = np.minimum(np.searchsorted(keys, edge_keys), max(len(keys) - 1, 0))
-    true = (keys[position] == edge_keys) if len(keys) else np.zeros(len(edge_keys), dtype=bool)
-    target = true & key_target[position] if len(keys) else true
+    from gnn4itk.training.truth import match_edges
+
+    matched = match_edges(torch.from_numpy(edges), torch.from_numpy(true_edges), len(particle_of_hit), True).numpy()
+    true = matched >= 0
+    target = np.zeros_like(true)
+    target[true] = on_target[matched[true]]
     first, second = particle_of_hit[edges[0]], particle_of_hit[edges[1]]
     noise = ~true & ((first == 0) | (second == 0))
     skip = ~true & ~noise & (first == second)
