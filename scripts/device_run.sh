@@ -15,14 +15,17 @@ wheel_files=$(for d in $WHEELS; do ls "$d"/*.whl 2>/dev/null; done)
 #     pythia8mc-*.data/data/share/Pythia8/{htmldoc,pdfdoc} acts/*Arrow* && find . -name '*.pyi' -delete)
 #   tar -C site -cJf .devin/simsite.tar.xz .
 SIMSITE=${SIMSITE:-.devin/simsite.tar.xz}
-if [ -z "$wheel_files" ] && [ -f "$SIMSITE" ]; then
-  [ -d /tmp/site/acts ] || { mkdir -p /tmp/site && tar -xJf "$SIMSITE" -C /tmp/site; } || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-  PYTHIA8DATA=$(find /tmp/site -type d -path '*Pythia8/xmldoc' | head -1); export PYTHIA8DATA
-elif [ -n "$wheel_files" ]; then
+site=""
+if [ -n "$wheel_files" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $wheel_files || exit 1
+  site=/tmp/site
+elif [ -f "$SIMSITE" ]; then
+  [ -d /tmp/site/acts ] || { mkdir -p /tmp/site && tar -xJf "$SIMSITE" -C /tmp/site; } || exit 1
+  site=/tmp/site
+fi
+if [ -n "$site" ]; then
   export PYTHONPATH=/tmp/site:$PWD
-  # pip --target puts the wheel's data files (Pythia8's xmldoc) under the target, not the prefix
+  # the wheels' data files (Pythia8's xmldoc) lie under the target, not the prefix
   PYTHIA8DATA=$(find /tmp/site -type d -path '*Pythia8/xmldoc' | head -1); export PYTHIA8DATA
 else
   export PYTHONPATH=$PWD
