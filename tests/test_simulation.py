@@ -79,15 +79,15 @@ def test_particle_gun_density_and_determinism():
 
 
 def test_gun_crossing_is_its_vertices_tables_in_order():
-    """A gun crossing builds one table from all its vertices: equal to their gun_vertex tables concatenated."""
-    from gnn4itk.simulation.generators import beam_spot_vertices, event_rng, gun_vertex
+    """A gun crossing builds one table from all its vertices: equal to their own tables concatenated."""
+    from gnn4itk.simulation.generators import _table, beam_spot_vertices, event_rng, gun_vertex_columns
 
     config = GeneratorConfig(pileup=12, generator="gun", seed=8, gun_pt_min=0.9)
     particles, info = CrossingGenerator(config)(2)
     rng = event_rng(8, 2)
     n = int(rng.poisson(12))
     vertices = beam_spot_vertices(rng, n)
-    expected = pd.concat([gun_vertex(rng, vertices[k], k + 1, 0.9) for k in range(n)], ignore_index=True)
+    expected = pd.concat([_table(gun_vertex_columns(rng, vertices[k], k + 1, 0.9)) for k in range(n)], ignore_index=True)
     assert info["pileup_vertices"] == n
     pd.testing.assert_frame_equal(particles, expected)
 

@@ -82,21 +82,21 @@ def _table(columns: dict) -> pd.DataFrame:
     return table[PARTICLE_TABLE_COLUMNS]
 
 
-def gun_vertex(
+def gun_vertex_columns(
     rng: np.random.Generator, vertex: np.ndarray, vertex_number: int, pt_min: float | None = None
-) -> pd.DataFrame:
-    """Particles from one collision point (particle gun).
+) -> dict:
+    """Particles from one collision point (particle gun), as the particle table's columns.
+
+    A crossing joins the columns of all its vertices into one table (a DataFrame per vertex cost ~3 ms,
+    0.6 s per gun event of 200 vertices).
 
     Args:
         pt_min: ``None`` for the soft-QCD-like spectrum (mean 0.5 GeV); otherwise the hard spectrum
             ``pt_min * (1 + Pareto(1.5))`` [GeV], for module-map statistics of high-pT tracks.
+
+    Returns:
+        {column of :data:`PARTICLE_TABLE_COLUMNS`: array [n]}.
     """
-    return _table(_gun_columns(rng, vertex, vertex_number, pt_min))
-
-
-def _gun_columns(rng: np.random.Generator, vertex: np.ndarray, vertex_number: int, pt_min: float | None) -> dict:
-    """:func:`gun_vertex`'s columns as arrays; a crossing joins those of all its vertices into one table
-    (a DataFrame per vertex cost ~3 ms, 0.6 s per gun event of 200 vertices)."""
     n = rng.poisson(GUN_CHARGED_PER_ETA * 2 * GUN_ETA_MAX)
     species = rng.choice(len(GUN_SPECIES), size=n, p=[s[2] for s in GUN_SPECIES])
     pdg = np.array([s[0] for s in GUN_SPECIES])[species] * rng.choice([-1, 1], size=n)
@@ -337,7 +337,7 @@ class CrossingGenerator:
             if self._minbias is not None:
                 tables.append(self._minbias.vertex(rng, vertices[number - 1], number))
             else:
-                gun.append(_gun_columns(rng, vertices[number - 1], number, self.config.gun_pt_min))
+                gun.append(gun_vertex_columns(rng, vertices[number - 1], number, self.config.gun_pt_min))
         if gun:  # after the hard scatter, in vertex order, as one table
             tables.append(_table({c: np.concatenate([columns[c] for columns in gun]) for c in PARTICLE_TABLE_COLUMNS}))
         particles = pd.concat(tables, ignore_index=True) if tables else _table({c: [] for c in PARTICLE_TABLE_COLUMNS})
