@@ -94,6 +94,7 @@ def _load_initial_weights(model, path: str | Path) -> None:
 
 def build_datamodule(stage: str, config: dict) -> EventDataModule:
     data = dict(config.get("data") or {})
+    training = config.get("training") or {}
     model = config["model"]
     spec = SampleSpec(
         node_features=list(model["node_features"]),
@@ -101,8 +102,8 @@ def build_datamodule(stage: str, config: dict) -> EventDataModule:
         cuts=tracking_cuts(data.get("targets")),
         graph_source=build_graph_source(config.get("graph_source")) if stage in ("filter", "gnn") else None,
         undirected_truth=bool(data.get("undirected_truth", False)),
-        fake_weight=float((config.get("training") or {}).get("fake_weight", 1.0)),
-        other_true_weight=float((config.get("training") or {}).get("other_true_weight", 0.0)),
+        fake_weight=float(training.get("fake_weight", 1.0)),
+        other_true_weight=float(training.get("other_true_weight", 0.0)),
     )
     return EventDataModule(
         _events(data.get("train")),
