@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One batched run on the lent GPU machine (see docs/benchmarks.md). Usage: scripts/device_run.sh PHASE...
-# Phases: env, sim, mapsim, map, coverage, train, validate, train-embedding, train-edges, validate-ml, bench,
+# Phases: env, sim, mapsim, map, coverage, train, validate, train-embedding, train-edges, validate-ml, bench-ml, bench,
 # speed, tests. Results go to $OUT (device tool) or ./work/device-out. Times are bounded by environment variables
 # (*_MINUTES, *_SECONDS) so that one call stays inside the device's 10-minute limit.
 set -uo pipefail
@@ -100,16 +100,25 @@ for phase in "$@"; do
       }
       train_edge_stage filter configs/train_filter_default.yaml work/train/filter_default ${FILTER_MINUTES:-2.5} \
         "${FILTER_INIT:-}" metric_learning_filter
-      train_edge_stage gnn configs/train_gnn_metric_learning.yaml work/train/gnn_metric_learning ${GNN_MINUTES:-3} \
+      train_edge_stage gnn ${GNN_CONFIG:-configs/train_gnn_metric_learning.yaml} work/train/gnn_metric_learning ${GNN_MINUTES:-3} \
         "${GNN_INIT:-}" metric_learning_gnn ;;
     validate-ml)
       # the pipelines' configurations name files in gnn4itk/data/weights: put this call's there
       for f in metric_learning_embedding double_metric_learning_embedding metric_learning_filter metric_learning_gnn; do
         [ -f "$OUT/$f.ckpt" ] && cp "$OUT/$f.ckpt" gnn4itk/data/weights/
       done
-      for p in MetricLearning DoubleMetricLearning; do
-        $G validate --pipeline $p --events work/sim/test --max-events ${VAL_MAX:-4} --device cuda \
-          --json "$OUT/validate_$p.json" 2>&1 | grep -v -i warn | tail -14
+      for p in ${VALIDATE_PIPELINES:-MetricLearning DoubleMetricLearning}; do
+        $G validate --pipeline $p --events work/sim/test --max-events ${VAL_MAX:-4} --device cuda ${VALIDATE_ARGS:-} \
+          --json "$OUT/validate_$p${RUN_TAG:+_$RUN_TAG}.json" 2>&1 | grep -v -i warn | tail -${VALIDATE_LINES:-14}
+      done ;;
+    bench-ml)
+      # issue #15: the metric-learning pipelines on the held-out event with the weights in gnn4itk/data/weights
+      # (validate-ml puts this call's there), and their GNN beside the peer's where .devin/peer travels
+      peer=""; [ -f .devin/peer/interaction_gnn.py ] && peer="--peer-gnn-source .devin/peer"
+      for p in ${PIPELINES:-MetricLearning}; do
+        timeout ${BENCH_S:-200} $G bench pipeline --device cuda --pipeline $p --event work/sim/test/event000000000 \
+          --variants ${VARIANTS:-eager,scripted} --repeats ${REPEATS:-2} --warmup 1 $peer \
+          --json "$OUT/bench_pipeline_$p${RUN_TAG:+_$RUN_TAG}.json" 2>&1 | grep -v -i warn | tail -40
       done ;;
     speed)
       # The GPU speed figures of the module-map builder (#3) and track building (#5) in one go, old code against

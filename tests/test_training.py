@@ -72,6 +72,37 @@ def test_weighted_bce_values():
     torch.testing.assert_close(weighted_bce(logits, truth, weights), positive + negative)
 
 
+def test_weighted_bce_proportional_divides_by_all_edges():
+    logits = torch.tensor([2.0, -1.0, 0.5, 3.0, 0.0])
+    truth = torch.tensor([True, False, False, True, False])
+    weights = torch.tensor([1.0, 0.5, -1.0, 0.0, 0.1])  # the true edge of weight 0 is left out of the count
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    summed = bce(torch.tensor(2.0), torch.tensor(1.0)) + 0.5 * bce(torch.tensor(-1.0), torch.tensor(0.0))
+    summed = summed + bce(torch.tensor(0.5), torch.tensor(0.0)) + 0.1 * bce(torch.tensor(0.0), torch.tensor(0.0))
+    torch.testing.assert_close(weighted_bce(logits, truth, weights, "proportional"), summed / 4)
+    assert not torch.isclose(weighted_bce(logits, truth, weights, "equal"), summed / 4)
+
+
+def test_weighted_bce_proportional_calibrates_to_the_weighted_odds():
+    # One constant logit fitted to 1 positive and 9 negatives of weight 1: proportional reaches the
+    # class frequency (score 0.1), equal reaches 0.5 whatever the class sizes.
+    truth = torch.tensor([True] + [False] * 9)
+    weights = torch.ones(10)
+    for balance, expected in (("proportional", 0.1), ("equal", 0.5)):
+        logit = torch.zeros(1, requires_grad=True)
+        optimiser = torch.optim.SGD([logit], lr=2.0)
+        for _ in range(300):
+            optimiser.zero_grad()
+            weighted_bce(logit.expand(10), truth, weights, balance).backward()
+            optimiser.step()
+        assert abs(torch.sigmoid(logit).item() - expected) < 1e-3, balance
+
+
+def test_weighted_bce_rejects_an_unknown_balance():
+    with pytest.raises(ValueError, match="loss balance 'mean'"):
+        weighted_bce(torch.zeros(2), torch.tensor([True, False]), torch.ones(2), "mean")
+
+
 def test_truth_fakes_graph_and_labels(event):
     spec = SampleSpec(FEATURES, SCALES, graph_source=TruthFakesGraph(fake_ratio=3, seed=1))
     sample = prepare_sample(event, spec)
@@ -170,6 +201,28 @@ def test_train_command_reports_bad_configs(tmp_path, capsys):
     assert main(["train", "gnn", "--config", str(config)]) == 2
     assert "not 'gnn'" in capsys.readouterr().err
     assert main(["train", "filter", "--config", str(tmp_path / "none.yaml")]) == 2
+
+
+def test_loss_balance_reaches_the_loss_and_the_checkpoint(tmp_path, capsys, monkeypatch):
+    import yaml
+
+    from gnn4itk.training import modules
+
+    seen = []
+    original = modules.weighted_bce
+    monkeypatch.setattr(modules, "weighted_bce", lambda *args: seen.append(args[3]) or original(*args))
+    config = small_config("gnn")
+    config["training"]["loss_balance"] = "proportional"
+    result = run_training("gnn", config, output_dir=tmp_path / "a", max_epochs=1)
+    assert seen and set(seen) == {"proportional"}
+    assert torch.load(result["last_checkpoint"], weights_only=True)["hyper_parameters"]["loss_balance"] == "proportional"
+
+    config["training"]["loss_balance"] = "balanced"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", "gnn", "--config", str(path), "--output", str(tmp_path / "b")]) == 2
+    assert "training.loss_balance 'balanced'" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def test_shipped_configs_are_valid():

@@ -29,6 +29,7 @@ import yaml
 from gnn4itk.metrics import TrackingCuts
 from gnn4itk.training.data import EventDataModule, SampleSpec
 from gnn4itk.training.graph_sources import build_graph_source
+from gnn4itk.training.losses import DEFAULT_LOSS_BALANCE, LOSS_BALANCES
 from gnn4itk.training.modules import STAGES
 
 SECTIONS = ("stage", "model", "data", "graph_source", "training")
@@ -150,6 +151,8 @@ def run_training(
     module_class, default_model = STAGES[stage]
     model_hparams = {"model": default_model, **config["model"]}
     training = dict(config.get("training") or {})
+    if training.get("loss_balance", DEFAULT_LOSS_BALANCE) not in LOSS_BALANCES:
+        raise ValueError(f"training.loss_balance {training['loss_balance']!r}: expected one of {', '.join(LOSS_BALANCES)}")
     output_dir = Path(output_dir or training.get("output_dir") or f"work/train/{stage}")
     L.seed_everything(int(training.get("seed", 0)), workers=True, verbose=False)
 

@@ -15,7 +15,7 @@ from gnn4itk.edge_features import unique_edges
 from gnn4itk.models import build_model, model_name_of
 from gnn4itk.models.mlp import plain_hparams
 from gnn4itk.models.radius_graph import radius_graph
-from gnn4itk.training.losses import hinge_loss, weighted_bce
+from gnn4itk.training.losses import DEFAULT_LOSS_BALANCE, hinge_loss, weighted_bce
 from gnn4itk.training.truth import match_edges
 
 _PREFIX = "model."
@@ -188,7 +188,8 @@ class EdgeClassifierModule(_AcornLayoutModule):
     """Trains :class:`~gnn4itk.models.Filter` or :class:`~gnn4itk.models.InteractionGNN2` on given graphs.
 
     Loss: :func:`~gnn4itk.training.losses.weighted_bce` with the sample weights (target true edges 1,
-    non-target true edges ``other_true_weight``, 0 by default, fakes ``fake_weight``); the filter trains
+    non-target true edges ``other_true_weight``, 0 by default, fakes ``fake_weight``) and the classes
+    balanced as ``loss_balance`` says (``equal`` unless set; acorn's default is ``proportional``); the filter trains
     on at most ``edges_per_step`` random edges per step when that is set. Validation logs ``val_loss`` and, at the score cut
     (``edge_cut``; default ``filter_cut`` 0.05 for the filter, 0.5 for the GNN), ``val_eff`` (target true
     edges kept / target true edges in the graph) and ``val_pur`` (true edges kept / edges kept).
@@ -212,6 +213,10 @@ class EdgeClassifierModule(_AcornLayoutModule):
         default = self.model.filter_cut if self._edgewise else 0.5
         return float(self.training_settings.get("edge_cut", default))
 
+    @property
+    def loss_balance(self) -> str:
+        return str(self.training_settings.get("loss_balance", DEFAULT_LOSS_BALANCE))
+
     def _edge_subset(self, batch: dict) -> dict:
         """At most ``edges_per_step`` random edges of ``batch`` for the filter (all edges without it).
 
@@ -232,7 +237,7 @@ class EdgeClassifierModule(_AcornLayoutModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         batch = self._edge_subset(batch)
-        loss = weighted_bce(self(batch), batch["y"], batch["weights"])
+        loss = weighted_bce(self(batch), batch["y"], batch["weights"], self.loss_balance)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=1, prog_bar=True)
         return loss
 
@@ -242,7 +247,7 @@ class EdgeClassifierModule(_AcornLayoutModule):
         target = batch["y"] & (batch["weights"] > 0)
         self._log_metrics(
             {
-                "val_loss": weighted_bce(logits, batch["y"], batch["weights"]),
+                "val_loss": weighted_bce(logits, batch["y"], batch["weights"], self.loss_balance),
                 "val_eff": _ratio((kept & target).sum(), target.sum()),
                 "val_pur": _ratio((kept & batch["y"]).sum(), kept.sum()),
             }
