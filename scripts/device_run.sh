@@ -88,6 +88,9 @@ for phase in "$@"; do
       # train-embedding, or the shipped file)
       e=work/train/metric_learning_default/metric_learning.ckpt
       [ -f $e ] || { mkdir -p $(dirname $e); cp gnn4itk/data/weights/metric_learning_embedding.ckpt $e; }
+      # the GNN's graphs need a filter: the shipped one when this call trains none before it
+      f=work/train/filter_default/filter.ckpt
+      [ -f $f ] || { mkdir -p $(dirname $f); cp gnn4itk/data/weights/metric_learning_filter.ckpt $f; }
       # Resumable: FILTER_INIT / GNN_INIT name the weights to start from (the shipped files, or the last
       # call's), *_MINUTES=0 skips a stage; each run's metrics come back numbered by RUN_TAG.
       # stage, config, its output folder, minutes, weights to start from, name of the result
@@ -108,15 +111,20 @@ for phase in "$@"; do
         [ -f "$OUT/$f.ckpt" ] && cp "$OUT/$f.ckpt" gnn4itk/data/weights/
       done
       for p in ${VALIDATE_PIPELINES:-MetricLearning DoubleMetricLearning}; do
-        $G validate --pipeline $p --events work/sim/test --max-events ${VAL_MAX:-4} --device cuda ${VALIDATE_ARGS:-} \
-          --json "$OUT/validate_$p${RUN_TAG:+_$RUN_TAG}.json" 2>&1 | grep -v -i warn | tail -${VALIDATE_LINES:-14}
+        for sample in ${VALIDATE_SAMPLES:-test}; do  # test (minimum bias) and, where simulated, ttbar
+          echo "--- $p on $sample"
+          $G validate --pipeline $p --events work/sim/$sample --max-events ${VAL_MAX:-4} --device cuda ${VALIDATE_ARGS:-} \
+            --json "$OUT/validate_${p}_$sample${RUN_TAG:+_$RUN_TAG}.json" 2>&1 | grep -v -i warn | tail -${VALIDATE_LINES:-14}
+        done
       done ;;
     bench-ml)
       # issue #15: the metric-learning pipelines on the held-out event with the weights in gnn4itk/data/weights
       # (validate-ml puts this call's there), and their GNN beside the peer's where .devin/peer travels
       peer=""; [ -f .devin/peer/interaction_gnn.py ] && peer="--peer-gnn-source .devin/peer"
       for p in ${PIPELINES:-MetricLearning}; do
-        timeout ${BENCH_S:-200} $G bench pipeline --device cuda --pipeline $p --event work/sim/test/event000000000 \
+        events="--event work/sim/test/event000000000"
+        [ -d work/sim/ttbar ] && events="$events --event work/sim/ttbar/event000000000"
+        timeout ${BENCH_S:-200} $G bench pipeline --device cuda --pipeline $p $events \
           --variants ${VARIANTS:-eager,scripted} --repeats ${REPEATS:-2} --warmup 1 $peer \
           --json "$OUT/bench_pipeline_$p${RUN_TAG:+_$RUN_TAG}.json" 2>&1 | grep -v -i warn | tail -40
       done ;;

@@ -69,7 +69,7 @@ def test_weighted_bce_values():
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     positive = bce(torch.tensor([2.0]), torch.tensor([1.0]))
     negative = (0.5 * bce(torch.tensor(-1.0), torch.tensor(0.0)) + bce(torch.tensor(0.5), torch.tensor(0.0))) / 2
-    torch.testing.assert_close(weighted_bce(logits, truth, weights), positive + negative)
+    torch.testing.assert_close(weighted_bce(logits, truth, weights, "equal"), positive + negative)
 
 
 def test_weighted_bce_proportional_divides_by_all_edges():
@@ -80,6 +80,7 @@ def test_weighted_bce_proportional_divides_by_all_edges():
     summed = bce(torch.tensor(2.0), torch.tensor(1.0)) + 0.5 * bce(torch.tensor(-1.0), torch.tensor(0.0))
     summed = summed + bce(torch.tensor(0.5), torch.tensor(0.0)) + 0.1 * bce(torch.tensor(0.0), torch.tensor(0.0))
     torch.testing.assert_close(weighted_bce(logits, truth, weights, "proportional"), summed / 4)
+    torch.testing.assert_close(weighted_bce(logits, truth, weights), summed / 4)  # the default
     assert not torch.isclose(weighted_bce(logits, truth, weights, "equal"), summed / 4)
 
 
@@ -212,10 +213,10 @@ def test_loss_balance_reaches_the_loss_and_the_checkpoint(tmp_path, capsys, monk
     original = modules.weighted_bce
     monkeypatch.setattr(modules, "weighted_bce", lambda *args: seen.append(args[3]) or original(*args))
     config = small_config("gnn")
-    config["training"]["loss_balance"] = "proportional"
+    config["training"]["loss_balance"] = "equal"
     result = run_training("gnn", config, output_dir=tmp_path / "a", max_epochs=1)
-    assert seen and set(seen) == {"proportional"}
-    assert torch.load(result["last_checkpoint"], weights_only=True)["hyper_parameters"]["loss_balance"] == "proportional"
+    assert seen and set(seen) == {"equal"}
+    assert torch.load(result["last_checkpoint"], weights_only=True)["hyper_parameters"]["loss_balance"] == "equal"
 
     config["training"]["loss_balance"] = "balanced"
     path = tmp_path / "bad.yaml"

@@ -189,7 +189,7 @@ class EdgeClassifierModule(_AcornLayoutModule):
 
     Loss: :func:`~gnn4itk.training.losses.weighted_bce` with the sample weights (target true edges 1,
     non-target true edges ``other_true_weight``, 0 by default, fakes ``fake_weight``) and the classes
-    balanced as ``loss_balance`` says (``equal`` unless set; acorn's default is ``proportional``); the filter trains
+    balanced as ``loss_balance`` says (:data:`~gnn4itk.training.losses.DEFAULT_LOSS_BALANCE` unless set); the filter trains
     on at most ``edges_per_step`` random edges per step when that is set. Validation logs ``val_loss`` and, at the score cut
     (``edge_cut``; default ``filter_cut`` 0.05 for the filter, 0.5 for the GNN), ``val_eff`` (target true
     edges kept / target true edges in the graph) and ``val_pur`` (true edges kept / edges kept).
