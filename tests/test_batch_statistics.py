@@ -3,9 +3,15 @@
 import pytest
 import torch
 
-from gnn4itk.models import ChainedInteractionGNN2, RecurrentInteractionGNN2, load_acorn_checkpoint, save_acorn_checkpoint
+from gnn4itk.models import (
+    ChainedInteractionGNN2,
+    RecurrentInteractionGNN2,
+    chained_from_recurrent,
+    load_acorn_checkpoint,
+    save_acorn_checkpoint,
+)
 from gnn4itk.models.batch_statistics import batch_norm_layers, frozen_copy, record_batch_statistics, uses_batch_statistics
-from gnn4itk.models.interaction_gnn import drop_isolated_nodes
+from gnn4itk.models.interaction_gnn import InteractionGNN2, drop_isolated_nodes
 from tests.test_models import gnn_hparams, random_graph
 
 
@@ -93,6 +99,24 @@ def test_shared_batch_norm_cannot_be_frozen():
         record_batch_statistics(model, run_on(model, [random_graph()]))
 
 
+@pytest.mark.parametrize("recurrent", [{}, {"node_net_recurrent": False}, {"edge_net_recurrent": False}])
+def test_unrolled_recurrent_gnn_computes_the_same_and_can_be_frozen(recurrent):
+    torch.manual_seed(7)
+    model = InteractionGNN2(gnn_hparams(**{"node_net_recurrent": True, "edge_net_recurrent": True, **recurrent})).eval()
+    unrolled = chained_from_recurrent(model)
+    assert type(unrolled) is ChainedInteractionGNN2 and not unrolled.training
+    assert unrolled.hparams["model"] == "ChainedInteractionGNN2"
+    for graph in (random_graph(300, 200, seed=1), random_graph(80, 400, seed=2)):  # batch statistics differ
+        torch.testing.assert_close(unrolled(*graph), model(*graph), rtol=0, atol=0)
+    shared = sum(p.numel() for name, p in model.named_parameters() if name.split(".")[0] in ("edge_network", "node_network")
+                 and getattr(model, name.split(".")[0].replace("network", "net_recurrent")))
+    extra = shared * (model.n_graph_iters - 1)
+    assert sum(p.numel() for p in unrolled.parameters()) == sum(p.numel() for p in model.parameters()) + extra
+    # each iteration's BatchNorms run once per event now: recorded and frozen without complaint
+    frozen = frozen_copy(unrolled, record_batch_statistics(unrolled, run_on(unrolled, [random_graph(300, 200, seed=1)])))
+    torch.testing.assert_close(frozen(*random_graph(300, 200, seed=1)), model(*random_graph(300, 200, seed=1)), rtol=1e-4, atol=1e-4)
+
+
 def test_nothing_to_record():
     model = chained()
     with pytest.raises(ValueError, match="no event"):
@@ -133,6 +157,14 @@ def test_freeze_batch_norm_command(tmp_path, capsys):
     assert "nothing to freeze" in capsys.readouterr().err
     assert main(base + ["--checkpoint", config["edge_classification"][0]["checkpoint"], "--output", str(tmp_path / "x.ckpt")]) == 2
     assert "nothing to freeze" in capsys.readouterr().err
+    # a recurrent GNN: refused as it is, frozen as its chained equivalent with --unroll-recurrent
+    recurrent = save_acorn_checkpoint(RecurrentInteractionGNN2({**tiny_gnn_hparams(), "batchnorm": True}), tmp_path / "rec.ckpt")
+    assert main(base + ["--checkpoint", str(recurrent), "--output", str(tmp_path / "r.ckpt")]) == 2
+    assert "--unroll-recurrent" in capsys.readouterr().err and not (tmp_path / "r.ckpt").exists()
+    assert main(base + ["--checkpoint", str(recurrent), "--output", str(tmp_path / "r.ckpt"), "--unroll-recurrent"]) == 0
+    unrolled = load_acorn_checkpoint(tmp_path / "r.ckpt")
+    assert type(unrolled) is ChainedInteractionGNN2 and unrolled.hparams["track_running_stats"] is True
+    assert "BatchNorms frozen over 2 events" in capsys.readouterr().out
     empty = ["freeze-batch-norm", "--pipeline", str(tmp_path / "mm.yaml"), "--events", str(tmp_path / "empty")]
     assert main(empty + ["--checkpoint", str(batch_norm_gnn), "--output", str(tmp_path / "y.ckpt")]) == 2
     assert "no events" in capsys.readouterr().err

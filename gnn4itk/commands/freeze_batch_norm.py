@@ -3,7 +3,9 @@
 Runs a pipeline with the given GNN checkpoint over events, records every BatchNorm's batch statistics in
 the GNN (:mod:`gnn4itk.models.batch_statistics`), and writes the same weights with those statistics
 frozen (``track_running_stats: true``). The frozen GNN no longer depends on which other spacepoints the
-event holds, and skips the spacepoints without an edge.
+event holds, and skips the spacepoints without an edge. A recurrent GNN (MLPs shared by the iterations) is
+first unrolled into the chained form that computes the same scores (``--unroll-recurrent``), so that each
+iteration's BatchNorms get statistics of their own.
 """
 
 from __future__ import annotations
@@ -23,9 +25,33 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--output", required=True, help="frozen checkpoint to write")
     parser.add_argument("--json", default=None, help="write the per-layer spread of the statistics to this JSON file")
+    parser.add_argument("--unroll-recurrent", action="store_true",
+                        help="a recurrent GNN becomes the equivalent ChainedInteractionGNN2 first (n_graph_iters "
+                             "copies of its shared MLPs), whose BatchNorms run once per event and can be frozen")
 
 
 def run(args) -> int:
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from gnn4itk.cli import UserError
+    from gnn4itk.models import InteractionGNN2, chained_from_recurrent, load_acorn_checkpoint, save_acorn_checkpoint
+
+    device = torch.device(args.device)
+    checkpoint = args.checkpoint
+    with tempfile.TemporaryDirectory() as scratch:
+        source = load_acorn_checkpoint(checkpoint)
+        if isinstance(source, InteractionGNN2) and (source.node_net_recurrent or source.edge_net_recurrent):
+            if not args.unroll_recurrent:
+                raise UserError(f"{checkpoint}: a recurrent GNN (its MLPs and their BatchNorms serve every iteration) "
+                                "cannot be frozen as it is; --unroll-recurrent freezes its chained equivalent")
+            checkpoint = save_acorn_checkpoint(chained_from_recurrent(source), Path(scratch) / "chained.ckpt")
+        return _freeze(args, checkpoint, device)
+
+
+def _freeze(args, checkpoint, device) -> int:
     import torch
 
     from gnn4itk.cli import UserError
@@ -36,9 +62,8 @@ def run(args) -> int:
     from gnn4itk.progress import Progress
     from gnn4itk.stages import GNNStage
 
-    device = torch.device(args.device)
     # statistics of the model as trained: float32, whatever the configuration's autocast
-    pipeline = build_pipeline(args.pipeline, module_map_path=args.module_map, gnn_checkpoint=args.checkpoint,
+    pipeline = build_pipeline(args.pipeline, module_map_path=args.module_map, gnn_checkpoint=checkpoint,
                               auto_cast=False).to(device)
     stages = [c for c in pipeline.edge_classifiers if isinstance(c, GNNStage)]
     if not stages:

@@ -14,7 +14,12 @@ checkpoint's model name in :mod:`gnn4itk.models.registry` (a new model class reg
 
 from gnn4itk.models.checkpoint import build_model, load_acorn_checkpoint, save_acorn_checkpoint
 from gnn4itk.models.filter import Filter
-from gnn4itk.models.interaction_gnn import ChainedInteractionGNN2, InteractionGNN2, RecurrentInteractionGNN2
+from gnn4itk.models.interaction_gnn import (
+    ChainedInteractionGNN2,
+    InteractionGNN2,
+    RecurrentInteractionGNN2,
+    chained_from_recurrent,
+)
 from gnn4itk.models.metric_learning import DoubleMetricLearning, MetricLearning, double_from_single
 from gnn4itk.models.mlp import make_mlp
 from gnn4itk.models.radius_graph import RadiusGraph, radius_graph, radius_graph_brute_force
@@ -29,6 +34,7 @@ __all__ = [
     "RadiusGraph",
     "RecurrentInteractionGNN2",
     "build_model",
+    "chained_from_recurrent",
     "double_from_single",
     "load_acorn_checkpoint",
     "make_mlp",

@@ -293,3 +293,33 @@ class RecurrentInteractionGNN2(InteractionGNN2):
 
     def __init__(self, hparams: dict):
         super().__init__({**plain_hparams(hparams), "node_net_recurrent": True, "edge_net_recurrent": True})
+
+
+def chained_from_recurrent(model: InteractionGNN2) -> ChainedInteractionGNN2:
+    """The :class:`ChainedInteractionGNN2` that computes what ``model`` computes: each iteration gets its
+    own copy of the node and edge MLPs that ``model`` shares between iterations.
+
+    Same outputs, ``n_graph_iters`` times the shared MLPs' weights. What it is for: a shared MLP's
+    BatchNorm sees a different distribution in every iteration, so only the unrolled form, whose
+    BatchNorms each run once per event, can have its batch statistics frozen
+    (:mod:`gnn4itk.models.batch_statistics`).
+
+    Args:
+        model: an :class:`InteractionGNN2` with recurrent node and/or edge MLPs (a chained one is copied).
+
+    Returns:
+        a new :class:`ChainedInteractionGNN2` (``model`` set to its class name) in ``model``'s train/eval
+        mode, on its device.
+    """
+    hparams = {**plain_hparams(model.hparams), "model": "ChainedInteractionGNN2"}
+    chained = ChainedInteractionGNN2(hparams).to(next(model.parameters()).device)
+    state = {}
+    for key, value in model.state_dict().items():
+        prefix, _, rest = key.partition(".")
+        shared = (prefix == "edge_network" and model.edge_net_recurrent) or (prefix == "node_network" and model.node_net_recurrent)
+        if shared:
+            state.update({f"{prefix}.{i}.{rest}": value for i in range(model.n_graph_iters)})
+        else:
+            state[key] = value
+    chained.load_state_dict(state, strict=True)
+    return chained.train(model.training)
