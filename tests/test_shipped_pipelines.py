@@ -26,10 +26,21 @@ def test_shipped_metric_learning_pipeline_finds_tracks_and_scripts(trackml_featu
     pipeline = build_pipeline("MetricLearning")
     assert int(single_labels[-1]) == -1 and int((single_labels == -1).sum()) > 10
     result = evaluate_tracking(event, single_labels.numpy(), trackml=False)
-    # docs/models.md: a short training, far from the physics target; but it does find tracks
-    assert result.efficiency > 0.2, result
+    # docs/models.md: GNN release 3 finds 43 of the 46 target particles (double majority). A GNN that
+    # normalises with each event's batch statistics fell to 9 of 46 on this sparse (5 %) event: release 2
+    assert result.efficiency > 0.85, result
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.script(pipeline)(features), single_labels, rtol=0, atol=0)
+
+
+def test_shipped_metric_learning_gnn_uses_frozen_statistics():
+    # release 3 (docs/models.md): the chained form of the trained recurrent GNN with BatchNorm statistics
+    # recorded on mu=200 events, so an edge's score does not depend on the rest of the event
+    from gnn4itk.models.batch_statistics import uses_batch_statistics
+
+    for name in ("MetricLearning", "DoubleMetricLearning"):
+        gnn = build_pipeline(name).edge_classifiers[-1].model
+        assert type(gnn).__name__ == "ChainedInteractionGNN2" and not uses_batch_statistics(gnn), name
 
 
 def test_shipped_double_embedding_has_two_different_heads(trackml_features):
@@ -55,4 +66,4 @@ def test_double_pipeline_builds_its_own_graph_and_finds_tracks(trackml_features,
         labels = double(features)
     assert double_edges != single_edges  # its own directed graph, not the single one oriented
     result = evaluate_tracking(event, labels.numpy(), trackml=False)
-    assert result.efficiency > 0.2, result  # as the single pipeline (a short training; docs/models.md)
+    assert result.efficiency > 0.85, result  # as the single pipeline (docs/models.md: 44 of 46)
